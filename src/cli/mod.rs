@@ -1,0 +1,74 @@
+/*!
+The `repro` command line: argument parsing, progress display and output formatting.
+
+This is the only module that uses `anyhow`; it turns typed library errors into one clear
+message and a non-zero exit status. It must not compute results itself: each subcommand
+resolves its arguments and calls into `stages`, `eval` or `data`.
+*/
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod data;
+mod eval;
+mod probe;
+mod progress;
+
+pub use progress::Progress;
+
+/// Reproducible IR embedding research: per-layer probes of dual and cross encoders.
+#[derive(Debug, Parser)]
+#[command(name = "repro", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand understands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// Directory where datasets live, one sub-directory per dataset (BEIR layout).
+    #[arg(long, global = true, env = "REPRO_DATA", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Local mirror of raw datasets, consulted before the network.
+    #[arg(long, global = true, env = "REPRO_MIRROR")]
+    pub mirror: Option<PathBuf>,
+    /// Print no progress bars or informational messages on stderr.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Encode a dataset once and score every layer × pooling of a model.
+    Probe(probe::ProbeArgs),
+    /// Evaluate a TREC run against qrels, following trec_eval's conventions.
+    Eval(eval::EvalArgs),
+    /// Fetch, import and inspect datasets.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+}
+
+/// Entry point of the binary: parses arguments, runs the command, reports errors.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Probe(args) => probe::run(&cli.global, args),
+        Command::Eval(args) => eval::run(&cli.global, args),
+        Command::Data(command) => data::run(&cli.global, command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,3 @@
+/*!
+Settings files: typed TOML schemas, validated before any compute.
+*/

@@ -1,0 +1,25 @@
+/*!
+repro: reproducible information-retrieval embedding research.
+
+The crate reads BERT checkpoints (dual and cross encoders), exposes every layer's hidden
+states, pools them into sentence embeddings, retrieves over BEIR-style datasets and scores
+runs with measures that match `trec_eval` exactly. It serves the study *Can Cross Encoders
+Produce Useful Sentence Embeddings?* (Ananthakrishnan et al., arXiv 2502.03552).
+
+Modules map the architecture:
+
+* [`config`]: settings files (TOML), typed and validated before any compute.
+* [`model`]: BERT on candle, tokenization, pooling, model loading.
+* [`data`]: BEIR layout, SMART collections, TREC run/qrels files, dataset fetch and mirror.
+* [`eval`]: dense retrieval and trec_eval-exact measures.
+* [`stages`]: glue that runs a study step (layer probe) from the pieces above.
+* [`cli`]: the `repro` command line; the only place that uses `anyhow`.
+*/
+
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod model;
+pub mod stages;
+pub mod util;

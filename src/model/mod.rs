@@ -1,0 +1,3 @@
+/*!
+Models: BERT on candle, tokenization, pooling and loading of checkpoints.
+*/

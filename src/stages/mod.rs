@@ -1,0 +1,3 @@
+/*!
+Stages: the steps of a study, wired from models, data and evaluation.
+*/
