@@ -1,3 +1,29 @@
 /*!
-Models: BERT on candle, tokenization, pooling and loading of checkpoints.
+Models: BERT on candle with every layer exposed, tokenization, pooling and checkpoint loading.
+
+This module owns turning text into hidden states and pooled sentence embeddings, and
+cross-encoder scores of (query, document) pairs. It reads checkpoints in Hugging Face layout
+(local directories or the Hub cache) but must not know about datasets, retrieval or measures.
+
+The model code mirrors the Hugging Face module tree (`embeddings`, `encoder.layer.{i}`,
+`pooler`, `classifier`) so that tensor names fall out of the struct layout, as in candle's own
+model code; speed work belongs behind small named functions, not inside the layer code.
 */
+
+mod bert;
+mod config;
+mod encode;
+mod error;
+pub mod hub;
+mod loading;
+mod pooling;
+pub mod random;
+mod tokenize;
+
+pub use bert::{BertModel, ClassifierHead, HiddenStates};
+pub use config::{Activation, BertConfig};
+pub use encode::{encode_texts, EncodeOptions, Embeddings, LayerPooling, PooledEmbeddings};
+pub use error::ModelError;
+pub use loading::{load_model, LoadedModel, ModelFiles, TensorNaming};
+pub use pooling::{l2_normalize_rows, pool, Pooling};
+pub use tokenize::{Batch, InputFormat, TextTokenizer, TokenizedText};

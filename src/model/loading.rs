@@ -1,0 +1,286 @@
+//! Finding a checkpoint's files, checking its tensors against `config.json`, and building the
+//! model and tokenizer.
+//!
+//! Two tensor naming schemes are accepted: a bare encoder (`embeddings.*`, `encoder.*`, as
+//! sentence-transformers and `BertModel` save) and a prefixed one with a head
+//! (`bert.embeddings.*`, `bert.pooler.*`, `classifier.*`, as
+//! `BertForSequenceClassification` saves). Every tensor the model will use is checked for
+//! presence and shape before anything is built, so a broken checkpoint fails with the file
+//! and tensor name rather than deep inside a forward pass.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use super::bert::{BertModel, ClassifierHead};
+use super::config::BertConfig;
+use super::tokenize::TextTokenizer;
+use super::ModelError;
+
+/// Where the weights of a checkpoint are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsFormat {
+    Safetensors,
+    PytorchPickle,
+}
+
+/// The files of a model directory.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub weights: PathBuf,
+    pub weights_format: WeightsFormat,
+}
+
+impl ModelFiles {
+    /// Finds `config.json` and `model.safetensors` (or `pytorch_model.bin`) in `dir`.
+    pub fn locate(dir: &Path) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::MissingFile {
+                dir: dir.to_path_buf(),
+                wanted: "such directory".to_string(),
+            });
+        }
+        let config = dir.join("config.json");
+        if !config.is_file() {
+            return Err(ModelError::MissingFile {
+                dir: dir.to_path_buf(),
+                wanted: "config.json".to_string(),
+            });
+        }
+        let safetensors = dir.join("model.safetensors");
+        let pickle = dir.join("pytorch_model.bin");
+        let (weights, weights_format) = if safetensors.is_file() {
+            (safetensors, WeightsFormat::Safetensors)
+        } else if pickle.is_file() {
+            (pickle, WeightsFormat::PytorchPickle)
+        } else {
+            return Err(ModelError::MissingFile {
+                dir: dir.to_path_buf(),
+                wanted: "model.safetensors or pytorch_model.bin".to_string(),
+            });
+        };
+        Ok(ModelFiles {
+            dir: dir.to_path_buf(),
+            config,
+            weights,
+            weights_format,
+        })
+    }
+}
+
+/// How a checkpoint names its encoder tensors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TensorNaming {
+    /// `embeddings.word_embeddings.weight`, ...
+    Bare,
+    /// `bert.embeddings.word_embeddings.weight`, ... (with `classifier.*` beside them).
+    Prefixed(String),
+}
+
+impl TensorNaming {
+    fn detect(names: &HashMap<String, Tensor>) -> Option<Self> {
+        const PROBE: &str = "embeddings.word_embeddings.weight";
+        if names.contains_key(PROBE) {
+            return Some(TensorNaming::Bare);
+        }
+        names
+            .keys()
+            .find_map(|name| name.strip_suffix(PROBE))
+            .map(|prefix| TensorNaming::Prefixed(prefix.to_string()))
+    }
+
+    fn prefix(&self) -> &str {
+        match self {
+            TensorNaming::Bare => "",
+            TensorNaming::Prefixed(prefix) => prefix,
+        }
+    }
+}
+
+/// A model ready to run, with its tokenizer and where it came from.
+pub struct LoadedModel {
+    pub model: BertModel,
+    pub tokenizer: TextTokenizer,
+    pub files: ModelFiles,
+    pub naming: TensorNaming,
+}
+
+/// Loads the model in `dir` with its first `depth` layers (all when `None`), its
+/// classification head when the checkpoint has one, and a tokenizer truncating at `max_len`.
+pub fn load_model(
+    dir: &Path,
+    max_len: usize,
+    depth: Option<usize>,
+    device: &Device,
+) -> Result<LoadedModel, ModelError> {
+    let files = ModelFiles::locate(dir)?;
+    let config = BertConfig::from_file(&files.config)?;
+    let depth = depth.unwrap_or(config.num_hidden_layers);
+    if depth > config.num_hidden_layers {
+        return Err(ModelError::Setting(format!(
+            "depth {depth} requested but {} declares {} layers",
+            files.config.display(),
+            config.num_hidden_layers
+        )));
+    }
+    if max_len > config.max_position_embeddings {
+        return Err(ModelError::Setting(format!(
+            "max_len {max_len} exceeds the model's {} position embeddings ({})",
+            config.max_position_embeddings,
+            files.config.display()
+        )));
+    }
+    let mut tensors = read_weights(&files)?;
+    let naming = TensorNaming::detect(&tensors).ok_or_else(|| missing_tensor(
+        &files.weights,
+        "embeddings.word_embeddings.weight",
+        &tensors,
+    ))?;
+    let prefix = naming.prefix().to_string();
+    rename_legacy_layer_norm(&mut tensors);
+    let has_head = tensors.contains_key("classifier.weight");
+    for (name, shape) in expected_tensors(&config, depth, has_head) {
+        let stored = if name.starts_with("classifier.") {
+            name.clone()
+        } else {
+            format!("{prefix}{name}")
+        };
+        let tensor = tensors
+            .get(&stored)
+            .ok_or_else(|| missing_tensor(&files.weights, &stored, &tensors))?;
+        if tensor.dims() != shape.as_slice() {
+            return Err(ModelError::ShapeMismatch {
+                path: files.weights.clone(),
+                tensor: stored,
+                expected: shape,
+                actual: tensor.dims().to_vec(),
+            });
+        }
+    }
+    let mut encoder_tensors = HashMap::with_capacity(tensors.len());
+    for (name, tensor) in tensors {
+        let local = match name.strip_prefix(&prefix) {
+            Some(stripped) if !name.starts_with("classifier.") => stripped.to_string(),
+            _ => name,
+        };
+        encoder_tensors.insert(local, tensor.to_dtype(DType::F32)?.to_device(device)?);
+    }
+    let vb = VarBuilder::from_tensors(encoder_tensors, DType::F32, device);
+    let head = if has_head {
+        Some(ClassifierHead::load(vb.pp("pooler"), vb.pp("classifier"), &config)?)
+    } else {
+        None
+    };
+    let model = BertModel::load(vb, &config, depth, head)?;
+    let tokenizer = TextTokenizer::from_dir(dir, max_len)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        files,
+        naming,
+    })
+}
+
+fn read_weights(files: &ModelFiles) -> Result<HashMap<String, Tensor>, ModelError> {
+    let weights_error = |err: candle_core::Error| ModelError::Weights {
+        path: files.weights.clone(),
+        message: err.to_string(),
+    };
+    match files.weights_format {
+        WeightsFormat::Safetensors => {
+            candle_core::safetensors::load(&files.weights, &Device::Cpu).map_err(weights_error)
+        }
+        WeightsFormat::PytorchPickle => Ok(candle_core::pickle::read_all(&files.weights)
+            .map_err(weights_error)?
+            .into_iter()
+            .collect()),
+    }
+}
+
+/// Old BERT checkpoints call layer-norm parameters `gamma`/`beta`.
+fn rename_legacy_layer_norm(tensors: &mut HashMap<String, Tensor>) {
+    let legacy: Vec<String> = tensors
+        .keys()
+        .filter(|name| name.ends_with("LayerNorm.gamma") || name.ends_with("LayerNorm.beta"))
+        .cloned()
+        .collect();
+    for name in legacy {
+        if let Some(tensor) = tensors.remove(&name) {
+            let renamed = name
+                .replace("LayerNorm.gamma", "LayerNorm.weight")
+                .replace("LayerNorm.beta", "LayerNorm.bias");
+            tensors.insert(renamed, tensor);
+        }
+    }
+}
+
+fn missing_tensor(path: &Path, tensor: &str, tensors: &HashMap<String, Tensor>) -> ModelError {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let sample: Vec<&str> = names.iter().take(4).map(|name| name.as_str()).collect();
+    ModelError::MissingTensor {
+        path: path.to_path_buf(),
+        tensor: tensor.to_string(),
+        hint: if sample.is_empty() {
+            " (the file holds no tensors)".to_string()
+        } else {
+            format!(" (the file holds e.g. {})", sample.join(", "))
+        },
+    }
+}
+
+/// Every tensor the model reads, with the shape `config.json` implies, in the bare naming
+/// (`classifier.*` is never prefixed).
+pub(crate) fn expected_tensors(
+    config: &BertConfig,
+    depth: usize,
+    with_head: bool,
+) -> Vec<(String, Vec<usize>)> {
+    let hidden = config.hidden_size;
+    let inner = config.intermediate_size;
+    let mut expected = vec![
+        (
+            "embeddings.word_embeddings.weight".to_string(),
+            vec![config.vocab_size, hidden],
+        ),
+        (
+            "embeddings.position_embeddings.weight".to_string(),
+            vec![config.max_position_embeddings, hidden],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".to_string(),
+            vec![config.type_vocab_size, hidden],
+        ),
+        ("embeddings.LayerNorm.weight".to_string(), vec![hidden]),
+        ("embeddings.LayerNorm.bias".to_string(), vec![hidden]),
+    ];
+    for index in 0..depth {
+        let layer = format!("encoder.layer.{index}");
+        let mut linear = |name: &str, rows: usize, cols: usize| {
+            expected.push((format!("{layer}.{name}.weight"), vec![rows, cols]));
+            expected.push((format!("{layer}.{name}.bias"), vec![rows]));
+        };
+        linear("attention.self.query", hidden, hidden);
+        linear("attention.self.key", hidden, hidden);
+        linear("attention.self.value", hidden, hidden);
+        linear("attention.output.dense", hidden, hidden);
+        linear("intermediate.dense", inner, hidden);
+        linear("output.dense", hidden, inner);
+        for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            expected.push((format!("{layer}.{norm}.weight"), vec![hidden]));
+            expected.push((format!("{layer}.{norm}.bias"), vec![hidden]));
+        }
+    }
+    if with_head {
+        let labels = config.label_count();
+        expected.push(("pooler.dense.weight".to_string(), vec![hidden, hidden]));
+        expected.push(("pooler.dense.bias".to_string(), vec![hidden]));
+        expected.push(("classifier.weight".to_string(), vec![labels, hidden]));
+        expected.push(("classifier.bias".to_string(), vec![labels]));
+    }
+    expected
+}
