@@ -17,7 +17,9 @@ const TOLERANCE: f32 = 1e-4;
 fn model_dir() -> PathBuf {
     let dir = std::env::var_os("REPRO_MINILM")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
+        });
     assert!(
         dir.join("model.safetensors").is_file(),
         "{} is not provisioned: run `make models` first",
@@ -27,12 +29,20 @@ fn model_dir() -> PathBuf {
 }
 
 fn reference() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm_reference.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/minilm_reference.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn floats(value: &Value) -> Vec<f32> {
-    value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
 }
 
 fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
@@ -42,7 +52,10 @@ fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
         .zip(expected)
         .map(|(a, e)| (a - e).abs())
         .fold(0.0f32, f32::max);
-    assert!(worst <= TOLERANCE, "{what}: max |diff| {worst} > {TOLERANCE}");
+    assert!(
+        worst <= TOLERANCE,
+        "{what}: max |diff| {worst} > {TOLERANCE}"
+    );
 }
 
 #[test]
@@ -59,12 +72,24 @@ fn hidden_states_and_poolings_match_transformers() {
         let input: InputFormat = case["input"].as_str().unwrap().parse().unwrap();
         let max_len = case["max_len"].as_u64().unwrap() as usize;
         let loaded = load_model(&model_dir(), max_len, None, &Device::Cpu).unwrap();
-        let label = format!("{input} max_len {max_len} `{}`", &text[..text.len().min(30)]);
+        let label = format!(
+            "{input} max_len {max_len} `{}`",
+            &text[..text.len().min(30)]
+        );
 
         let tokenized = loaded.tokenizer.encode(text, input).unwrap();
-        let ids: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let type_ids: Vec<u32> =
-            case["type_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let type_ids: Vec<u32> = case["type_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(tokenized.ids, ids, "{label}: token ids");
         assert_eq!(tokenized.type_ids, type_ids, "{label}: token type ids");
 
@@ -77,18 +102,37 @@ fn hidden_states_and_poolings_match_transformers() {
             batch_size: 8,
             normalize: false,
         };
-        let pooled = encode_texts(&loaded.model, &loaded.tokenizer, &[text], &options, &mut |_| {}).unwrap();
+        let pooled = encode_texts(
+            &loaded.model,
+            &loaded.tokenizer,
+            &[text],
+            &options,
+            &mut |_| {},
+        )
+        .unwrap();
         for &layer in &layers {
             let expected = &case["layers"][layer.to_string()];
             let hidden = states.layers[layer].squeeze(0).unwrap();
             let tokens = hidden.dim(0).unwrap();
             let first = hidden.get(0).unwrap().to_vec1::<f32>().unwrap();
             let last = hidden.get(tokens - 1).unwrap().to_vec1::<f32>().unwrap();
-            assert_close(&first, &floats(&expected["first_token"]), &format!("{label} layer {layer} first token"));
-            assert_close(&last, &floats(&expected["last_token"]), &format!("{label} layer {layer} last token"));
+            assert_close(
+                &first,
+                &floats(&expected["first_token"]),
+                &format!("{label} layer {layer} first token"),
+            );
+            assert_close(
+                &last,
+                &floats(&expected["last_token"]),
+                &format!("{label} layer {layer} last token"),
+            );
             for pooling in Pooling::ALL {
                 let actual = pooled.get(layer, pooling).unwrap().row(0);
-                assert_close(actual, &floats(&expected[pooling.name()]), &format!("{label} layer {layer} {pooling}"));
+                assert_close(
+                    actual,
+                    &floats(&expected[pooling.name()]),
+                    &format!("{label} layer {layer} {pooling}"),
+                );
             }
         }
     }
@@ -97,8 +141,12 @@ fn hidden_states_and_poolings_match_transformers() {
 #[test]
 fn sentence_embeddings_match_sentence_transformers() {
     let reference = &reference()["sentence_transformers"];
-    let sentences: Vec<&str> =
-        reference["sentences"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let sentences: Vec<&str> = reference["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     let max_len = reference["max_len"].as_u64().unwrap() as usize;
     let loaded = load_model(&model_dir(), max_len, None, &Device::Cpu).unwrap();
     let options = EncodeOptions {
@@ -108,9 +156,21 @@ fn sentence_embeddings_match_sentence_transformers() {
         batch_size: 2,
         normalize: true,
     };
-    let pooled = encode_texts(&loaded.model, &loaded.tokenizer, &sentences, &options, &mut |_| {}).unwrap();
+    let pooled = encode_texts(
+        &loaded.model,
+        &loaded.tokenizer,
+        &sentences,
+        &options,
+        &mut |_| {},
+    )
+    .unwrap();
     let embeddings = pooled.get(6, Pooling::Mean).unwrap();
-    for (row, expected) in reference["embeddings"].as_array().unwrap().iter().enumerate() {
+    for (row, expected) in reference["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
         let expected = floats(expected);
         let actual = embeddings.row(row);
         assert_close(actual, &expected, &format!("sentence {row}"));
@@ -126,21 +186,35 @@ fn cross_encoder_logits_match_transformers() {
     let reference = &reference()["cross_encoder"];
     let source = model_dir();
     let dir = tempfile::tempdir().unwrap();
-    let tensors = candle_core::safetensors::load(source.join("model.safetensors"), &Device::Cpu).unwrap();
-    let mut prefixed: HashMap<String, Tensor> =
-        tensors.into_iter().map(|(name, tensor)| (format!("bert.{name}"), tensor)).collect();
+    let tensors =
+        candle_core::safetensors::load(source.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut prefixed: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(name, tensor)| (format!("bert.{name}"), tensor))
+        .collect();
     let weight = floats(&reference["classifier_weight"]);
     let hidden = weight.len();
-    prefixed.insert("classifier.weight".into(), Tensor::from_vec(weight, (1, hidden), &Device::Cpu).unwrap());
+    prefixed.insert(
+        "classifier.weight".into(),
+        Tensor::from_vec(weight, (1, hidden), &Device::Cpu).unwrap(),
+    );
     let bias = reference["classifier_bias"].as_f64().unwrap() as f32;
-    prefixed.insert("classifier.bias".into(), Tensor::from_vec(vec![bias], 1, &Device::Cpu).unwrap());
+    prefixed.insert(
+        "classifier.bias".into(),
+        Tensor::from_vec(vec![bias], 1, &Device::Cpu).unwrap(),
+    );
     candle_core::safetensors::save(&prefixed, dir.path().join("model.safetensors")).unwrap();
     let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(source.join("config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(source.join("config.json")).unwrap())
+            .unwrap();
     config["architectures"] = serde_json::json!(["BertForSequenceClassification"]);
     config["id2label"] = serde_json::json!({"0": "LABEL_0"});
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-    std::fs::copy(source.join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
+    std::fs::copy(
+        source.join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
 
     let max_len = reference["max_len"].as_u64().unwrap() as usize;
     let loaded = load_model(dir.path(), max_len, None, &Device::Cpu).unwrap();
@@ -149,10 +223,19 @@ fn cross_encoder_logits_match_transformers() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|pair| loaded.tokenizer.encode_pair(pair[0].as_str().unwrap(), pair[1].as_str().unwrap()).unwrap())
+        .map(|pair| {
+            loaded
+                .tokenizer
+                .encode_pair(pair[0].as_str().unwrap(), pair[1].as_str().unwrap())
+                .unwrap()
+        })
         .collect();
     let members: Vec<_> = pairs.iter().collect();
     let batch = Batch::new(&members, loaded.tokenizer.pad_id(), &Device::Cpu).unwrap();
     let scores = loaded.model.score_pairs(&batch).unwrap();
-    assert_close(&scores, &floats(&reference["logits"]), "cross-encoder logits");
+    assert_close(
+        &scores,
+        &floats(&reference["logits"]),
+        "cross-encoder logits",
+    );
 }

@@ -11,12 +11,22 @@ use repro::model::{
 };
 
 fn tiny_model(dir: &Path, layers: usize) {
-    write_random_bert(dir, &tiny_config(layers, TINY_VOCAB.len()), TINY_VOCAB, 11, false).unwrap();
+    write_random_bert(
+        dir,
+        &tiny_config(layers, TINY_VOCAB.len()),
+        TINY_VOCAB,
+        11,
+        false,
+    )
+    .unwrap();
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 const TEXTS: &[&str] = &[
@@ -33,20 +43,39 @@ fn truncated_forward_equals_the_prefix_of_the_full_forward() {
     let full = load_model(dir.path(), 32, None, &Device::Cpu).unwrap();
     let truncated = load_model(dir.path(), 32, Some(2), &Device::Cpu).unwrap();
     assert_eq!((full.model.depth(), truncated.model.depth()), (4, 2));
-    let text = full.tokenizer.encode(TEXTS[2], InputFormat::Single).unwrap();
+    let text = full
+        .tokenizer
+        .encode(TEXTS[2], InputFormat::Single)
+        .unwrap();
     let batch = Batch::new(&[&text], 0, &Device::Cpu).unwrap();
     let all = full.model.forward(&batch, 4).unwrap();
     let prefix = truncated.model.forward(&batch, 2).unwrap();
     assert_eq!(all.layers.len(), 5);
     assert_eq!(prefix.layers.len(), 3);
     for layer in 0..=2 {
-        let a = all.layers[layer].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = prefix.layers[layer].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let a = all.layers[layer]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = prefix.layers[layer]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(a, b, "layer {layer}");
     }
     // Layers differ from each other: the forward pass really ran them.
-    let first = all.layers[1].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let last = all.layers[4].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let first = all.layers[1]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let last = all.layers[4]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert!(max_abs_diff(&first, &last) > 1e-2);
     assert!(truncated.model.forward(&batch, 3).is_err());
 }
@@ -64,10 +93,22 @@ fn batching_and_padding_do_not_change_embeddings() {
             batch_size,
             normalize: true,
         };
-        let together =
-            encode_texts(&loaded.model, &loaded.tokenizer, TEXTS, &options(4), &mut |_| {}).unwrap();
-        let alone =
-            encode_texts(&loaded.model, &loaded.tokenizer, TEXTS, &options(1), &mut |_| {}).unwrap();
+        let together = encode_texts(
+            &loaded.model,
+            &loaded.tokenizer,
+            TEXTS,
+            &options(4),
+            &mut |_| {},
+        )
+        .unwrap();
+        let alone = encode_texts(
+            &loaded.model,
+            &loaded.tokenizer,
+            TEXTS,
+            &options(1),
+            &mut |_| {},
+        )
+        .unwrap();
         assert!(together.padded_tokens > together.tokens);
         assert_eq!(alone.padded_tokens, alone.tokens);
         for (cell, matrix) in &together.cells {
@@ -95,7 +136,14 @@ fn progress_reports_every_text_once() {
         normalize: false,
     };
     let mut done = 0;
-    encode_texts(&loaded.model, &loaded.tokenizer, TEXTS, &options, &mut |n| done += n).unwrap();
+    encode_texts(
+        &loaded.model,
+        &loaded.tokenizer,
+        TEXTS,
+        &options,
+        &mut |n| done += n,
+    )
+    .unwrap();
     assert_eq!(done, TEXTS.len());
 }
 
@@ -111,9 +159,15 @@ fn layer_beyond_depth_is_rejected() {
         batch_size: 2,
         normalize: true,
     };
-    let err = encode_texts(&loaded.model, &loaded.tokenizer, TEXTS, &options, &mut |_| {})
-        .err()
-        .unwrap();
+    let err = encode_texts(
+        &loaded.model,
+        &loaded.tokenizer,
+        TEXTS,
+        &options,
+        &mut |_| {},
+    )
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("layer 3"), "{err}");
 }
 
@@ -141,7 +195,10 @@ fn missing_tensor_names_file_and_tensor() {
     });
     let message = load_error(dir.path());
     assert!(message.contains("model.safetensors"), "{message}");
-    assert!(message.contains("missing tensor `encoder.layer.1.attention.self.key.bias`"), "{message}");
+    assert!(
+        message.contains("missing tensor `encoder.layer.1.attention.self.key.bias`"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -150,11 +207,20 @@ fn shape_mismatch_names_tensor_and_shapes() {
     tiny_model(dir.path(), 2);
     edit_weights(dir.path(), |tensors| {
         let wrong = Tensor::zeros((64, 31), candle_core::DType::F32, &Device::Cpu).unwrap();
-        tensors.insert("encoder.layer.0.intermediate.dense.weight".to_string(), wrong);
+        tensors.insert(
+            "encoder.layer.0.intermediate.dense.weight".to_string(),
+            wrong,
+        );
     });
     let message = load_error(dir.path());
-    assert!(message.contains("encoder.layer.0.intermediate.dense.weight"), "{message}");
-    assert!(message.contains("[64, 31]") && message.contains("[64, 32]"), "{message}");
+    assert!(
+        message.contains("encoder.layer.0.intermediate.dense.weight"),
+        "{message}"
+    );
+    assert!(
+        message.contains("[64, 31]") && message.contains("[64, 32]"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -47,9 +47,11 @@ impl std::str::FromStr for LayerSelection {
             return Ok(LayerSelection::All);
         }
         let number = |part: &str| {
-            part.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("`{part}` is not a layer index in `{text}` (expected e.g. 0-6, 1,3,5 or all)"))
+            part.trim().parse::<usize>().map_err(|_| {
+                format!(
+                    "`{part}` is not a layer index in `{text}` (expected e.g. 0-6, 1,3,5 or all)"
+                )
+            })
         };
         let mut layers = Vec::new();
         for part in text.split(',') {
@@ -97,7 +99,8 @@ impl<'de> Deserialize<'de> for LayerSelection {
             }
 
             fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
-                let layer = usize::try_from(value).map_err(|_| E::custom(format!("layer {value} is negative")))?;
+                let layer = usize::try_from(value)
+                    .map_err(|_| E::custom(format!("layer {value} is negative")))?;
                 Ok(LayerSelection::Only(vec![layer]))
             }
 
@@ -121,7 +124,10 @@ mod tests {
     #[test]
     fn parses_ranges_lists_and_all() {
         assert_eq!("0-3".parse(), Ok(LayerSelection::Only(vec![0, 1, 2, 3])));
-        assert_eq!("6,1,3-4,1".parse(), Ok(LayerSelection::Only(vec![1, 3, 4, 6])));
+        assert_eq!(
+            "6,1,3-4,1".parse(),
+            Ok(LayerSelection::Only(vec![1, 3, 4, 6]))
+        );
         assert_eq!("all".parse(), Ok(LayerSelection::All));
         assert!("3-1".parse::<LayerSelection>().is_err());
         assert!("x".parse::<LayerSelection>().unwrap_err().contains("`x`"));
@@ -142,7 +148,10 @@ mod tests {
         }
         let parse = |text: &str| toml::from_str::<Holder>(text).map(|h| h.layers);
         assert_eq!(parse("layers = 3").unwrap(), LayerSelection::Only(vec![3]));
-        assert_eq!(parse("layers = [2, 0]").unwrap(), LayerSelection::Only(vec![0, 2]));
+        assert_eq!(
+            parse("layers = [2, 0]").unwrap(),
+            LayerSelection::Only(vec![0, 2])
+        );
         assert_eq!(parse(r#"layers = "all""#).unwrap(), LayerSelection::All);
         assert!(parse("layers = -1").is_err());
         assert!(parse("layers = []").is_err());

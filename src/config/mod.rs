@@ -57,7 +57,10 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// Parses TOML `text` from `path` into `T`, turning serde's message and span into a
 /// [`ConfigError`] that points at the offending line and column.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|err| {
         let offset = err.span().map(|span| span.start).unwrap_or(0);
         ConfigError::at(path, text, offset, err.message().trim().to_string())

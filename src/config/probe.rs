@@ -59,7 +59,12 @@ impl ProbeFile {
     pub fn layers_error(&self, message: &str) -> Option<ConfigError> {
         let (path, text) = self.source.as_ref()?;
         let layers = self.probe.layers.as_ref()?;
-        Some(ConfigError::at(path, text, layers.span().start, format!("layers: {message}")))
+        Some(ConfigError::at(
+            path,
+            text,
+            layers.span().start,
+            format!("layers: {message}"),
+        ))
     }
 }
 
@@ -113,7 +118,10 @@ mod tests {
         assert_eq!(file.probe.model.as_deref(), Some("m"));
         assert_eq!(file.probe.pooling, Some(vec![Pooling::Mean, Pooling::Cls]));
         assert_eq!(file.probe.input, Some(InputFormat::SelfPair));
-        assert_eq!(file.probe.layers.as_ref().unwrap().get_ref(), &LayerSelection::Only(vec![0, 1, 2]));
+        assert_eq!(
+            file.probe.layers.as_ref().unwrap().get_ref(),
+            &LayerSelection::Only(vec![0, 1, 2])
+        );
     }
 
     #[test]
@@ -139,8 +147,18 @@ mod tests {
     fn layers_beyond_depth_point_at_the_layers_line() {
         let (_dir, path) = write("[probe]\nmodel = \"m\"\nlayers = \"0-9\"\n");
         let file = ProbeFile::read(&path).unwrap();
-        let depth_error = file.probe.layers.as_ref().unwrap().get_ref().resolve(6).unwrap_err();
+        let depth_error = file
+            .probe
+            .layers
+            .as_ref()
+            .unwrap()
+            .get_ref()
+            .resolve(6)
+            .unwrap_err();
         let message = file.layers_error(&depth_error).unwrap().to_string();
-        assert!(message.contains("probe.toml:3:10: layers: layer 7"), "{message}");
+        assert!(
+            message.contains("probe.toml:3:10: layers: layer 7"),
+            "{message}"
+        );
     }
 }

@@ -44,7 +44,11 @@ impl BertEmbeddings {
                 config.hidden_size,
                 vb.pp("token_type_embeddings"),
             )?,
-            layer_norm: layer_norm(config.hidden_size, config.layer_norm_eps, vb.pp("LayerNorm"))?,
+            layer_norm: layer_norm(
+                config.hidden_size,
+                config.layer_norm_eps,
+                vb.pp("LayerNorm"),
+            )?,
         })
     }
 
@@ -113,7 +117,11 @@ impl ResidualProjection {
     fn load(vb: VarBuilder, input: usize, config: &BertConfig) -> candle_core::Result<Self> {
         Ok(Self {
             dense: linear(input, config.hidden_size, vb.pp("dense"))?,
-            layer_norm: layer_norm(config.hidden_size, config.layer_norm_eps, vb.pp("LayerNorm"))?,
+            layer_norm: layer_norm(
+                config.hidden_size,
+                config.layer_norm_eps,
+                vb.pp("LayerNorm"),
+            )?,
         })
     }
 

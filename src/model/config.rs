@@ -77,11 +77,10 @@ impl BertConfig {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|err| ModelError::io(path, err))?;
-        let config: BertConfig =
-            serde_json::from_str(&text).map_err(|err| ModelError::Config {
-                path: path.to_path_buf(),
-                message: err.to_string(),
-            })?;
+        let config: BertConfig = serde_json::from_str(&text).map_err(|err| ModelError::Config {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        })?;
         config.validate().map_err(|message| ModelError::Config {
             path: path.to_path_buf(),
             message,

@@ -85,9 +85,12 @@ pub fn encode_texts<S: AsRef<str>>(
     options: &EncodeOptions,
     on_progress: &mut dyn FnMut(usize),
 ) -> Result<PooledEmbeddings, ModelError> {
-    let deepest = options.layers.iter().copied().max().ok_or_else(|| {
-        ModelError::Setting("no layers requested".to_string())
-    })?;
+    let deepest = options
+        .layers
+        .iter()
+        .copied()
+        .max()
+        .ok_or_else(|| ModelError::Setting("no layers requested".to_string()))?;
     if deepest > model.depth() {
         return Err(ModelError::Setting(format!(
             "layer {deepest} requested but the model has {} layers",
@@ -98,7 +101,9 @@ pub fn encode_texts<S: AsRef<str>>(
         return Err(ModelError::Setting("no pooling requested".to_string()));
     }
     if options.batch_size == 0 {
-        return Err(ModelError::Setting("batch size must be at least 1".to_string()));
+        return Err(ModelError::Setting(
+            "batch size must be at least 1".to_string(),
+        ));
     }
     let tokenized = texts
         .iter()
@@ -150,7 +155,10 @@ fn scatter_rows(
     positions: &[usize],
     matrix: &mut Embeddings,
 ) -> candle_core::Result<()> {
-    let values = pooled.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let values = pooled
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     let dim = matrix.dim;
     for (row, &position) in positions.iter().enumerate() {
         matrix

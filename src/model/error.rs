@@ -19,7 +19,9 @@ pub enum ModelError {
         tensor: String,
         hint: String,
     },
-    #[error("{path}: tensor `{tensor}` has shape {actual:?}, expected {expected:?} from config.json")]
+    #[error(
+        "{path}: tensor `{tensor}` has shape {actual:?}, expected {expected:?} from config.json"
+    )]
     ShapeMismatch {
         path: PathBuf,
         tensor: String,

@@ -89,12 +89,17 @@ pub fn resolve_model(spec: &str, settings: &HubSettings) -> Result<PathBuf, Mode
     let api = if settings.offline {
         None
     } else {
-        let mut builder = ApiBuilder::from_cache(Cache::new(settings.cache_dir.clone()))
-            .with_progress(false);
+        let mut builder =
+            ApiBuilder::from_cache(Cache::new(settings.cache_dir.clone())).with_progress(false);
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.with_endpoint(endpoint.clone());
         }
-        Some(builder.build().map_err(|err| hub_error(err.to_string()))?.repo(repo))
+        Some(
+            builder
+                .build()
+                .map_err(|err| hub_error(err.to_string()))?
+                .repo(repo),
+        )
     };
     let fetch = |file: &str| -> Result<Option<PathBuf>, String> {
         if let Some(cached) = cache.get(file) {
@@ -200,19 +205,29 @@ mod tests {
             "cross-encoder/ms-marco-MiniLM-L-6-v2",
             &["config.json", "model.safetensors", "vocab.txt"],
         );
-        let dir = resolve_model("cross-encoder/ms-marco-MiniLM-L-6-v2", &offline(cache.path()))
-            .unwrap();
+        let dir = resolve_model(
+            "cross-encoder/ms-marco-MiniLM-L-6-v2",
+            &offline(cache.path()),
+        )
+        .unwrap();
         assert_eq!(dir, snapshot);
     }
 
     #[test]
     fn offline_missing_weights_is_a_clear_error() {
         let cache = tempfile::tempdir().unwrap();
-        fill_cache(cache.path(), "org/model", &["config.json", "tokenizer.json"]);
+        fill_cache(
+            cache.path(),
+            "org/model",
+            &["config.json", "tokenizer.json"],
+        );
         let message = resolve_model("org/model", &offline(cache.path()))
             .unwrap_err()
             .to_string();
-        assert!(message.contains("model.safetensors or pytorch_model.bin"), "{message}");
+        assert!(
+            message.contains("model.safetensors or pytorch_model.bin"),
+            "{message}"
+        );
         assert!(message.contains("HF_HUB_OFFLINE"), "{message}");
     }
 
@@ -222,8 +237,14 @@ mod tests {
         let message = resolve_model("models/never-provisioned", &offline(cache.path()))
             .unwrap_err()
             .to_string();
-        assert!(message.contains("no local directory `models/never-provisioned`"), "{message}");
-        assert!(message.contains(&cache.path().display().to_string()), "{message}");
+        assert!(
+            message.contains("no local directory `models/never-provisioned`"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&cache.path().display().to_string()),
+            "{message}"
+        );
     }
 
     #[test]

@@ -135,11 +135,13 @@ pub fn load_model(
         )));
     }
     let mut tensors = read_weights(&files)?;
-    let naming = TensorNaming::detect(&tensors).ok_or_else(|| missing_tensor(
-        &files.weights,
-        "embeddings.word_embeddings.weight",
-        &tensors,
-    ))?;
+    let naming = TensorNaming::detect(&tensors).ok_or_else(|| {
+        missing_tensor(
+            &files.weights,
+            "embeddings.word_embeddings.weight",
+            &tensors,
+        )
+    })?;
     let prefix = naming.prefix().to_string();
     rename_legacy_layer_norm(&mut tensors);
     let has_head = tensors.contains_key("classifier.weight");
@@ -171,7 +173,11 @@ pub fn load_model(
     }
     let vb = VarBuilder::from_tensors(encoder_tensors, DType::F32, device);
     let head = if has_head {
-        Some(ClassifierHead::load(vb.pp("pooler"), vb.pp("classifier"), &config)?)
+        Some(ClassifierHead::load(
+            vb.pp("pooler"),
+            vb.pp("classifier"),
+            &config,
+        )?)
     } else {
         None
     };

@@ -22,7 +22,7 @@ mod tokenize;
 
 pub use bert::{BertModel, ClassifierHead, HiddenStates};
 pub use config::{Activation, BertConfig};
-pub use encode::{encode_texts, EncodeOptions, Embeddings, LayerPooling, PooledEmbeddings};
+pub use encode::{encode_texts, Embeddings, EncodeOptions, LayerPooling, PooledEmbeddings};
 pub use error::ModelError;
 pub use loading::{load_model, LoadedModel, ModelFiles, TensorNaming};
 pub use pooling::{l2_normalize_rows, pool, Pooling};

@@ -17,9 +17,9 @@ use super::ModelError;
 /// `##`-suffixes so WordPiece splitting is exercised.
 pub const TINY_VOCAB: &[&str] = &[
     "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "a", "the", "of", "and", "in", "is",
-    "cat", "dog", "sat", "on", "mat", "cells", "protein", "gene", "cancer", "risk", "study",
-    "air", "flow", "wing", "shock", "wave", "heat", "pressure", "boundary", "layer", "##s",
-    "##ing", "##ed", "what", "how", "does", "effect", "high", "low", "speed", "model",
+    "cat", "dog", "sat", "on", "mat", "cells", "protein", "gene", "cancer", "risk", "study", "air",
+    "flow", "wing", "shock", "wave", "heat", "pressure", "boundary", "layer", "##s", "##ing",
+    "##ed", "what", "how", "does", "effect", "high", "low", "speed", "model",
 ];
 
 /// A small BERT configuration for tests: hidden 32, 4 heads, intermediate 64.
@@ -158,7 +158,8 @@ mod tests {
         write_random_bert(a.path(), &config, TINY_VOCAB, 7, false).unwrap();
         write_random_bert(b.path(), &config, TINY_VOCAB, 7, false).unwrap();
         write_random_bert(c.path(), &config, TINY_VOCAB, 8, false).unwrap();
-        let read = |dir: &tempfile::TempDir| std::fs::read(dir.path().join("model.safetensors")).unwrap();
+        let read =
+            |dir: &tempfile::TempDir| std::fs::read(dir.path().join("model.safetensors")).unwrap();
         assert_eq!(read(&a), read(&b));
         assert_ne!(read(&a), read(&c));
     }
@@ -172,7 +173,8 @@ mod tests {
         assert_eq!(loaded.naming, TensorNaming::Prefixed("bert.".to_string()));
         assert!(loaded.model.has_classifier());
         let pair = loaded.tokenizer.encode_pair("cat", "the cat sat").unwrap();
-        let batch = crate::model::Batch::new(&[&pair], loaded.tokenizer.pad_id(), &Device::Cpu).unwrap();
+        let batch =
+            crate::model::Batch::new(&[&pair], loaded.tokenizer.pad_id(), &Device::Cpu).unwrap();
         let scores = loaded.model.score_pairs(&batch).unwrap();
         assert_eq!(scores.len(), 1);
         assert!(scores[0].is_finite());

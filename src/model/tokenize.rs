@@ -12,9 +12,7 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{
-    Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
-};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use super::ModelError;
 
@@ -301,7 +299,9 @@ mod tests {
     fn single_input_is_cls_text_sep() {
         let dir = vocab_dir();
         let tokenizer = TextTokenizer::from_dir(dir.path(), 16).unwrap();
-        let text = tokenizer.encode("The cats sat", InputFormat::Single).unwrap();
+        let text = tokenizer
+            .encode("The cats sat", InputFormat::Single)
+            .unwrap();
         assert_eq!(text.ids, vec![2, 5, 6, 10, 7, 3]);
         assert_eq!(text.type_ids, vec![0; 6]);
         assert_eq!(text.special, vec![true, false, false, false, false, true]);
@@ -315,7 +315,10 @@ mod tests {
         let text = tokenizer.encode("cat sat", InputFormat::SelfPair).unwrap();
         assert_eq!(text.ids, vec![2, 6, 7, 3, 6, 7, 3]);
         assert_eq!(text.type_ids, vec![0, 0, 0, 0, 1, 1, 1]);
-        assert_eq!(text.pooled, vec![true, true, true, true, false, false, false]);
+        assert_eq!(
+            text.pooled,
+            vec![true, true, true, true, false, false, false]
+        );
     }
 
     #[test]
@@ -337,7 +340,9 @@ mod tests {
         let dir = vocab_dir();
         let tokenizer = TextTokenizer::from_dir(dir.path(), 16).unwrap();
         let short = tokenizer.encode("cat", InputFormat::Single).unwrap();
-        let long = tokenizer.encode("the cat sat", InputFormat::Single).unwrap();
+        let long = tokenizer
+            .encode("the cat sat", InputFormat::Single)
+            .unwrap();
         let batch = Batch::new(&[&short, &long], tokenizer.pad_id(), &Device::Cpu).unwrap();
         let ids = batch.input_ids.to_vec2::<u32>().unwrap();
         assert_eq!(ids[0], vec![2, 6, 3, 0, 0]);
