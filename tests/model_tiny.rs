@@ -249,3 +249,36 @@ fn max_len_beyond_position_embeddings_is_rejected() {
     };
     assert!(message.contains("max_len 65"), "{message}");
 }
+
+/// A `pytorch_model.bin` checkpoint (tiny, random, written by `scripts/gen_tiny_pickle.py`)
+/// loads and gives transformers' hidden states, padding positions included.
+#[test]
+fn pytorch_pickle_checkpoint_matches_transformers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_pickle");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let loaded = load_model(&dir, 64, None, &Device::Cpu).unwrap();
+    let sentences: Vec<&str> = expected["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let tokenized: Vec<_> = sentences
+        .iter()
+        .map(|s| loaded.tokenizer.encode(s, InputFormat::Single).unwrap())
+        .collect();
+    let members: Vec<_> = tokenized.iter().collect();
+    let batch = Batch::new(&members, loaded.tokenizer.pad_id(), &Device::Cpu).unwrap();
+    let ids = batch.input_ids.to_vec2::<u32>().unwrap();
+    let expected_ids: Vec<Vec<u32>> = serde_json::from_value(expected["ids"].clone()).unwrap();
+    assert_eq!(ids, expected_ids);
+    let states = loaded.model.forward(&batch, 2).unwrap();
+    let actual = states.layers[2].get(0).unwrap().to_vec2::<f32>().unwrap();
+    let reference: Vec<Vec<f32>> =
+        serde_json::from_value(expected["last_hidden_first_row"].clone()).unwrap();
+    for (position, (a, e)) in actual.iter().zip(&reference).enumerate() {
+        let diff = max_abs_diff(a, e);
+        assert!(diff < 1e-4, "position {position}: {diff}");
+    }
+}
