@@ -243,11 +243,11 @@ fn missing_files_are_named() {
 fn max_len_beyond_position_embeddings_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     tiny_model(dir.path(), 1);
-    let message = match load_model(dir.path(), 65, None, &Device::Cpu) {
-        Ok(_) => panic!("max_len 65 > 64 positions must fail"),
+    let message = match load_model(dir.path(), 513, None, &Device::Cpu) {
+        Ok(_) => panic!("max_len 513 > 512 positions must fail"),
         Err(err) => err.to_string(),
     };
-    assert!(message.contains("max_len 65"), "{message}");
+    assert!(message.contains("max_len 513"), "{message}");
 }
 
 /// A `pytorch_model.bin` checkpoint (tiny, random, written by `scripts/gen_tiny_pickle.py`)

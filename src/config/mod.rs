@@ -1,18 +1,23 @@
 /*!
 Settings files and setting values: typed TOML schemas, parsed and validated before any compute.
 
-This module owns the shape of what a user writes (probe files now, experiment files later)
+This module owns the shape of what a user writes (probe files, experiment files and their sweeps)
 and the parsing of setting values shared with the command line (layer selections). Errors
 name the file, line, column and field. It must not load models or data: checks that need a
 model (a layer beyond its depth) are done by the caller with [`LayerSelection::resolve`] and
 reported through [`ConfigError::at`].
 */
 
+mod experiment;
 mod layers;
 mod probe;
 
 use std::path::{Path, PathBuf};
 
+pub use experiment::{
+    Cell, DatasetSpec, EncodeSettings, EvalSettings, Experiment, ModelKind, ModelShape, ModelSpec,
+    SCHEMA_VERSION,
+};
 pub use layers::LayerSelection;
 pub use probe::{ProbeFile, ProbeSettings};
 

@@ -18,9 +18,11 @@ pub enum DataError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
-    #[error("{path}: checksum mismatch: expected sha256 {expected}, found {actual}")]
+    #[error("{path}: checksum mismatch: expected {algorithm} {expected}, found {actual}")]
     Checksum {
         path: PathBuf,
+        /// `sha256`, or `md5` for the digests BEIR publishes for its zips.
+        algorithm: &'static str,
         expected: String,
         actual: String,
     },
@@ -32,6 +34,9 @@ pub enum DataError {
     },
     #[error("download of {url} failed: {message}")]
     Download { url: String, message: String },
+    /// A known dataset that cannot be obtained from where repro looked (no download source).
+    #[error("dataset `{name}` is not available: {message}")]
+    Unavailable { name: String, message: String },
 }
 
 impl DataError {

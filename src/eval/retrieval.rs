@@ -113,8 +113,9 @@ pub fn search(
     for query_start in (0..queries.rows).step_by(blocks.queries) {
         let query_count = blocks.queries.min(queries.rows - query_start);
         let query_block = matrix_rows(queries, query_start, query_count, &device)?;
-        let mut heaps: Vec<BinaryHeap<Ranked>> =
-            (0..query_count).map(|_| BinaryHeap::with_capacity(k + 1)).collect();
+        let mut heaps: Vec<BinaryHeap<Ranked>> = (0..query_count)
+            .map(|_| BinaryHeap::with_capacity(k + 1))
+            .collect();
         for doc_start in (0..documents.rows).step_by(blocks.documents) {
             let doc_count = blocks.documents.min(documents.rows - doc_start);
             let doc_block = matrix_rows(documents, doc_start, doc_count, &device)?;
@@ -186,16 +187,30 @@ mod tests {
     }
 
     /// Brute force: every score, sorted in trec_eval order.
-    fn brute_force(queries: &Embeddings, documents: &Embeddings, doc_ids: &[String], k: usize) -> Vec<Vec<Hit>> {
+    fn brute_force(
+        queries: &Embeddings,
+        documents: &Embeddings,
+        doc_ids: &[String],
+        k: usize,
+    ) -> Vec<Vec<Hit>> {
         (0..queries.rows)
             .map(|q| {
                 let mut hits: Vec<Hit> = (0..documents.rows)
                     .map(|d| Hit {
                         doc: d,
-                        score: queries.row(q).iter().zip(documents.row(d)).map(|(a, b)| a * b).sum(),
+                        score: queries
+                            .row(q)
+                            .iter()
+                            .zip(documents.row(d))
+                            .map(|(a, b)| a * b)
+                            .sum(),
                     })
                     .collect();
-                hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| doc_ids[b.doc].cmp(&doc_ids[a.doc])));
+                hits.sort_by(|a, b| {
+                    b.score
+                        .total_cmp(&a.score)
+                        .then_with(|| doc_ids[b.doc].cmp(&doc_ids[a.doc]))
+                });
                 hits.truncate(k);
                 hits
             })
@@ -210,12 +225,23 @@ mod tests {
             state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             ((state >> 16) % 3) as f32 - 1.0
         };
-        let queries = Embeddings { rows: 7, dim: 3, data: (0..21).map(|_| next()).collect() };
-        let documents = Embeddings { rows: 23, dim: 3, data: (0..69).map(|_| next()).collect() };
+        let queries = Embeddings {
+            rows: 7,
+            dim: 3,
+            data: (0..21).map(|_| next()).collect(),
+        };
+        let documents = Embeddings {
+            rows: 23,
+            dim: 3,
+            data: (0..69).map(|_| next()).collect(),
+        };
         let doc_ids = ids(23);
         let expected = brute_force(&queries, &documents, &doc_ids, 5);
         for (q, d) in [(1, 1), (2, 5), (7, 23), (3, 100), (100, 4)] {
-            let blocks = BlockSizes { queries: q, documents: d };
+            let blocks = BlockSizes {
+                queries: q,
+                documents: d,
+            };
             let hits = search(&queries, &documents, &doc_ids, 5, blocks).unwrap();
             assert_eq!(hits, expected, "blocks {q}×{d}");
         }
@@ -227,7 +253,10 @@ mod tests {
         let documents = embeddings(&[&[0.5, 0.0], &[0.5, 1.0], &[0.9, 0.0]]);
         let doc_ids = vec!["a".to_string(), "c".to_string(), "b".to_string()];
         let hits = search(&queries, &documents, &doc_ids, 3, BlockSizes::default()).unwrap();
-        let order: Vec<&str> = hits[0].iter().map(|hit| doc_ids[hit.doc].as_str()).collect();
+        let order: Vec<&str> = hits[0]
+            .iter()
+            .map(|hit| doc_ids[hit.doc].as_str())
+            .collect();
         assert_eq!(order, vec!["b", "c", "a"]);
     }
 

@@ -31,7 +31,7 @@ pub fn tiny_config(layers: usize, vocab_size: usize) -> BertConfig {
         num_attention_heads: 4,
         intermediate_size: 64,
         hidden_act: super::Activation::Gelu,
-        max_position_embeddings: 64,
+        max_position_embeddings: 512,
         type_vocab_size: 2,
         layer_norm_eps: 1e-12,
         pad_token_id: 0,

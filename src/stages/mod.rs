@@ -1,3 +1,46 @@
 /*!
 Stages: the steps of a study, wired from models, data and evaluation.
+
+A stage takes resolved inputs (a loaded model, a loaded dataset, settings), runs, and returns
+a typed outcome with its measurements. Stages report progress through [`Observer`] and never
+print; they must not parse command lines or settings files.
 */
+
+mod probe;
+
+pub use probe::{run_probe, EncodeStats, ProbeCell, ProbeOutcome};
+
+use crate::data::DataError;
+use crate::eval::retrieval::RetrievalError;
+use crate::model::ModelError;
+
+/// Receives progress from a running stage. Calls arrive in order: `phase` starts a phase of
+/// `total` units, `advance` reports units done, and the next `phase` (or the stage's return)
+/// ends it.
+pub trait Observer {
+    fn phase(&self, name: &str, total: usize);
+    fn advance(&self, done: usize);
+}
+
+/// An observer that ignores everything (tests, `--quiet`).
+pub struct Silent;
+
+impl Observer for Silent {
+    fn phase(&self, _name: &str, _total: usize) {}
+    fn advance(&self, _done: usize) {}
+}
+
+/// Why a stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
+    #[error(transparent)]
+    Retrieval(#[from] RetrievalError),
+    #[error("{0}")]
+    Setting(String),
+}

@@ -1,0 +1,284 @@
+//! `repro data` driven the way a user drives it: importing the real Cranfield collection,
+//! inspecting SciFact in the mirror, fetching over HTTP from a local server, and the errors
+//! a user sees for unknown datasets and broken files.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::str::contains;
+
+/// The data mirror: `REPRO_MIRROR`, else `../shared/data` beside the crate.
+fn mirror() -> PathBuf {
+    let mirror = std::env::var_os("REPRO_MIRROR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    assert!(
+        mirror.join("scifact").is_dir() && mirror.join("cranfield").is_dir(),
+        "these tests read the data mirror at {} (set REPRO_MIRROR)",
+        mirror.display()
+    );
+    mirror
+}
+
+/// `repro` with a private data directory and no settings leaking in from the environment.
+fn repro(data_dir: &Path) -> Command {
+    let mut command = Command::cargo_bin("repro").unwrap();
+    command
+        .env_remove("REPRO_MIRROR")
+        .env_remove("REPRO_BEIR_URL")
+        .env("REPRO_DATA", data_dir)
+        .arg("--quiet");
+    command
+}
+
+fn json_stdout(command: &mut Command) -> serde_json::Value {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn import_smart_converts_the_real_cranfield() {
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("cranfield-beir");
+    repro(&temp.path().join("data"))
+        .args(["data", "import-smart"])
+        .arg(mirror().join("cranfield"))
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(contains("documents          1400  cran.all.1400"))
+        .stdout(contains(
+            "queries             225  cran.qry (query ids: position)",
+        ))
+        .stdout(contains("judgments          1837  cranqrel"))
+        .stdout(contains("relevant           1612"));
+
+    let dataset = repro::data::beir::load(&out, "test").unwrap();
+    assert_eq!(dataset.corpus.len(), 1400);
+    assert_eq!(dataset.queries.len(), 225);
+    let pairs: usize = dataset.qrels.values().map(|docs| docs.len()).sum();
+    assert_eq!(pairs, 1837);
+
+    let summary = json_stdout(
+        repro(&temp.path().join("data"))
+            .args(["data", "import-smart", "--json"])
+            .arg(mirror().join("cranfield"))
+            .arg("--out")
+            .arg(&out),
+    );
+    assert_eq!(summary["judged_queries"], 225);
+    assert_eq!(summary["relevant"], 1612);
+    assert_eq!(summary["query_ids"], "position");
+}
+
+#[test]
+fn import_smart_honours_explicit_conventions() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smart/med");
+    let out = temp.path().join("med");
+    // MED.REL.OLD named explicitly instead of the recognised MED.REL.
+    let summary = json_stdout(
+        repro(temp.path())
+            .args([
+                "data",
+                "import-smart",
+                "--json",
+                "--judgments",
+                "MED.REL.OLD",
+            ])
+            .arg(&fixtures)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert_eq!(summary["judgments"], 2);
+    assert_eq!(summary["judgments_format"], "TREC qid iter docid grade");
+}
+
+#[test]
+fn info_reads_scifact_from_the_mirror_in_place() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    repro(&data_dir)
+        .env("REPRO_MIRROR", mirror())
+        .args(["data", "info", "scifact"])
+        .assert()
+        .success()
+        .stdout(contains("documents        5183"))
+        .stdout(contains("queries          1109"))
+        .stdout(contains("judged queries   300"))
+        .stdout(contains("judgments        339 (339 relevant)"));
+    let info = json_stdout(
+        repro(&data_dir)
+            .env("REPRO_MIRROR", mirror())
+            .args(["data", "info", "scifact", "--split", "train", "--json"]),
+    );
+    assert_eq!(info["judged_queries"], 809);
+    assert_eq!(info["judgments"], 919);
+    assert!(
+        !data_dir.exists(),
+        "the mirror is read in place, nothing copied"
+    );
+}
+
+#[test]
+fn cranfield_by_name_is_imported_from_the_mirror_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    for _ in 0..2 {
+        repro(&data_dir)
+            .env("REPRO_MIRROR", mirror())
+            .args(["data", "fetch", "cranfield"])
+            .assert()
+            .success()
+            .stdout(contains(data_dir.join("cranfield").display().to_string()));
+    }
+    let info = json_stdout(repro(&data_dir).args(["data", "info", "cranfield", "--json"]));
+    assert_eq!(info["documents"], 1400);
+    assert_eq!(info["relevant"], 1612);
+    let list = json_stdout(
+        repro(&data_dir)
+            .env("REPRO_MIRROR", mirror())
+            .args(["data", "list", "--json"]),
+    );
+    let cranfield = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["name"] == "cranfield")
+        .unwrap();
+    assert_eq!(cranfield["format"], "smart");
+    assert_eq!(cranfield["mirror"]["format"], "smart");
+    assert!(cranfield["local"].is_string());
+}
+
+#[test]
+fn unknown_dataset_is_one_clear_error() {
+    let temp = tempfile::tempdir().unwrap();
+    repro(&temp.path().join("data"))
+        .args(["data", "info", "no-such-dataset"])
+        .assert()
+        .failure()
+        .stderr(contains("unknown dataset `no-such-dataset`"))
+        .stderr(contains("REPRO_MIRROR"))
+        .stderr(contains("known datasets: scifact, cranfield"));
+    repro(&temp.path().join("data"))
+        .args(["data", "info", "nfcorpus"])
+        .assert()
+        .failure()
+        .stderr(contains("repro data fetch nfcorpus"));
+}
+
+#[test]
+fn a_bad_corpus_line_is_named() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("broken");
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    std::fs::write(
+        dir.join("corpus.jsonl"),
+        "{\"_id\": \"d1\", \"text\": \"fine\"}\n{\"_id\": \"d2\", \"text\": \"unterminated}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("queries.jsonl"),
+        "{\"_id\": \"q1\", \"text\": \"q\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\nq1\td1\t1\n",
+    )
+    .unwrap();
+    repro(temp.path())
+        .args(["data", "info"])
+        .arg(&dir)
+        .assert()
+        .failure()
+        .stderr(contains("corpus.jsonl:2: EOF while parsing a string"));
+}
+
+/// Serves one zip at `/<name>.zip` on 127.0.0.1 from a thread; other paths get 404.
+fn serve_zip(name: &str, zip: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let route = format!("/{name}.zip");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => head.extend_from_slice(&buffer[..read]),
+                }
+            }
+            let request = String::from_utf8_lossy(&head).into_owned();
+            let _ = if request.split_whitespace().nth(1) == Some(route.as_str()) {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    zip.len()
+                );
+                stream
+                    .write_all(head.as_bytes())
+                    .and_then(|()| stream.write_all(&zip))
+            } else {
+                stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            };
+        }
+    });
+    format!("http://{address}")
+}
+
+fn tiny_zip() -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default();
+    let files = [
+        (
+            "tiny/corpus.jsonl",
+            "{\"_id\": \"d1\", \"title\": \"A\", \"text\": \"one two\"}\n",
+        ),
+        (
+            "tiny/queries.jsonl",
+            "{\"_id\": \"q1\", \"text\": \"one\"}\n",
+        ),
+        (
+            "tiny/qrels/test.tsv",
+            "query-id\tcorpus-id\tscore\nq1\td1\t1\n",
+        ),
+    ];
+    for (name, content) in files {
+        writer.start_file(name, options).unwrap();
+        writer.write_all(content.as_bytes()).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+#[test]
+fn fetch_downloads_a_beir_zip_and_info_then_finds_it() {
+    let base = serve_zip("tiny", tiny_zip());
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    repro(&data_dir)
+        .env("REPRO_BEIR_URL", &base)
+        .args(["data", "fetch", "tiny"])
+        .assert()
+        .success()
+        .stdout(contains(data_dir.join("tiny").display().to_string()));
+    let info = json_stdout(repro(&data_dir).args(["data", "info", "tiny", "--json"]));
+    assert_eq!(info["documents"], 1);
+    assert_eq!(info["mean_document_words"], 3.0);
+
+    repro(&data_dir)
+        .args(["data", "fetch", "missing", "--beir-url", &base])
+        .assert()
+        .failure()
+        .stderr(contains("HTTP 404"));
+}

@@ -1,0 +1,88 @@
+//! Real model on real data: all-MiniLM-L6-v2 probed on SciFact and Cranfield from the data
+//! mirror, through the `repro` binary as a user runs it.
+//!
+//! Needs `make models` and the mirror (`REPRO_MIRROR`, default `../shared/data`). These are the
+//! slowest tests of the suite (minutes): they encode whole corpora.
+
+use std::path::PathBuf;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn minilm() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} is not provisioned: run `make models` first",
+        dir.display()
+    );
+    dir
+}
+
+fn mirror() -> PathBuf {
+    let dir = std::env::var_os("REPRO_MIRROR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    assert!(
+        dir.join("scifact").is_dir(),
+        "data mirror {} has no scifact/",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs `repro probe --json` with `args` and returns its outcome.
+fn probe(data_dir: &std::path::Path, args: &[&str]) -> Value {
+    let output = Command::cargo_bin("repro")
+        .unwrap()
+        .env("REPRO_MIRROR", mirror())
+        .arg("--quiet")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["probe", "--json", "--model"])
+        .arg(minilm())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn metric(outcome: &Value, layer: u64, pooling: &str, measure: &str) -> f64 {
+    outcome["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|cell| cell["layer"] == layer && cell["pooling"] == pooling)
+        .unwrap_or_else(|| panic!("no cell for layer {layer} {pooling}"))["metrics"][measure]
+        .as_f64()
+        .unwrap()
+}
+
+/// The published figure: MTEB reports nDCG@10 = 0.6451 for all-MiniLM-L6-v2 on SciFact test
+/// (max_seq_length 256, mean pooling, title + " " + text).
+#[test]
+fn scifact_last_layer_mean_matches_the_published_ndcg() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let outcome = probe(
+        data_dir.path(),
+        &[
+            "--dataset",
+            "scifact",
+            "--layers",
+            "6",
+            "--pooling",
+            "mean",
+            "--max-len",
+            "256",
+        ],
+    );
+    assert_eq!(outcome["queries"], 300);
+    assert_eq!(outcome["documents"], 5183);
+    let ndcg = metric(&outcome, 6, "mean", "ndcg_cut_10");
+    assert!((ndcg - 0.645).abs() <= 0.002, "nDCG@10 = {ndcg}");
+}
