@@ -12,7 +12,10 @@ Modules map the architecture:
 * [`model`]: BERT on candle, tokenization, pooling, model loading.
 * [`data`]: BEIR layout, SMART collections, TREC run/qrels files, dataset fetch and mirror.
 * [`eval`]: dense retrieval and trec_eval-exact measures.
-* [`stages`]: glue that runs a study step (layer probe) from the pieces above.
+* [`plan`]: sweeps expanded into a DAG of content-addressed stage tasks.
+* [`exec`]: which tasks run and why, the scheduler and its workers.
+* [`store`]: the SQLite results store.
+* [`stages`]: glue that runs a study step (layer probe, encode, eval) from the pieces above.
 * [`cli`]: the `repro` command line; the only place that uses `anyhow`.
 */
 
@@ -20,6 +23,9 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod exec;
 pub mod model;
+pub mod plan;
 pub mod stages;
+pub mod store;
 pub mod util;

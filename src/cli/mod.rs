@@ -15,6 +15,7 @@ mod data;
 mod eval;
 mod probe;
 mod progress;
+mod run;
 
 pub use progress::Progress;
 
@@ -51,6 +52,15 @@ pub enum Command {
     /// Fetch, import and inspect datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Run an experiment file: expand its sweep, run what is not cached, record results.
+    Run(run::RunArgs),
+    /// Validate an experiment file (and the models and datasets it names) without running it.
+    Check(run::CheckArgs),
+    /// Show an experiment's cells, tasks and runs from the results store.
+    Status(run::StatusArgs),
+    /// Run one task of a plan (started by `repro run`; not for direct use).
+    #[command(hide = true)]
+    Worker(run::WorkerArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the command, reports errors.
@@ -60,6 +70,10 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => probe::run(&cli.global, args),
         Command::Eval(args) => eval::run(&cli.global, args),
         Command::Data(command) => data::run(&cli.global, command),
+        Command::Run(args) => run::run(&cli.global, args),
+        Command::Check(args) => run::check(&cli.global, args),
+        Command::Status(args) => run::status(args),
+        Command::Worker(args) => run::worker(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -68,7 +68,7 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|err| {
         let offset = err.span().map(|span| span.start).unwrap_or(0);
-        ConfigError::at(path, text, offset, err.message().trim().to_string())
+        ConfigError::at(path, text, offset, err.message().trim().replace('\n', "; "))
     })
 }
 

@@ -7,8 +7,10 @@ print; they must not parse command lines or settings files.
 */
 
 mod probe;
+mod tasks;
 
 pub use probe::{run_probe, EncodeStats, ProbeCell, ProbeOutcome};
+pub use tasks::{run_task, EmbeddingsManifest};
 
 use crate::data::DataError;
 use crate::eval::retrieval::RetrievalError;
@@ -41,6 +43,12 @@ pub enum StageError {
     Eval(#[from] crate::eval::EvalError),
     #[error(transparent)]
     Retrieval(#[from] RetrievalError),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Setting(String),
 }

@@ -27,7 +27,7 @@ pub struct EncodeStats {
 }
 
 impl EncodeStats {
-    fn new(texts: usize, embeddings: &PooledEmbeddings, seconds: f64) -> Self {
+    pub(crate) fn new(texts: usize, embeddings: &PooledEmbeddings, seconds: f64) -> Self {
         let rate = |count: usize| {
             if seconds > 0.0 {
                 count as f64 / seconds

@@ -1,0 +1,632 @@
+/*!
+Executors: deciding which tasks of a plan run, and running them.
+
+This module owns the results directory's layout (the store, `cache/<key>/` artifacts,
+`tasks/<key>/` specs and logs, the lock that makes one scheduler per directory), the
+decision of what runs and why ([`decide`], behind `repro run --explain`), and the scheduler
+([`execute`]), which starts each task as a `repro worker` process, reads its progress, and
+records its outcome. The scheduler is the store's only writer; workers write nothing but their
+own output directory, built in a temporary sibling and renamed into place, so a killed worker
+leaves no half-written artifacts under `cache/<key>/`.
+
+It must not know what a stage computes (that is `stages`) or how an experiment is written
+(that is `config`).
+*/
+
+mod environment;
+mod local;
+mod prepare;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::plan::{input_differences, Plan, Stage, Task, TaskOutcome};
+use crate::store::{AttemptEnd, Store, StoreError, TaskStatus};
+
+pub use environment::capture_environment;
+pub use prepare::{prepare, PrepareError, Prepared};
+pub use worker::{run_worker, WorkerSpec};
+
+/// Why running a plan failed (as opposed to a task failing, which is recorded).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is in use by another `repro run` (one scheduler per results directory); wait for it or pass another --results")]
+    Locked(PathBuf),
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Worker(String),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
+    move |source| ExecError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The results directory: `repro.sqlite`, `cache/<key>/`, `tasks/<key>/`.
+#[derive(Debug, Clone)]
+pub struct ResultsDir {
+    root: PathBuf,
+}
+
+/// Held while a scheduler works in a results directory; released on drop.
+#[derive(Debug)]
+pub struct ResultsLock {
+    _file: std::fs::File,
+}
+
+impl ResultsDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        ResultsDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.root.join("repro.sqlite")
+    }
+
+    /// Where a task's artifacts live once it succeeded.
+    pub fn cache_dir(&self, key: &str) -> PathBuf {
+        self.root.join("cache").join(key)
+    }
+
+    /// Where a task's spec and attempt logs live.
+    pub fn task_dir(&self, key: &str) -> PathBuf {
+        self.root.join("tasks").join(key)
+    }
+
+    /// Removes what workers that never finished left behind (`cache/.tmp-*`). Call while
+    /// holding the lock.
+    pub fn discard_partial(&self) -> Result<usize, ExecError> {
+        let cache = self.root.join("cache");
+        let Ok(entries) = std::fs::read_dir(&cache) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                let path = entry.path();
+                std::fs::remove_dir_all(&path).map_err(io_error(&path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Takes the directory's lock without waiting.
+    pub fn lock(&self) -> Result<ResultsLock, ExecError> {
+        std::fs::create_dir_all(&self.root).map_err(io_error(&self.root))?;
+        let path = self.root.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(ResultsLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(ExecError::Locked(self.root.clone())),
+            Err(std::fs::TryLockError::Error(source)) => Err(ExecError::Io { path, source }),
+        }
+    }
+}
+
+/// What happens to a task in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Run,
+    Cached,
+    /// Will not run: a failed task without `--retry-failed`, or downstream of one.
+    Blocked,
+}
+
+/// An action and the reason for it, for `--explain` and the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub action: Action,
+    pub reason: String,
+}
+
+/// Knobs of [`decide`].
+#[derive(Debug, Clone, Default)]
+pub struct DecideOptions {
+    /// Re-run every task of these stages, and what depends on them.
+    pub force: Vec<Stage>,
+    pub retry_failed: bool,
+}
+
+/// Decides, for every task of `plan` in order, whether it runs, is cached, or is blocked,
+/// and why. Call before the plan is recorded so that "what changed" compares with the
+/// experiment's previous tasks.
+pub fn decide(
+    plan: &Plan,
+    store: &Store,
+    results: &ResultsDir,
+    experiment_id: Option<i64>,
+    options: &DecideOptions,
+) -> Result<Vec<Decision>, ExecError> {
+    let mut decisions: Vec<Decision> = Vec::with_capacity(plan.tasks.len());
+    let mut previous: BTreeMap<Stage, Vec<(String, serde_json::Value)>> = BTreeMap::new();
+    for task in &plan.tasks {
+        let upstream_blocked = task
+            .upstream
+            .iter()
+            .find(|&&up| decisions[up].action == Action::Blocked);
+        if let Some(&up) = upstream_blocked {
+            decisions.push(Decision {
+                action: Action::Blocked,
+                reason: format!("upstream {} is blocked", plan.tasks[up].stage),
+            });
+            continue;
+        }
+        if options.force.contains(&task.stage) {
+            decisions.push(Decision {
+                action: Action::Run,
+                reason: format!("forced (--force {})", task.stage),
+            });
+            continue;
+        }
+        let forced_upstream = task.upstream.iter().find(|&&up| {
+            decisions[up].action == Action::Run && decisions[up].reason.starts_with("forced")
+        });
+        if let Some(&up) = forced_upstream {
+            decisions.push(Decision {
+                action: Action::Run,
+                reason: format!("upstream {} is forced", plan.tasks[up].stage),
+            });
+            continue;
+        }
+        let decision = match store.task_status(&task.key)? {
+            Some(TaskStatus::Succeeded) => {
+                if results.cache_dir(&task.key).join(OUTCOME).is_file() {
+                    Decision {
+                        action: Action::Cached,
+                        reason: "succeeded earlier".to_string(),
+                    }
+                } else {
+                    Decision {
+                        action: Action::Run,
+                        reason: format!(
+                            "recorded as succeeded but {} is gone",
+                            results.cache_dir(&task.key).display()
+                        ),
+                    }
+                }
+            }
+            Some(TaskStatus::Failed) if !options.retry_failed => {
+                let error = store.last_error(&task.key)?.unwrap_or_default();
+                Decision {
+                    action: Action::Blocked,
+                    reason: format!(
+                        "failed earlier (use --retry-failed to run it again): {}",
+                        error.lines().last().unwrap_or("")
+                    ),
+                }
+            }
+            Some(TaskStatus::Failed) => Decision {
+                action: Action::Run,
+                reason: "failed earlier; retrying (--retry-failed)".to_string(),
+            },
+            Some(TaskStatus::Interrupted) => Decision {
+                action: Action::Run,
+                reason: "interrupted earlier".to_string(),
+            },
+            Some(TaskStatus::Running) | Some(TaskStatus::Pending) => Decision {
+                action: Action::Run,
+                reason: "never finished".to_string(),
+            },
+            None => {
+                let earlier = match (experiment_id, previous.get(&task.stage)) {
+                    (Some(_), Some(earlier)) => earlier,
+                    (Some(id), None) => {
+                        let loaded = store
+                            .previous_inputs(id, task.stage)?
+                            .into_iter()
+                            .filter_map(|(key, inputs)| {
+                                serde_json::from_str(&inputs).ok().map(|v| (key, v))
+                            })
+                            .collect();
+                        previous.entry(task.stage).or_insert(loaded)
+                    }
+                    (None, _) => &Vec::new(),
+                };
+                Decision {
+                    action: Action::Run,
+                    reason: explain_new(task, earlier),
+                }
+            }
+        };
+        decisions.push(decision);
+    }
+    Ok(decisions)
+}
+
+/// "new" plus the smallest difference from any earlier task of the same stage.
+fn explain_new(task: &Task, earlier: &[(String, serde_json::Value)]) -> String {
+    let closest = earlier
+        .iter()
+        .filter(|(key, _)| *key != task.key)
+        .map(|(_, inputs)| input_differences(inputs, &task.inputs))
+        .filter(|differences| !differences.is_empty())
+        .min_by_key(Vec::len);
+    match closest {
+        None => "new: no earlier run of this experiment had this task".to_string(),
+        Some(differences) => {
+            let shown: Vec<&str> = differences.iter().take(3).map(String::as_str).collect();
+            let more = differences.len().saturating_sub(3);
+            let suffix = if more > 0 {
+                format!(" (+{more} more)")
+            } else {
+                String::new()
+            };
+            format!("new: changed {}{suffix}", shown.join("; "))
+        }
+    }
+}
+
+/// How a task ended in this run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskResult {
+    Succeeded {
+        seconds: f64,
+    },
+    Failed {
+        error: String,
+    },
+    Interrupted,
+    /// Not started: upstream failed, fail-fast stopped the run, or it was blocked.
+    Skipped {
+        reason: String,
+    },
+}
+
+/// Receives what the scheduler does, for progress displays.
+pub trait RunObserver: Sync {
+    fn started(&self, index: usize, task: &Task);
+    fn phase(&self, index: usize, name: &str, total: usize);
+    fn advance(&self, index: usize, done: usize);
+    fn finished(&self, index: usize, task: &Task, result: &TaskResult);
+}
+
+/// An observer that ignores everything.
+pub struct SilentRun;
+
+impl RunObserver for SilentRun {
+    fn started(&self, _index: usize, _task: &Task) {}
+    fn phase(&self, _index: usize, _name: &str, _total: usize) {}
+    fn advance(&self, _index: usize, _done: usize) {}
+    fn finished(&self, _index: usize, _task: &Task, _result: &TaskResult) {}
+}
+
+/// Knobs of [`execute`].
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Tasks running at once.
+    pub jobs: usize,
+    /// Compute threads each task may use (`RAYON_NUM_THREADS` of its worker).
+    pub threads_per_task: usize,
+    /// Go on with independent tasks after a failure.
+    pub keep_going: bool,
+    /// The `repro` binary that runs `repro worker`.
+    pub program: PathBuf,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExecSummary {
+    pub total: usize,
+    pub cached: usize,
+    pub executed: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub interrupted: usize,
+    pub skipped: usize,
+}
+
+pub(crate) const OUTCOME: &str = "outcome.json";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Waiting,
+    Running,
+    Done,
+    Failed,
+    Skipped,
+}
+
+/// Runs the tasks `decisions` marks [`Action::Run`], at most `options.jobs` at a time, in
+/// dependency order, recording every attempt in `store` under `run_id`. Stops starting tasks
+/// after the first failure unless `keep_going`; stops everything when `stop` is set
+/// (Ctrl-C), recording running attempts as interrupted.
+#[allow(clippy::too_many_arguments)]
+pub fn execute(
+    plan: &Plan,
+    decisions: &[Decision],
+    store: &mut Store,
+    results: &ResultsDir,
+    run_id: i64,
+    options: &ExecOptions,
+    observer: &dyn RunObserver,
+    stop: &AtomicBool,
+) -> Result<ExecSummary, ExecError> {
+    let mut summary = ExecSummary {
+        total: plan.tasks.len(),
+        ..ExecSummary::default()
+    };
+    let mut states: Vec<State> = decisions
+        .iter()
+        .map(|decision| match decision.action {
+            Action::Run => State::Waiting,
+            Action::Cached => State::Done,
+            Action::Blocked => State::Skipped,
+        })
+        .collect();
+    summary.cached = decisions
+        .iter()
+        .filter(|d| d.action == Action::Cached)
+        .count();
+    for (index, decision) in decisions.iter().enumerate() {
+        if decision.action == Action::Blocked {
+            summary.skipped += 1;
+            observer.finished(
+                index,
+                &plan.tasks[index],
+                &TaskResult::Skipped {
+                    reason: decision.reason.clone(),
+                },
+            );
+        }
+    }
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let mut running: BTreeMap<usize, local::RunningTask> = BTreeMap::new();
+    let mut failure_seen = false;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            for (index, mut task) in std::mem::take(&mut running) {
+                task.kill();
+                store.record_failure(
+                    &plan.tasks[index].key,
+                    task.attempt,
+                    AttemptEnd::Interrupted,
+                    task.started.elapsed().as_secs_f64(),
+                    None,
+                    "interrupted (Ctrl-C)",
+                )?;
+                states[index] = State::Skipped;
+                summary.interrupted += 1;
+                observer.finished(index, &plan.tasks[index], &TaskResult::Interrupted);
+            }
+            break;
+        }
+        let may_start = !failure_seen || options.keep_going;
+        while may_start && running.len() < options.jobs.max(1) {
+            let next = (0..plan.tasks.len()).find(|&index| {
+                states[index] == State::Waiting
+                    && plan.tasks[index]
+                        .upstream
+                        .iter()
+                        .all(|&up| states[up] == State::Done)
+            });
+            let Some(index) = next else { break };
+            let task = &plan.tasks[index];
+            let upstream: BTreeMap<Stage, PathBuf> = task
+                .upstream
+                .iter()
+                .map(|&up| (plan.tasks[up].stage, results.cache_dir(&plan.tasks[up].key)))
+                .collect();
+            let spec = WorkerSpec {
+                key: task.key.clone(),
+                task: task.spec.clone(),
+                upstream,
+                output: results.cache_dir(&task.key),
+            };
+            let task_dir = results.task_dir(&task.key);
+            std::fs::create_dir_all(&task_dir).map_err(io_error(&task_dir))?;
+            let spec_path = task_dir.join("spec.json");
+            let json = serde_json::to_vec_pretty(&spec)
+                .map_err(|err| ExecError::Worker(err.to_string()))?;
+            crate::util::write_atomic(&spec_path, &json).map_err(io_error(&spec_path))?;
+            let attempt =
+                store.start_attempt(&task.key, run_id, &task_dir.display().to_string())?;
+            let log_path = task_dir.join(format!("attempt-{}.log", attempt.number));
+            observer.started(index, task);
+            let started = local::spawn(
+                index,
+                &options.program,
+                &spec_path,
+                &log_path,
+                options.threads_per_task,
+                attempt,
+                sender.clone(),
+            );
+            match started {
+                Ok(child) => {
+                    states[index] = State::Running;
+                    summary.executed += 1;
+                    running.insert(index, child);
+                }
+                Err(err) => {
+                    store.record_failure(
+                        &task.key,
+                        attempt,
+                        AttemptEnd::Failed,
+                        0.0,
+                        None,
+                        &err.to_string(),
+                    )?;
+                    return Err(err);
+                }
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        let event = match receiver.recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => event,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        match event {
+            local::Event::Phase { index, name, total } => observer.phase(index, &name, total),
+            local::Event::Advance { index, done } => observer.advance(index, done),
+            local::Event::Closed { index } => {
+                let Some(mut child) = running.remove(&index) else {
+                    continue;
+                };
+                let exit = child.wait();
+                let task = &plan.tasks[index];
+                let seconds = child.started.elapsed().as_secs_f64();
+                let result = match exit {
+                    Ok(status) if status.success() => {
+                        match read_outcome(&results.cache_dir(&task.key)) {
+                            Ok(outcome) => {
+                                store.record_success(&task.key, child.attempt, &outcome)?;
+                                TaskResult::Succeeded {
+                                    seconds: outcome.seconds,
+                                }
+                            }
+                            Err(error) => {
+                                store.record_failure(
+                                    &task.key,
+                                    child.attempt,
+                                    AttemptEnd::Failed,
+                                    seconds,
+                                    Some(0),
+                                    &error,
+                                )?;
+                                TaskResult::Failed { error }
+                            }
+                        }
+                    }
+                    Ok(_) if stop.load(Ordering::SeqCst) => {
+                        store.record_failure(
+                            &task.key,
+                            child.attempt,
+                            AttemptEnd::Interrupted,
+                            seconds,
+                            exit.as_ref().ok().and_then(|s| s.code()),
+                            "interrupted (Ctrl-C)",
+                        )?;
+                        TaskResult::Interrupted
+                    }
+                    Ok(status) => {
+                        let error = describe_failure(status, &child.log_path);
+                        store.record_failure(
+                            &task.key,
+                            child.attempt,
+                            AttemptEnd::Failed,
+                            seconds,
+                            status.code(),
+                            &error,
+                        )?;
+                        TaskResult::Failed { error }
+                    }
+                    Err(err) => {
+                        let error = format!("waiting for the worker: {err}");
+                        store.record_failure(
+                            &task.key,
+                            child.attempt,
+                            AttemptEnd::Failed,
+                            seconds,
+                            None,
+                            &error,
+                        )?;
+                        TaskResult::Failed { error }
+                    }
+                };
+                match &result {
+                    TaskResult::Succeeded { .. } => {
+                        states[index] = State::Done;
+                        summary.succeeded += 1;
+                    }
+                    TaskResult::Interrupted => {
+                        states[index] = State::Skipped;
+                        summary.interrupted += 1;
+                    }
+                    _ => {
+                        states[index] = State::Failed;
+                        summary.failed += 1;
+                        failure_seen = true;
+                    }
+                }
+                observer.finished(index, task, &result);
+            }
+        }
+    }
+    // Whatever never started: downstream of a failure, or stopped by fail-fast or Ctrl-C.
+    for (index, state) in states.iter_mut().enumerate() {
+        if *state == State::Waiting {
+            *state = State::Skipped;
+            summary.skipped += 1;
+            let reason = if stop.load(Ordering::SeqCst) {
+                "not started: interrupted".to_string()
+            } else if plan.tasks[index]
+                .upstream
+                .iter()
+                .any(|&up| matches!(decisions[up].action, Action::Run))
+            {
+                "not started: an upstream task failed or fail-fast stopped the run".to_string()
+            } else {
+                "not started: fail-fast stopped the run (use --keep-going)".to_string()
+            };
+            observer.finished(index, &plan.tasks[index], &TaskResult::Skipped { reason });
+        }
+    }
+    Ok(summary)
+}
+
+fn read_outcome(dir: &Path) -> Result<TaskOutcome, String> {
+    let path = dir.join(OUTCOME);
+    let bytes = std::fs::read(&path).map_err(|err| {
+        format!(
+            "the worker exited 0 but {} is unreadable: {err}",
+            path.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|err| format!("{}: {err}", path.display()))
+}
+
+/// The exit status and the end of the worker's log: its error message.
+fn describe_failure(status: std::process::ExitStatus, log_path: &Path) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let how = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "unknown exit".to_string(),
+    };
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    if tail.is_empty() {
+        format!("worker failed ({how}); log {}", log_path.display())
+    } else {
+        format!(
+            "worker failed ({how}); log {}:\n{}",
+            log_path.display(),
+            tail.join("\n")
+        )
+    }
+}

@@ -1,0 +1,160 @@
+//! From an experiment file to a plan: resolve models and datasets, check the sweep against
+//! the models' shapes, hash the inputs' contents, build the DAG.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::config::{ConfigError, Experiment, ModelShape};
+use crate::model::hub::{resolve_model, HubSettings};
+use crate::model::BertConfig;
+use crate::plan::{
+    content_hash, dataset_files, model_files, Plan, ResolveError, ResolvedDataset, ResolvedModel,
+};
+use crate::store::{Store, StoreError};
+
+/// Why an experiment could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+}
+
+/// An experiment ready to run.
+#[derive(Debug)]
+pub struct Prepared {
+    pub experiment: Experiment,
+    pub models: BTreeMap<String, ResolvedModel>,
+    pub datasets: BTreeMap<String, ResolvedDataset>,
+    pub plan: Plan,
+}
+
+/// Reads, checks and plans the experiment at `path`. File hashes are remembered in `store`
+/// (by path, size and modification time) so that a warm run does not re-read model weights.
+pub fn prepare(
+    path: &Path,
+    data_dir: &Path,
+    mirror: Option<&Path>,
+    mut store: Option<&mut Store>,
+) -> Result<Prepared, PrepareError> {
+    let experiment = Experiment::read(path)?;
+    let hub = HubSettings::from_env();
+    let mut models = BTreeMap::new();
+    let mut shapes = BTreeMap::new();
+    for (name, spec) in &experiment.models {
+        let dir =
+            resolve_model(&spec.source, &hub).map_err(|err| experiment.model_error(name, err))?;
+        let config = BertConfig::from_file(&dir.join("config.json"))
+            .map_err(|err| experiment.model_error(name, err))?;
+        let shape = ModelShape {
+            depth: config.num_hidden_layers,
+            max_positions: config.max_position_embeddings,
+        };
+        let files = model_files(&dir);
+        let sha256 = hash_files(&files, &dir, store.as_deref_mut())
+            .map_err(|err| experiment.model_error(name, err))?;
+        shapes.insert(name.clone(), shape);
+        models.insert(
+            name.clone(),
+            ResolvedModel {
+                dir,
+                kind: spec.kind,
+                shape,
+                sha256,
+            },
+        );
+    }
+    let mut datasets = BTreeMap::new();
+    for (name, spec) in &experiment.datasets {
+        let wanted = spec
+            .path
+            .as_deref()
+            .or(spec.name.as_deref())
+            .unwrap_or(name);
+        let dir = crate::data::fetch::resolve(wanted, data_dir, mirror)
+            .map_err(|err| experiment.dataset_error(name, err))?;
+        let qrels = dir.join("qrels").join(format!("{}.tsv", spec.split));
+        if !qrels.is_file() {
+            return Err(experiment
+                .dataset_error(
+                    name,
+                    format!(
+                        "split `{}` has no judgments ({} is missing)",
+                        spec.split,
+                        qrels.display()
+                    ),
+                )
+                .into());
+        }
+        let files = dataset_files(&dir, &spec.split);
+        let sha256 = hash_files(&files, &dir, store.as_deref_mut())
+            .map_err(|err| experiment.dataset_error(name, err))?;
+        datasets.insert(
+            name.clone(),
+            ResolvedDataset {
+                dir,
+                split: spec.split.clone(),
+                sha256,
+            },
+        );
+    }
+    let cells = experiment.expand(&shapes)?;
+    let plan = Plan::build(cells, &models, &datasets)?;
+    Ok(Prepared {
+        experiment,
+        models,
+        datasets,
+        plan,
+    })
+}
+
+/// One content hash over `files` (named relative to `root`), each file's sha256 taken from
+/// the store's memory when its size and modification time are unchanged.
+fn hash_files(
+    files: &[std::path::PathBuf],
+    root: &Path,
+    mut store: Option<&mut Store>,
+) -> Result<String, String> {
+    let mut named = Vec::with_capacity(files.len());
+    for file in files {
+        let metadata =
+            std::fs::metadata(file).map_err(|err| format!("{}: {err}", file.display()))?;
+        let mtime_ns = metadata
+            .modified()
+            .ok()
+            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|since| since.as_nanos() as i64)
+            .unwrap_or(0);
+        let absolute = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
+        let key = absolute.display().to_string();
+        let cached = match store.as_deref() {
+            Some(store) => store
+                .cached_file_hash(&key, metadata.len(), mtime_ns)
+                .map_err(|err| err.to_string())?,
+            None => None,
+        };
+        let sha = match cached {
+            Some(sha) => sha,
+            None => {
+                let sha = crate::util::sha256_file(file)
+                    .map_err(|err| format!("{}: {err}", file.display()))?;
+                if let Some(store) = store.as_deref_mut() {
+                    store
+                        .remember_file_hash(&key, metadata.len(), mtime_ns, &sha)
+                        .map_err(|err| err.to_string())?;
+                }
+                sha
+            }
+        };
+        let name = file
+            .strip_prefix(root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        named.push((name, sha));
+    }
+    Ok(content_hash(&named))
+}

@@ -1,0 +1,125 @@
+//! The store's schema, as an ordered list of migrations.
+//!
+//! A migration is applied once, in a transaction, and recorded in `schema_migrations`. Never
+//! edit a migration that has shipped: add the next one.
+
+/// Migrations in order; index + 1 is the version.
+pub(super) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE experiments (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    path         TEXT NOT NULL,
+    description  TEXT NOT NULL,
+    file_sha256  TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+
+-- One `repro run` invocation and the environment it ran in.
+CREATE TABLE runs (
+    id             INTEGER PRIMARY KEY,
+    experiment_id  INTEGER NOT NULL REFERENCES experiments(id),
+    command        TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    started_at     TEXT NOT NULL,
+    ended_at       TEXT,
+    git_commit     TEXT,
+    git_dirty      INTEGER,
+    repro_version  TEXT NOT NULL,
+    rustc_version  TEXT NOT NULL,
+    cpu_model      TEXT NOT NULL,
+    threads        INTEGER NOT NULL,
+    hostname       TEXT NOT NULL,
+    executor       TEXT NOT NULL,
+    jobs           INTEGER NOT NULL,
+    tasks_total    INTEGER,
+    tasks_run      INTEGER,
+    tasks_cached   INTEGER,
+    tasks_failed   INTEGER
+);
+
+-- Content-addressed tasks, shared by every experiment and cell that needs them.
+CREATE TABLE tasks (
+    key         TEXT PRIMARY KEY,
+    stage       TEXT NOT NULL,
+    inputs      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+
+CREATE TABLE task_upstream (
+    task_key      TEXT NOT NULL REFERENCES tasks(key),
+    upstream_key  TEXT NOT NULL REFERENCES tasks(key),
+    PRIMARY KEY (task_key, upstream_key)
+) WITHOUT ROWID;
+
+CREATE TABLE cells (
+    id             INTEGER PRIMARY KEY,
+    experiment_id  INTEGER NOT NULL REFERENCES experiments(id),
+    key            TEXT NOT NULL,
+    position       INTEGER NOT NULL,
+    params         TEXT NOT NULL,
+    active         INTEGER NOT NULL,
+    UNIQUE (experiment_id, key)
+);
+
+CREATE TABLE cell_tasks (
+    cell_id   INTEGER NOT NULL REFERENCES cells(id),
+    stage     TEXT NOT NULL,
+    task_key  TEXT NOT NULL REFERENCES tasks(key),
+    PRIMARY KEY (cell_id, stage)
+) WITHOUT ROWID;
+
+-- Every execution of a task; a retry is a new row, rows are never overwritten.
+CREATE TABLE attempts (
+    id          INTEGER PRIMARY KEY,
+    task_key    TEXT NOT NULL REFERENCES tasks(key),
+    run_id      INTEGER NOT NULL REFERENCES runs(id),
+    number      INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT,
+    seconds     REAL,
+    exit_code   INTEGER,
+    error       TEXT,
+    log_path    TEXT,
+    UNIQUE (task_key, number)
+);
+
+-- A task's measurements, from its successful attempt.
+CREATE TABLE metrics (
+    task_key    TEXT NOT NULL REFERENCES tasks(key),
+    attempt_id  INTEGER NOT NULL REFERENCES attempts(id),
+    measure     TEXT NOT NULL,
+    value       REAL NOT NULL,
+    PRIMARY KEY (task_key, measure)
+) WITHOUT ROWID;
+
+CREATE TABLE query_metrics (
+    task_key  TEXT NOT NULL REFERENCES tasks(key),
+    measure   TEXT NOT NULL,
+    query_id  TEXT NOT NULL,
+    value     REAL NOT NULL,
+    PRIMARY KEY (task_key, measure, query_id)
+) WITHOUT ROWID;
+
+CREATE TABLE artifacts (
+    task_key  TEXT NOT NULL REFERENCES tasks(key),
+    name      TEXT NOT NULL,
+    path      TEXT NOT NULL,
+    bytes     INTEGER NOT NULL,
+    PRIMARY KEY (task_key, name)
+) WITHOUT ROWID;
+
+-- sha256 of input files, reused while size and modification time are unchanged.
+CREATE TABLE file_hashes (
+    path      TEXT PRIMARY KEY,
+    size      INTEGER NOT NULL,
+    mtime_ns  INTEGER NOT NULL,
+    sha256    TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE INDEX attempts_by_run ON attempts(run_id);
+CREATE INDEX cells_by_experiment ON cells(experiment_id, active, position);
+"#];

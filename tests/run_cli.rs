@@ -1,0 +1,482 @@
+//! `repro run`, `check` and `status` end to end: the smoke experiment (`experiments/smoke.toml`)
+//! on a tiny random BERT built here and the committed tiny dataset.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use repro::model::random::{tiny_config, write_random_bert, TINY_VOCAB};
+use serde_json::Value;
+
+const SMOKE: &str = include_str!("../experiments/smoke.toml");
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    experiment: PathBuf,
+}
+
+impl Fixture {
+    /// The smoke experiment with its model written to a temporary directory.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("tiny-bert");
+        write_random_bert(
+            &model,
+            &tiny_config(3, TINY_VOCAB.len()),
+            TINY_VOCAB,
+            7,
+            false,
+        )
+        .unwrap();
+        let fixture = Fixture {
+            experiment: dir.path().join("smoke.toml"),
+            dir,
+        };
+        fixture.write_experiment(|text| text.to_string());
+        fixture
+    }
+
+    /// Rewrites the experiment file: `edit` gets the smoke text with absolute paths.
+    fn write_experiment(&self, mut edit: impl FnMut(&str) -> String) {
+        let dataset = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir");
+        let text = SMOKE
+            .replace(
+                "\"target/smoke/tiny-bert\"",
+                &format!("{:?}", self.dir.path().join("tiny-bert")),
+            )
+            .replace("\"tests/fixtures/smoke/beir\"", &format!("{:?}", dataset));
+        std::fs::write(&self.experiment, edit(&text)).unwrap();
+    }
+
+    fn results(&self) -> PathBuf {
+        self.dir.path().join("results")
+    }
+
+    fn repro(&self) -> Command {
+        let mut command = Command::cargo_bin("repro").unwrap();
+        command
+            .arg("--quiet")
+            .env("REPRO_RESULTS", self.results())
+            .env("REPRO_DATA", self.dir.path().join("data"))
+            .env_remove("REPRO_MIRROR")
+            .env_remove("REPRO_FAIL_STAGE");
+        command
+    }
+
+    /// `repro run --json` that must succeed; returns its summary.
+    fn run(&self, extra: &[&str]) -> Value {
+        let output = self
+            .repro()
+            .arg("run")
+            .arg(&self.experiment)
+            .arg("--json")
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    fn store(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.results().join("repro.sqlite")).unwrap()
+    }
+}
+
+fn count(connection: &rusqlite::Connection, sql: &str) -> i64 {
+    connection.query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+fn summary(outcome: &Value, field: &str) -> u64 {
+    outcome["summary"][field].as_u64().unwrap()
+}
+
+/// 3 layers + the embedding output, 2 poolings, 2 inputs: 16 cells, 2 encodes + 16 evals.
+const CELLS: u64 = 16;
+const TASKS: u64 = 18;
+
+#[test]
+fn second_run_executes_nothing() {
+    let fixture = Fixture::new();
+    let first = fixture.run(&[]);
+    assert_eq!(first["status"], "succeeded");
+    assert_eq!(summary(&first, "total"), TASKS);
+    assert_eq!(summary(&first, "executed"), TASKS);
+    assert_eq!(first["encode_tasks"], 2, "one encode per input format");
+    let cells = first["cells"].as_array().unwrap();
+    assert_eq!(cells.len() as u64, CELLS);
+    for cell in cells {
+        let ndcg = cell["metrics"]["ndcg_cut_10"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&ndcg));
+        assert_eq!(cell["metrics"]["recall_100"].as_f64().unwrap(), 1.0);
+    }
+
+    let started = Instant::now();
+    let second = fixture.run(&[]);
+    let elapsed = started.elapsed();
+    assert_eq!(summary(&second, "executed"), 0);
+    assert_eq!(summary(&second, "cached"), TASKS);
+    assert_eq!(
+        second["cells"], first["cells"],
+        "same results from the store"
+    );
+    eprintln!("warm run: {elapsed:?}");
+
+    let store = fixture.store();
+    assert_eq!(count(&store, "SELECT count(*) FROM runs"), 2);
+    assert_eq!(count(&store, "SELECT count(*) FROM attempts"), TASKS as i64);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM runs WHERE cpu_model != '' AND hostname != '' AND threads > 0
+                 AND rustc_version LIKE 'rustc %' AND ended_at IS NOT NULL"
+        ),
+        2
+    );
+    // The runs ran in this checkout (the tests' working directory).
+    if Path::new(env!("CARGO_MANIFEST_DIR")).join(".git").exists() {
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM runs WHERE length(git_commit) = 40 AND git_dirty IS NOT NULL"
+            ),
+            2
+        );
+    }
+}
+
+#[test]
+fn changing_one_axis_value_reruns_only_the_affected_tasks() {
+    let fixture = Fixture::new();
+    fixture.run(&[]);
+
+    // A retrieval setting: every eval task re-runs, no encode.
+    fixture.write_experiment(|text| text.replace("top_k = 100", "top_k = 50"));
+    let explained = fixture
+        .repro()
+        .arg("run")
+        .arg(&fixture.experiment)
+        .arg("--explain")
+        .output()
+        .unwrap();
+    let explanation = String::from_utf8(explained.stdout).unwrap();
+    assert!(
+        explanation.contains("changed params.top_k: 100 → 50"),
+        "{explanation}"
+    );
+    assert!(
+        explanation.contains("# 16 to run, 2 cached, 0 blocked"),
+        "{explanation}"
+    );
+    let outcome = fixture.run(&[]);
+    assert_eq!(summary(&outcome, "executed"), 16);
+    assert_eq!(summary(&outcome, "cached"), 2);
+
+    // One more pooling: only its new eval tasks; the encodes already hold every pooling.
+    fixture.write_experiment(|text| {
+        text.replace("top_k = 100", "top_k = 50").replace(
+            "pooling = [\"mean\", \"cls\"]",
+            "pooling = [\"mean\", \"cls\", \"max\"]",
+        )
+    });
+    let outcome = fixture.run(&[]);
+    assert_eq!(summary(&outcome, "executed"), 8);
+    assert_eq!(summary(&outcome, "cached"), 18);
+
+    // An encode setting: everything downstream of the encodes.
+    fixture.write_experiment(|text| {
+        text.replace("top_k = 100", "top_k = 50")
+            .replace(
+                "pooling = [\"mean\", \"cls\"]",
+                "pooling = [\"mean\", \"cls\", \"max\"]",
+            )
+            .replace("batch = 4", "batch = 3")
+    });
+    let outcome = fixture.run(&[]);
+    assert_eq!(summary(&outcome, "executed"), 26);
+
+    // --force re-runs a stage even though it is cached.
+    let outcome = fixture.run(&["--force", "eval"]);
+    assert_eq!(summary(&outcome, "executed"), 24);
+    assert_eq!(summary(&outcome, "cached"), 2);
+}
+
+#[test]
+fn a_run_killed_mid_sweep_resumes_to_a_complete_consistent_store() {
+    let fixture = Fixture::new();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("repro"))
+        .arg("--quiet")
+        .arg("run")
+        .arg(&fixture.experiment)
+        .args(["--jobs", "1"])
+        .env("REPRO_RESULTS", fixture.results())
+        .env("REPRO_DATA", fixture.dir.path().join("data"))
+        .env_remove("REPRO_MIRROR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once a few tasks are recorded, while others are still to come.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let store_path = fixture.results().join("repro.sqlite");
+    loop {
+        assert!(Instant::now() < deadline, "the run never got going");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before it could be killed"
+        );
+        if store_path.exists() {
+            let done = rusqlite::Connection::open(&store_path)
+                .ok()
+                .and_then(|store| {
+                    store
+                        .query_row(
+                            "SELECT count(*) FROM tasks WHERE status = 'succeeded'",
+                            [],
+                            |row| row.get::<_, i64>(0),
+                        )
+                        .ok()
+                })
+                .unwrap_or(0);
+            if done >= 4 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let interrupted_at = count(
+        &fixture.store(),
+        "SELECT count(*) FROM tasks WHERE status = 'succeeded'",
+    );
+    assert!((interrupted_at as u64) < TASKS, "killed too late");
+
+    let outcome = fixture.run(&[]);
+    assert_eq!(outcome["status"], "succeeded");
+    assert_eq!(
+        summary(&outcome, "cached") as i64,
+        interrupted_at,
+        "finished tasks are not redone"
+    );
+    let store = fixture.store();
+    assert_eq!(count(&store, "SELECT count(*) FROM tasks"), TASKS as i64);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM tasks WHERE status = 'succeeded'"
+        ),
+        TASKS as i64
+    );
+    // Every cell has its four measures, once.
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM metrics m JOIN cell_tasks ct ON ct.task_key = m.task_key
+             WHERE ct.stage = 'eval'"
+        ),
+        CELLS as i64 * 4
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM (SELECT task_key, measure FROM metrics GROUP BY 1, 2 HAVING count(*) > 1)"
+        ),
+        0
+    );
+    // The killed run is recorded as interrupted; every task has one succeeded attempt and
+    // any attempt cut short is kept as lost, not overwritten.
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM runs WHERE status = 'interrupted'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM attempts WHERE status = 'succeeded'"
+        ),
+        TASKS as i64
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM attempts WHERE status NOT IN ('succeeded', 'lost')"
+        ),
+        0
+    );
+    let leftovers = std::fs::read_dir(fixture.results().join("cache"))
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".tmp-")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "partial artifacts are discarded");
+}
+
+#[test]
+fn a_failed_task_is_recorded_and_only_it_is_retried() {
+    let fixture = Fixture::new();
+    let output = fixture
+        .repro()
+        .env("REPRO_FAIL_STAGE", "encode")
+        .arg("run")
+        .arg(&fixture.experiment)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(outcome["status"], "failed");
+    assert_eq!(summary(&outcome, "failed"), 1, "fail-fast: one encode ran");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("1 task(s) failed"), "{stderr}");
+
+    let store = fixture.store();
+    let (exit_code, error): (i64, String) = store
+        .query_row(
+            "SELECT exit_code, error FROM attempts WHERE status = 'failed'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(exit_code, 1);
+    assert!(error.contains("injected failure"), "{error}");
+
+    // Without --retry-failed the failed task stays failed and blocks its evals.
+    let output = fixture
+        .repro()
+        .arg("run")
+        .arg(&fixture.experiment)
+        .arg("--explain")
+        .output()
+        .unwrap();
+    let explanation = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        explanation.contains("failed earlier (use --retry-failed"),
+        "{explanation}"
+    );
+
+    let outcome = fixture.run(&["--retry-failed"]);
+    assert_eq!(outcome["status"], "succeeded");
+    assert_eq!(summary(&outcome, "executed"), TASKS);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM attempts WHERE status = 'failed'"
+        ),
+        1,
+        "the failed attempt is kept"
+    );
+
+    let status = fixture
+        .repro()
+        .args(["status", "smoke", "--tasks"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(status.stdout).unwrap();
+    assert!(text.contains("## smoke"), "{text}");
+    assert!(text.contains("18 succeeded"), "{text}");
+}
+
+#[test]
+fn malformed_experiment_files_name_file_line_and_column() {
+    let fixture = Fixture::new();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown key",
+            "[experiment]\nschema = 1\nname = \"x\"\nseed = [1]\n".into(),
+            ":4:1: unknown field `seed`",
+        ),
+        ("TOML syntax", "[experiment\nschema = 1\n".into(), ":1:"),
+        (
+            "wrong type",
+            "[experiment]\nschema = \"one\"\nname = \"x\"\n".into(),
+            ":2:10: invalid type",
+        ),
+        (
+            "schema version",
+            "[experiment]\nschema = 9\nname = \"x\"\n".into(),
+            ":2:10: experiment.schema",
+        ),
+        ("unknown pooling", String::new(), "unknown variant `avg`"),
+        (
+            "layer beyond depth",
+            String::new(),
+            "layer 4 is beyond the model's depth 3",
+        ),
+        ("unknown dataset", String::new(), "unknown dataset `nope`"),
+        ("unknown model directory", String::new(), "models.tiny"),
+        ("zip lengths", String::new(), "equal lengths"),
+    ];
+    for (kind, text, needle) in cases {
+        let text = if text.is_empty() {
+            let mut edited = String::new();
+            fixture.write_experiment(|smoke| {
+                edited = match kind {
+                    "unknown pooling" => smoke.replace("\"cls\"]", "\"avg\"]"),
+                    "layer beyond depth" => smoke.replace("layers = \"all\"", "layers = \"0-9\""),
+                    "unknown dataset" => smoke.replace("[sweep]", "[sweep]\ndataset = [\"nope\"]"),
+                    "unknown model directory" => smoke.replace("tiny-bert\"", "no-such-model\""),
+                    "zip lengths" => {
+                        format!("{smoke}\n[[sweep.zip]]\neval.top_k = [1, 2]\nencode.batch = [1]\n")
+                    }
+                    _ => unreachable!(),
+                };
+                edited.clone()
+            });
+            edited
+        } else {
+            text
+        };
+        std::fs::write(&fixture.experiment, &text).unwrap();
+        let output = fixture
+            .repro()
+            .arg("check")
+            .arg(&fixture.experiment)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{kind}: accepted");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        let location = format!("{}:", fixture.experiment.display());
+        assert!(stderr.contains(&location), "{kind}: {stderr}");
+        let after = &stderr[stderr.find(&location).unwrap() + location.len()..];
+        let mut numbers = after.split(':');
+        for part in ["line", "column"] {
+            let number = numbers.next().unwrap_or("");
+            assert!(
+                number.parse::<usize>().is_ok(),
+                "{kind}: no {part} number in {stderr}"
+            );
+        }
+        assert!(stderr.contains(needle), "{kind}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{kind}: one message: {stderr}");
+    }
+}
+
+#[test]
+fn check_reports_the_plan_without_running() {
+    let fixture = Fixture::new();
+    fixture
+        .repro()
+        .arg("check")
+        .arg(&fixture.experiment)
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "16 cells, 18 tasks (2 encode, 16 eval)",
+        ));
+    assert!(!fixture.results().exists(), "check writes no results");
+}
