@@ -11,7 +11,7 @@ export REPRO_MIRROR
 MINILM := $(MODELS_DIR)/all-MiniLM-L6-v2
 REPRO := target/release/repro
 
-.PHONY: all build release models test lint fmt sweep probe-cranfield clean-results
+.PHONY: all build release models test lint fmt sweep smoke clean-results
 
 all: build
 
@@ -40,11 +40,16 @@ lint:
 fmt:
 	$(CARGO) fmt
 
-## The main job. Until the experiment runner lands, it is the per-layer probe of
-## all-MiniLM-L6-v2 on SciFact and Cranfield (layers 0-6, mean and cls pooling).
+## The main job: the layer sweep (every layer × pooling × input of all-MiniLM-L6-v2 on SciFact
+## and Cranfield). Cached: a second `make sweep` runs nothing.
 sweep: models release
-	$(REPRO) probe --model $(MINILM) --dataset scifact --layers 0-6 --pooling mean,mean_nospecial,cls,max --max-len 256
-	$(REPRO) probe --model $(MINILM) --dataset cranfield --layers 0-6 --pooling mean,mean_nospecial,cls,max --max-len 256
+	$(REPRO) run experiments/layer_sweep.toml
+	$(REPRO) status layer_sweep
+
+## The smoke experiment on a tiny random BERT (seconds).
+smoke: release
+	$(REPRO) dev tiny-model target/smoke/tiny-bert
+	$(REPRO) run experiments/smoke.toml
 
 clean-results:
 	rm -rf results reports

@@ -15,6 +15,7 @@ Modules map the architecture:
 * [`plan`]: sweeps expanded into a DAG of content-addressed stage tasks.
 * [`exec`]: which tasks run and why, the scheduler and its workers.
 * [`store`]: the SQLite results store.
+* [`report`]: polars tables over the store, comparisons and exports.
 * [`stages`]: glue that runs a study step (layer probe, encode, eval) from the pieces above.
 * [`cli`]: the `repro` command line; the only place that uses `anyhow`.
 */
@@ -26,6 +27,7 @@ pub mod eval;
 pub mod exec;
 pub mod model;
 pub mod plan;
+pub mod report;
 pub mod stages;
 pub mod store;
 pub mod util;

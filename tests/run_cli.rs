@@ -480,3 +480,164 @@ fn check_reports_the_plan_without_running() {
         ));
     assert!(!fixture.results().exists(), "check writes no results");
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_and_records_the_interruption() {
+    let fixture = Fixture::new();
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("repro"))
+        .arg("--quiet")
+        .arg("run")
+        .arg(&fixture.experiment)
+        .env("REPRO_RESULTS", fixture.results())
+        .env("REPRO_DATA", fixture.dir.path().join("data"))
+        .env_remove("REPRO_MIRROR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let store_path = fixture.results().join("repro.sqlite");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "the run never got going");
+        let started = rusqlite::Connection::open(&store_path)
+            .ok()
+            .and_then(|store| {
+                store
+                    .query_row("SELECT count(*) FROM attempts", [], |row| {
+                        row.get::<_, i64>(0)
+                    })
+                    .ok()
+            })
+            .unwrap_or(0);
+        if started >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SIGINT to the scheduler alone, as a terminal's Ctrl-C reaches it.
+    // SAFETY: kill(2) on a child we own.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("interrupted; run the same command again"),
+        "{stderr}"
+    );
+    let store = fixture.store();
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM runs WHERE status = 'interrupted'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM attempts WHERE status IN ('running', 'lost')"
+        ),
+        0,
+        "every attempt the scheduler started is closed"
+    );
+    let outcome = fixture.run(&[]);
+    assert_eq!(outcome["status"], "succeeded");
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM tasks WHERE status = 'succeeded'"
+        ),
+        TASKS as i64
+    );
+}
+
+#[test]
+fn compare_and_export_read_the_store() {
+    let fixture = Fixture::new();
+    fixture.run(&[]);
+    let output = fixture
+        .repro()
+        .args([
+            "compare",
+            "smoke",
+            "--where",
+            "input=single",
+            "--sort",
+            "ndcg_cut_10",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(&header[..3], ["layer", "pooling", "state"], "{table}");
+    assert!(header.contains(&"ndcg_cut_10"), "{table}");
+    assert_eq!(
+        lines.len(),
+        1 + 8 + 1,
+        "8 single-input cells and a footer: {table}"
+    );
+    assert!(lines[9].contains("input=single"), "{table}");
+    let column = header.iter().position(|h| *h == "ndcg_cut_10").unwrap();
+    let values: Vec<f64> = lines[1..9]
+        .iter()
+        .map(|line| {
+            line.split_whitespace()
+                .nth(column)
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        values.windows(2).all(|w| w[0] >= w[1]),
+        "sorted best first: {values:?}"
+    );
+
+    let csv = fixture.dir.path().join("cells.csv");
+    fixture
+        .repro()
+        .args(["export", "smoke", "--format", "csv", "-o"])
+        .arg(&csv)
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 1 + CELLS as usize);
+    assert!(text
+        .lines()
+        .next()
+        .unwrap()
+        .starts_with("experiment,cell,state,"));
+
+    let output = fixture
+        .repro()
+        .args(["export", "smoke", "--format", "parquet", "--per-query"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
+    assert_eq!(
+        path,
+        fixture.results().join("exports/smoke-per-query.parquet")
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[..4], b"PAR1");
+
+    fixture
+        .repro()
+        .args(["export", "nope", "--format", "json"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("no experiment `nope`"));
+}

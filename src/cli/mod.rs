@@ -12,9 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod data;
+mod dev;
 mod eval;
 mod probe;
 mod progress;
+mod results;
 mod run;
 
 pub use progress::Progress;
@@ -58,6 +60,13 @@ pub enum Command {
     Check(run::CheckArgs),
     /// Show an experiment's cells, tasks and runs from the results store.
     Status(run::StatusArgs),
+    /// Cells of one or more experiments side by side: the parameters that differ, the measures.
+    Compare(results::CompareArgs),
+    /// Write an experiment's results as CSV, Parquet or JSON.
+    Export(results::ExportArgs),
+    /// Helpers for developing repro (tiny test models).
+    #[command(subcommand, hide = true)]
+    Dev(dev::DevCommand),
     /// Run one task of a plan (started by `repro run`; not for direct use).
     #[command(hide = true)]
     Worker(run::WorkerArgs),
@@ -74,6 +83,9 @@ pub fn main() -> ExitCode {
         Command::Check(args) => run::check(&cli.global, args),
         Command::Status(args) => run::status(args),
         Command::Worker(args) => run::worker(args),
+        Command::Compare(args) => results::compare(args),
+        Command::Dev(command) => dev::run(command),
+        Command::Export(args) => results::export(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -447,21 +447,8 @@ fn cell_state(cell: &CellRow) -> TaskStatus {
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     let results = ResultsDir::new(&args.results.results);
     let store = Store::open_existing(&results.store_path())?;
-    let name = args.experiment.as_deref().map(|given| {
-        // A file path names the experiment inside it.
-        let path = Path::new(given);
-        if path.is_file() {
-            crate::config::Experiment::read(path)
-                .map(|experiment| experiment.name)
-                .unwrap_or_else(|_| given.to_string())
-        } else {
-            given.to_string()
-        }
-    });
-    let experiments = match &name {
-        Some(name) => vec![store
-            .experiment(name)?
-            .with_context(|| format!("no experiment `{name}` in {}", store.path().display()))?],
+    let experiments = match &args.experiment {
+        Some(given) => vec![find_experiment(&store, given)?],
         None => store.experiments()?,
     };
     let mut json = Vec::new();
@@ -539,6 +526,36 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(())
+}
+
+/// The recorded experiment named `given`, or named inside the experiment file `given`.
+pub(super) fn find_experiment(
+    store: &Store,
+    given: &str,
+) -> anyhow::Result<crate::store::ExperimentRow> {
+    let path = Path::new(given);
+    let name = if path.is_file() {
+        crate::config::Experiment::read(path)?.name
+    } else {
+        given.to_string()
+    };
+    store.experiment(&name)?.with_context(|| {
+        let known: Vec<String> = store
+            .experiments()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        format!(
+            "no experiment `{name}` in {} (recorded: {})",
+            store.path().display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
+    })
 }
 
 /// An overall bar (tasks, with ETA) and one bar per running task.

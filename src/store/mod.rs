@@ -897,6 +897,24 @@ impl Store {
         self.sql(result)
     }
 
+    /// Every per-query value of a task: (measure, query id, value), sorted.
+    pub fn all_query_metrics(
+        &self,
+        task_key: &str,
+    ) -> Result<Vec<(String, String, f64)>, StoreError> {
+        let result = (|| {
+            let mut statement = self.conn.prepare(
+                "SELECT measure, query_id, value FROM query_metrics WHERE task_key = ?1
+                 ORDER BY measure, query_id",
+            )?;
+            let rows = statement.query_map(params![task_key], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })();
+        self.sql(result)
+    }
+
     /// Counts of rows per table, for consistency checks and `repro status`.
     pub fn count(&self, table: &str) -> Result<i64, StoreError> {
         const TABLES: &[&str] = &[

@@ -1,0 +1,133 @@
+//! `repro compare` and `repro export`: the store's results as tables and files.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use polars::prelude::SerWriter;
+
+use super::run::{find_experiment, ResultsArgs};
+use crate::exec::ResultsDir;
+use crate::report::{
+    cells_frame, filter_equal, format_table, per_query_frame, sort_by_measure, varying_parameters,
+    write_frame, ExportFormat,
+};
+use crate::store::Store;
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// Experiments (names or files); their cells form one table.
+    #[arg(required = true)]
+    pub experiments: Vec<String>,
+    #[command(flatten)]
+    pub results: ResultsArgs,
+    /// Sort by this measure (trec_eval name, e.g. ndcg_cut_10), best first.
+    #[arg(long, value_name = "MEASURE")]
+    pub sort: Option<String>,
+    /// Keep only the cells whose parameter equals the value, e.g. `--where layer=3`; repeatable.
+    #[arg(long = "where", value_name = "PARAM=VALUE")]
+    pub filters: Vec<String>,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Experiment name or file.
+    pub experiment: String,
+    #[command(flatten)]
+    pub results: ResultsArgs,
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// One row per (cell, query, measure) instead of one per cell.
+    #[arg(long)]
+    pub per_query: bool,
+    /// Output file (default: <results>/exports/<experiment>[-per-query].<format>).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+}
+
+pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
+    let results = ResultsDir::new(&args.results.results);
+    let store = Store::open_existing(&results.store_path())?;
+    let experiments = args
+        .experiments
+        .iter()
+        .map(|given| find_experiment(&store, given))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let table = cells_frame(&store, &experiments)?;
+    let mut frame = table.frame.clone();
+    for filter in &args.filters {
+        let (parameter, value) = filter
+            .split_once('=')
+            .with_context(|| format!("--where {filter}: expected PARAM=VALUE"))?;
+        frame = filter_equal(&frame, parameter, value)?;
+    }
+    if let Some(measure) = &args.sort {
+        frame = sort_by_measure(&frame, measure)?;
+    }
+    let mut columns: Vec<String> = Vec::new();
+    if experiments.len() > 1 {
+        columns.push("experiment".to_string());
+    }
+    columns.extend(varying_parameters(&frame, &table.measures)?);
+    columns.push("state".to_string());
+    columns.extend(table.measures.iter().cloned());
+    if args.json {
+        let mut selected = frame.select(columns.iter().map(String::as_str))?;
+        let mut bytes = Vec::new();
+        polars::prelude::JsonWriter::new(&mut bytes)
+            .with_json_format(polars::prelude::JsonFormat::Json)
+            .finish(&mut selected)?;
+        println!("{}", String::from_utf8_lossy(&bytes));
+        return Ok(());
+    }
+    print!("{}", format_table(&frame, &columns)?);
+    let constant: Vec<String> = table
+        .parameters
+        .iter()
+        .filter(|name| !columns.contains(name))
+        .filter_map(|name| {
+            let series = frame.column(name).ok()?.as_materialized_series();
+            let value = crate::report::display_any(&series.get(0).ok()?);
+            Some(format!("{name}={value}"))
+        })
+        .collect();
+    if !constant.is_empty() && frame.height() > 0 {
+        println!("# same in every row: {}", constant.join(" "));
+    }
+    Ok(())
+}
+
+pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let results = ResultsDir::new(&args.results.results);
+    let store = Store::open_existing(&results.store_path())?;
+    let experiment = find_experiment(&store, &args.experiment)?;
+    let mut frame = if args.per_query {
+        per_query_frame(&store, &experiment)?
+    } else {
+        cells_frame(&store, std::slice::from_ref(&experiment))?.frame
+    };
+    let extension = match args.format {
+        ExportFormat::Csv => "csv",
+        ExportFormat::Parquet => "parquet",
+        ExportFormat::Json => "json",
+    };
+    let path = match &args.output {
+        Some(path) => path.clone(),
+        None => {
+            let suffix = if args.per_query { "-per-query" } else { "" };
+            results
+                .root()
+                .join("exports")
+                .join(format!("{}{suffix}.{extension}", experiment.name))
+        }
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    write_frame(&mut frame, args.format, &path)?;
+    println!("{}", path.display());
+    Ok(())
+}
