@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod data;
 mod dev;
 mod eval;
@@ -64,6 +65,8 @@ pub enum Command {
     Compare(results::CompareArgs),
     /// Write an experiment's results as CSV, Parquet or JSON.
     Export(results::ExportArgs),
+    /// Encoder throughput (documents/s, tokens/s) of a model truncated to each depth.
+    Bench(bench::BenchArgs),
     /// Helpers for developing repro (tiny test models).
     #[command(subcommand, hide = true)]
     Dev(dev::DevCommand),
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Worker(args) => run::worker(args),
         Command::Compare(args) => results::compare(args),
         Command::Dev(command) => dev::run(command),
+        Command::Bench(args) => bench::run(&cli.global, args),
         Command::Export(args) => results::export(args),
     };
     match result {

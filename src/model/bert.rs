@@ -9,6 +9,7 @@ use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
 
 use super::config::{Activation, BertConfig};
+use super::kernels;
 use super::tokenize::Batch;
 use super::ModelError;
 
@@ -67,6 +68,9 @@ struct BertSelfAttention {
     query: Linear,
     key: Linear,
     value: Linear,
+    /// `query`, `key` and `value` stacked: one product projects all three.
+    fused_weight: Tensor,
+    fused_bias: Tensor,
     num_heads: usize,
     head_size: usize,
 }
@@ -74,10 +78,25 @@ struct BertSelfAttention {
 impl BertSelfAttention {
     fn load(vb: VarBuilder, config: &BertConfig) -> candle_core::Result<Self> {
         let hidden = config.hidden_size;
+        let query = linear(hidden, hidden, vb.pp("query"))?;
+        let key = linear(hidden, hidden, vb.pp("key"))?;
+        let value = linear(hidden, hidden, vb.pp("value"))?;
+        let parts = [&query, &key, &value];
+        let fused_weight = Tensor::cat(&parts.map(|p| p.weight()), 0)?;
+        let biases = parts
+            .iter()
+            .map(|p| {
+                p.bias().cloned().ok_or_else(|| {
+                    candle_core::Error::Msg("attention projection without bias".into())
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
-            query: linear(hidden, hidden, vb.pp("query"))?,
-            key: linear(hidden, hidden, vb.pp("key"))?,
-            value: linear(hidden, hidden, vb.pp("value"))?,
+            fused_weight,
+            fused_bias: Tensor::cat(&biases, 0)?,
+            query,
+            key,
+            value,
             num_heads: config.num_attention_heads,
             head_size: config.head_size(),
         })
@@ -91,8 +110,18 @@ impl BertSelfAttention {
             .contiguous()
     }
 
-    fn forward(&self, hidden: &Tensor, mask_bias: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        hidden: &Tensor,
+        mask_bias: &Tensor,
+        fast: bool,
+    ) -> candle_core::Result<Tensor> {
         let (batch, tokens, width) = hidden.dims3()?;
+        if fast {
+            let qkv = kernels::dense(hidden, &self.fused_weight, &self.fused_bias)?;
+            let mask = mask_bias.reshape((batch, tokens))?;
+            return kernels::attention(&qkv, &mask, self.num_heads, self.head_size);
+        }
         let query = self.split_heads(&self.query.forward(hidden)?)?;
         let key = self.split_heads(&self.key.forward(hidden)?)?;
         let value = self.split_heads(&self.value.forward(hidden)?)?;
@@ -125,9 +154,9 @@ impl ResidualProjection {
         })
     }
 
-    fn forward(&self, xs: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, xs: &Tensor, residual: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
         self.layer_norm
-            .forward(&self.dense.forward(xs)?.add(residual)?)
+            .forward(&project(&self.dense, xs, fast)?.add(residual)?)
     }
 }
 
@@ -158,16 +187,34 @@ impl BertLayer {
         })
     }
 
-    fn forward(&self, hidden: &Tensor, mask_bias: &Tensor) -> candle_core::Result<Tensor> {
-        let context = self.attention.forward(hidden, mask_bias)?;
-        let attended = self.attention_output.forward(&context, hidden)?;
-        let intermediate = activate(&self.intermediate.forward(&attended)?, self.activation)?;
-        self.output.forward(&intermediate, &attended)
+    fn forward(
+        &self,
+        hidden: &Tensor,
+        mask_bias: &Tensor,
+        fast: bool,
+    ) -> candle_core::Result<Tensor> {
+        let context = self.attention.forward(hidden, mask_bias, fast)?;
+        let attended = self.attention_output.forward(&context, hidden, fast)?;
+        let intermediate = activate(
+            &project(&self.intermediate, &attended, fast)?,
+            self.activation,
+            fast,
+        )?;
+        self.output.forward(&intermediate, &attended, fast)
     }
 }
 
-fn activate(xs: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
+/// A linear layer, through [`kernels::dense`] on the fast path.
+fn project(layer: &Linear, xs: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
+    match (fast, layer.bias()) {
+        (true, Some(bias)) => kernels::dense(xs, layer.weight(), bias),
+        _ => layer.forward(xs),
+    }
+}
+
+fn activate(xs: &Tensor, activation: Activation, fast: bool) -> candle_core::Result<Tensor> {
     match activation {
+        Activation::Gelu if fast => kernels::gelu_erf(xs),
         Activation::Gelu => xs.gelu_erf(),
         Activation::GeluNew => xs.gelu(),
         Activation::Relu => xs.relu(),
@@ -207,6 +254,7 @@ pub struct BertModel {
     layers: Vec<BertLayer>,
     head: Option<ClassifierHead>,
     config: BertConfig,
+    fast_kernels: bool,
 }
 
 impl BertModel {
@@ -227,7 +275,14 @@ impl BertModel {
             layers,
             head,
             config: config.clone(),
+            fast_kernels: true,
         })
+    }
+
+    /// Whether the forward pass may use repro's CPU kernels ([`kernels`]) instead of candle's
+    /// generic ops (on by default; they apply to f32 on the CPU and have no backward pass).
+    pub fn set_fast_kernels(&mut self, enabled: bool) {
+        self.fast_kernels = enabled;
     }
 
     pub fn config(&self) -> &BertConfig {
@@ -255,10 +310,11 @@ impl BertModel {
         let mut hidden = self
             .embeddings
             .forward(&batch.input_ids, &batch.token_type_ids)?;
+        let fast = self.fast_kernels && hidden.device().is_cpu() && hidden.dtype() == DType::F32;
         let mut layers = Vec::with_capacity(up_to + 1);
         layers.push(hidden.clone());
         for layer in &self.layers[..up_to] {
-            hidden = layer.forward(&hidden, &mask_bias)?;
+            hidden = layer.forward(&hidden, &mask_bias, fast)?;
             layers.push(hidden.clone());
         }
         Ok(HiddenStates { layers })

@@ -15,6 +15,7 @@ mod config;
 mod encode;
 mod error;
 pub mod hub;
+mod kernels;
 mod loading;
 mod pooling;
 pub mod random;

@@ -6,9 +6,11 @@ a typed outcome with its measurements. Stages report progress through [`Observer
 print; they must not parse command lines or settings files.
 */
 
+mod bench;
 mod probe;
 mod tasks;
 
+pub use bench::{run_bench, BenchSettings, DepthTiming, Summary};
 pub use probe::{run_probe, EncodeStats, ProbeCell, ProbeOutcome};
 pub use tasks::{run_task, EmbeddingsManifest};
 

@@ -99,6 +99,31 @@ pub struct Environment {
     pub hostname: String,
 }
 
+/// One depth of a `repro bench` measurement.
+#[derive(Debug, Clone)]
+pub struct BenchmarkRecord {
+    pub model: String,
+    pub model_sha256: String,
+    /// What was encoded (dataset and how many documents).
+    pub texts: String,
+    pub documents: usize,
+    pub tokens: usize,
+    pub max_len: usize,
+    pub batch: usize,
+    pub input: String,
+    pub depth: usize,
+    pub runs: usize,
+    /// JSON list of each timed run's seconds.
+    pub seconds: String,
+    pub docs_per_second: f64,
+    pub docs_per_second_min: f64,
+    pub docs_per_second_max: f64,
+    pub tokens_per_second: f64,
+    /// Compile-time features of the encoder (`openblas`, …).
+    pub features: String,
+    pub environment: Environment,
+}
+
 /// A task as the plan declares it.
 #[derive(Debug, Clone)]
 pub struct TaskRecord {
@@ -897,6 +922,48 @@ impl Store {
         self.sql(result)
     }
 
+    /// Records one depth's benchmark; returns its id.
+    pub fn record_benchmark(&mut self, record: &BenchmarkRecord) -> Result<i64, StoreError> {
+        let env = &record.environment;
+        let result = self.conn.query_row(
+            &format!(
+                "INSERT INTO benchmarks (recorded_at, model, model_sha256, texts, documents, tokens,
+                     max_len, batch, input, depth, runs, seconds, docs_per_second,
+                     docs_per_second_min, docs_per_second_max, tokens_per_second, features,
+                     threads, cpu_model, hostname, repro_version, git_commit, git_dirty)
+                 VALUES ({NOW}, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                     ?16, ?17, ?18, ?19, ?20, ?21, ?22)
+                 RETURNING id"
+            ),
+            params![
+                record.model,
+                record.model_sha256,
+                record.texts,
+                record.documents as i64,
+                record.tokens as i64,
+                record.max_len as i64,
+                record.batch as i64,
+                record.input,
+                record.depth as i64,
+                record.runs as i64,
+                record.seconds,
+                record.docs_per_second,
+                record.docs_per_second_min,
+                record.docs_per_second_max,
+                record.tokens_per_second,
+                record.features,
+                env.threads as i64,
+                env.cpu_model,
+                env.hostname,
+                env.repro_version,
+                env.git_commit,
+                env.git_dirty
+            ],
+            |row| row.get(0),
+        );
+        self.sql(result)
+    }
+
     /// Every per-query value of a task: (measure, query id, value), sorted.
     pub fn all_query_metrics(
         &self,
@@ -926,6 +993,7 @@ impl Store {
             "metrics",
             "query_metrics",
             "artifacts",
+            "benchmarks",
         ];
         if !TABLES.contains(&table) {
             return Err(StoreError::Invalid {

@@ -4,7 +4,8 @@
 //! edit a migration that has shipped: add the next one.
 
 /// Migrations in order; index + 1 is the version.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE experiments (
     id           INTEGER PRIMARY KEY,
     name         TEXT NOT NULL UNIQUE,
@@ -122,4 +123,34 @@ CREATE TABLE file_hashes (
 
 CREATE INDEX attempts_by_run ON attempts(run_id);
 CREATE INDEX cells_by_experiment ON cells(experiment_id, active, position);
-"#];
+"#,
+    r#"
+-- `repro bench`: encoder throughput of a model truncated to one depth, with its environment.
+CREATE TABLE benchmarks (
+    id                 INTEGER PRIMARY KEY,
+    recorded_at        TEXT NOT NULL,
+    model              TEXT NOT NULL,
+    model_sha256       TEXT NOT NULL,
+    texts              TEXT NOT NULL,
+    documents          INTEGER NOT NULL,
+    tokens             INTEGER NOT NULL,
+    max_len            INTEGER NOT NULL,
+    batch              INTEGER NOT NULL,
+    input              TEXT NOT NULL,
+    depth              INTEGER NOT NULL,
+    runs               INTEGER NOT NULL,
+    seconds            TEXT NOT NULL,
+    docs_per_second    REAL NOT NULL,
+    docs_per_second_min REAL NOT NULL,
+    docs_per_second_max REAL NOT NULL,
+    tokens_per_second  REAL NOT NULL,
+    features           TEXT NOT NULL,
+    threads            INTEGER NOT NULL,
+    cpu_model          TEXT NOT NULL,
+    hostname           TEXT NOT NULL,
+    repro_version      TEXT NOT NULL,
+    git_commit         TEXT,
+    git_dirty          INTEGER
+);
+"#,
+];

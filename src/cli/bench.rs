@@ -1,0 +1,223 @@
+//! `repro bench`: encoder throughput per depth, printed and recorded in the store.
+
+use std::path::Path;
+
+use super::run::ResultsArgs;
+use super::{GlobalArgs, Progress};
+use crate::exec::{capture_environment, ResultsDir};
+use crate::model::hub::{resolve_model, HubSettings};
+use crate::model::{BertConfig, InputFormat};
+use crate::stages::{run_bench, BenchSettings, Observer};
+use crate::store::{BenchmarkRecord, Store};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Model directory or Hugging Face id.
+    #[arg(long)]
+    pub model: String,
+    /// Dataset whose corpus is encoded (name or path).
+    #[arg(long, default_value = "scifact")]
+    pub dataset: String,
+    /// Encode the first N documents of the corpus.
+    #[arg(long, default_value_t = 256)]
+    pub documents: usize,
+    #[arg(long, default_value_t = 256)]
+    pub max_len: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value = "single")]
+    pub input: InputArg,
+    /// Depths to measure: `all` (0..=L), `6`, `1-6`, `0,3,6`.
+    #[arg(long, default_value = "all")]
+    pub depth: crate::config::LayerSelection,
+    /// Timed runs per depth (after one warm-up run).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    #[command(flatten)]
+    pub results: ResultsArgs,
+    /// Do not record the measurement in the store.
+    #[arg(long)]
+    pub no_record: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum InputArg {
+    Single,
+    SelfPair,
+}
+
+struct BarObserver(Progress);
+
+impl Observer for BarObserver {
+    fn phase(&self, name: &str, total: usize) {
+        self.0.reset(total as u64, name.to_string());
+    }
+
+    fn advance(&self, done: usize) {
+        self.0.advance(done as u64);
+    }
+}
+
+/// Compile-time choices that change the encoder's speed.
+fn features() -> &'static str {
+    if cfg!(feature = "openblas") {
+        "openblas"
+    } else {
+        "gemm"
+    }
+}
+
+pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
+    let model_dir = resolve_model(&args.model, &HubSettings::from_env())?;
+    let config = BertConfig::from_file(&model_dir.join("config.json"))?;
+    let depths = args
+        .depth
+        .resolve(config.num_hidden_layers)
+        .map_err(|message| anyhow::anyhow!("--depth: {message}"))?;
+    let dataset_dir =
+        crate::data::fetch::resolve(&args.dataset, &global.data_dir, global.mirror.as_deref())?;
+    let corpus = crate::data::beir::read_corpus(&dataset_dir.join("corpus.jsonl"))?;
+    let texts: Vec<String> = corpus
+        .iter()
+        .take(args.documents)
+        .map(|d| d.full_text())
+        .collect();
+    let settings = BenchSettings {
+        documents: texts.len(),
+        max_len: args.max_len,
+        batch: args.batch,
+        input: match args.input {
+            InputArg::Single => InputFormat::Single,
+            InputArg::SelfPair => InputFormat::SelfPair,
+        },
+        depths,
+        runs: args.runs,
+        warmup: args.warmup,
+    };
+    let progress = BarObserver(Progress::new(global.quiet || args.json, 0, "bench"));
+    let timings = run_bench(&model_dir, &texts, &settings, &progress)?;
+    progress.0.finish();
+
+    let full = timings.iter().find(|t| t.depth == config.num_hidden_layers);
+    let fixed = timings.iter().find(|t| t.depth == 0);
+    let layers = config.num_hidden_layers as f64;
+    // The ideal speedup of depth k over depth L when the embeddings and tokenization (depth 0)
+    // cost the same at every depth and each layer costs the same.
+    let ideal = |depth: usize| -> Option<f64> {
+        let (full, fixed) = (full?, fixed?);
+        let t_full = 1.0 / full.documents_per_second.median;
+        let t_fixed = 1.0 / fixed.documents_per_second.median;
+        let per_layer = (t_full - t_fixed) / layers;
+        Some(t_full / (t_fixed + per_layer * depth as f64))
+    };
+    let threads = candle_core::utils::get_num_threads();
+    if !args.no_record {
+        let results = ResultsDir::new(&args.results.results);
+        let mut store = Store::open(&results.store_path())?;
+        let environment = capture_environment(Path::new("."), threads);
+        let files: Vec<(String, String)> = crate::plan::model_files(&model_dir)
+            .iter()
+            .map(|path| {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                crate::util::sha256_file(path).map(|sha| (name, sha))
+            })
+            .collect::<Result<_, _>>()?;
+        let model_sha256 = crate::plan::content_hash(&files);
+        for timing in &timings {
+            store.record_benchmark(&BenchmarkRecord {
+                model: model_dir.display().to_string(),
+                model_sha256: model_sha256.clone(),
+                texts: format!(
+                    "{} (first {} documents)",
+                    dataset_dir.display(),
+                    texts.len()
+                ),
+                documents: texts.len(),
+                tokens: timing.tokens,
+                max_len: args.max_len,
+                batch: args.batch,
+                input: settings.input.to_string(),
+                depth: timing.depth,
+                runs: args.runs,
+                seconds: serde_json::to_string(&timing.seconds)?,
+                docs_per_second: timing.documents_per_second.median,
+                docs_per_second_min: timing.documents_per_second.min,
+                docs_per_second_max: timing.documents_per_second.max,
+                tokens_per_second: timing.tokens_per_second.median,
+                features: features().to_string(),
+                environment: environment.clone(),
+            })?;
+        }
+    }
+    if args.json {
+        let rows: Vec<serde_json::Value> = timings
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "depth": t.depth,
+                    "documents_per_second": t.documents_per_second,
+                    "tokens_per_second": t.tokens_per_second,
+                    "seconds": t.seconds,
+                    "tokens": t.tokens,
+                    "speedup": full.map(|f| t.documents_per_second.median / f.documents_per_second.median),
+                    "ideal_speedup": ideal(t.depth),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "model": model_dir.display().to_string(), "settings": settings,
+                "features": features(), "threads": threads, "depths": rows,
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "# {} · {} documents of {} · max_len {} · batch {} · {} · {} runs · {} threads · {}",
+        model_dir.display(),
+        texts.len(),
+        dataset_dir.display(),
+        args.max_len,
+        args.batch,
+        settings.input,
+        args.runs,
+        threads,
+        features()
+    );
+    println!(
+        "{:>5}  {:>12}  {:>17}  {:>10}  {:>8}  {:>8}  {:>8}",
+        "depth", "docs/s", "(min–max)", "tokens/s", "speedup", "ideal", "L/k"
+    );
+    for timing in &timings {
+        let speedup =
+            full.map(|f| timing.documents_per_second.median / f.documents_per_second.median);
+        let show = |value: Option<f64>| {
+            value
+                .map(|v| format!("{v:.2}×"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let naive = (timing.depth > 0).then(|| layers / timing.depth as f64);
+        println!(
+            "{:>5}  {:>12.2}  {:>17}  {:>10.0}  {:>8}  {:>8}  {:>8}",
+            timing.depth,
+            timing.documents_per_second.median,
+            format!(
+                "({:.2}–{:.2})",
+                timing.documents_per_second.min, timing.documents_per_second.max
+            ),
+            timing.tokens_per_second.median,
+            show(speedup),
+            show(ideal(timing.depth)),
+            show(naive)
+        );
+    }
+    Ok(())
+}
