@@ -31,7 +31,10 @@ fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Resul
     Ok(&data[start..end])
 }
 
-/// `c (+)= a · bᵀ` for row-major `a (m×k)`, `b (n×k)`, `c (m×n)`, using every compute thread.
+/// `c (+)= a · bᵀ` for row-major `a (m×k)`, `b (n×k)`, `c (m×n)`. Rows are split into
+/// blocks computed in parallel on rayon's pool (`RAYON_NUM_THREADS`), each block by a
+/// single-threaded product, so the BLAS keeps no thread pool of its own spinning beside
+/// rayon's.
 fn matmul_transposed(
     m: usize,
     n: usize,
@@ -42,18 +45,29 @@ fn matmul_transposed(
     accumulate: bool,
 ) {
     debug_assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
+    let threads = rayon::current_num_threads().max(1);
+    let rows_per_block = m.div_ceil(threads).max(64);
+    c[..m * n]
+        .par_chunks_mut(rows_per_block * n)
+        .zip(a[..m * k].par_chunks(rows_per_block * k))
+        .for_each(|(c, a)| product_block(c.len() / n, n, k, a, b, c, accumulate));
+}
+
+fn product_block(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+) {
     #[cfg(feature = "openblas")]
     {
         openblas::sgemm_bt(m, n, k, a, b, c, accumulate);
     }
     #[cfg(not(feature = "openblas"))]
     {
-        let threads = candle_core::utils::get_num_threads();
-        let parallelism = if threads > 1 && m * n * k > 1 << 18 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
         // SAFETY: the pointers and strides describe the slices checked above; `c` does not
         // alias `a` or `b`.
         unsafe {
@@ -76,7 +90,7 @@ fn matmul_transposed(
                 false,
                 false,
                 false,
-                parallelism,
+                gemm::Parallelism::None,
             );
         }
     }
@@ -92,6 +106,7 @@ mod openblas {
 
     #[link(name = "openblas")]
     extern "C" {
+        fn openblas_set_num_threads(threads: c_int);
         fn cblas_sgemm(
             layout: c_int,
             transa: c_int,
@@ -119,6 +134,9 @@ mod openblas {
         c: &mut [f32],
         accumulate: bool,
     ) {
+        static SINGLE_THREADED: std::sync::Once = std::sync::Once::new();
+        // SAFETY: a configuration call; the caller parallelises over row blocks itself.
+        SINGLE_THREADED.call_once(|| unsafe { openblas_set_num_threads(1) });
         let beta = if accumulate { 1.0 } else { 0.0 };
         // SAFETY: row-major a (m×k), b (n×k) and c (m×n) of the lengths checked by the caller.
         unsafe {
@@ -350,29 +368,40 @@ unsafe fn softmax_avx2(row: &mut [f32], bias: &[f32]) {
 
 #[inline(always)]
 fn softmax_generic(row: &mut [f32], bias: &[f32]) {
-    let mut max = f32::NEG_INFINITY;
-    for (score, &b) in row.iter_mut().zip(bias) {
-        *score += b;
-        max = max.max(*score);
+    // Eight independent accumulators: a single running max or sum is a serial dependency
+    // chain the compiler may not reorder; eight lanes vectorise.
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    for (scores, biases) in row.chunks_mut(8).zip(bias.chunks(8)) {
+        for ((score, &b), lane) in scores.iter_mut().zip(biases).zip(lanes.iter_mut()) {
+            *score += b;
+            *lane = lane.max(*score);
+        }
     }
-    let mut sum = 0.0;
-    for score in row.iter_mut() {
-        *score = fast_exp(*score - max);
-        sum += *score;
+    let max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sums = [0f32; 8];
+    for scores in row.chunks_mut(8) {
+        for (score, sum) in scores.iter_mut().zip(sums.iter_mut()) {
+            *score = fast_exp(*score - max);
+            *sum += *score;
+        }
     }
-    let inverse = 1.0 / sum;
+    let inverse = 1.0 / sums.iter().sum::<f32>();
     for score in row.iter_mut() {
         *score *= inverse;
     }
 }
 
-/// `e^x` to about 2 ulp (Cephes' `expf`): `x = n ln 2 + r`, a degree-6 polynomial in `r`,
-/// scaled by `2^n` through the exponent bits. Written to vectorise.
+/// `e^x` to about 2 ulp (Cephes' `expf`): `x = n ln 2 + r` with `n` rounded by the
+/// 1.5 · 2²³ trick (so `n` is read from the sum's bits), a degree-6 polynomial in `r`, and
+/// `2^n` built in the exponent bits. Only arithmetic and bit operations: it vectorises.
 #[inline(always)]
 fn fast_exp(x: f32) -> f32 {
+    const ROUNDER: f32 = 12_582_912.0; // 1.5 · 2²³
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let shifted = x.mul_add(std::f32::consts::LOG2_E, ROUNDER);
+    let n = shifted - ROUNDER;
+    let r = n.mul_add(-0.693_359_4, x);
+    let r = n.mul_add(2.121_944_4e-4, r);
     let mut p = 1.987_569_1e-4f32;
     p = p.mul_add(r, 1.398_199_9e-3);
     p = p.mul_add(r, 8.333_452e-3);
@@ -380,7 +409,13 @@ fn fast_exp(x: f32) -> f32 {
     p = p.mul_add(r, 0.166_666_65);
     p = p.mul_add(r, 0.5);
     let y = p.mul_add(r * r, r) + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // The low bits of `shifted` hold n (|n| ≤ 127): 2^n has exponent field n + 127.
+    let exponent = shifted
+        .to_bits()
+        .wrapping_sub(ROUNDER.to_bits())
+        .wrapping_add(127)
+        << 23;
+    y * f32::from_bits(exponent)
 }
 
 /// `erf(x)` as a ratio of odd and even polynomials on [-4, 4] (the approximation Eigen and
