@@ -11,7 +11,7 @@ export REPRO_MIRROR
 MINILM := $(MODELS_DIR)/all-MiniLM-L6-v2
 REPRO := target/release/repro
 
-.PHONY: all build release models test lint fmt sweep smoke clean-results
+.PHONY: all build release models test lint fmt sweep smoke bench bench-env clean-results
 
 all: build
 
@@ -50,6 +50,26 @@ sweep: models release
 smoke: release
 	$(REPRO) dev tiny-model target/smoke/tiny-bert
 	$(REPRO) run experiments/smoke.toml
+
+## Encoder speed: repro against sentence-transformers on PyTorch on the same 256 SciFact
+## documents (max_len 256, batch 32, every core), their ratio, then the truncated-depth table.
+## Uses the system OpenBLAS when installed (Debian: libopenblas-dev).
+BENCH_PYTHON ?= .venv-bench/bin/python
+BENCH_FEATURES ?= $(if $(wildcard /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so),--features openblas,)
+
+bench-env: $(BENCH_PYTHON)
+
+$(BENCH_PYTHON):
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet torch sentence-transformers
+
+bench: models bench-env
+	$(CARGO) build --release $(BENCH_FEATURES)
+	mkdir -p target/bench
+	$(REPRO) --quiet bench --model $(MINILM) --dataset scifact --documents 256 --depth 6 --runs 5 --json > target/bench/repro.json
+	$(BENCH_PYTHON) scripts/bench_pytorch.py --model $(MINILM) --corpus $(REPRO_MIRROR)/scifact/corpus.jsonl --documents 256 --runs 5 > target/bench/pytorch.json
+	$(PYTHON) scripts/bench_ratio.py target/bench/repro.json target/bench/pytorch.json
+	$(REPRO) --quiet bench --model $(MINILM) --dataset scifact --documents 256 --depth all --runs 5
 
 clean-results:
 	rm -rf results reports
