@@ -15,7 +15,7 @@ use crate::exec::{
     ExecSummary, ResultsDir, RunObserver, TaskResult,
 };
 use crate::plan::{Stage, Task};
-use crate::store::{CellRow, RunCounts, Store, TaskStatus};
+use crate::store::{CellRow, RunCounts, Store};
 
 /// Where results live: `--results` or `REPRO_RESULTS`, default `results/`.
 #[derive(Debug, Clone, clap::Args)]
@@ -394,7 +394,7 @@ pub(super) fn print_cells(cells: &[CellRow]) {
             .iter()
             .map(|name| display_value(cell.params.get(name)))
             .collect();
-        row.push(cell_state(cell).to_string());
+        row.push(crate::report::cell_state(cell).to_string());
         for measure in &measures {
             row.push(
                 cell.metrics
@@ -427,21 +427,6 @@ pub(super) fn print_cells(cells: &[CellRow]) {
     for row in &rows {
         println!("{}", format_row(row));
     }
-}
-
-/// The worst state among a cell's tasks.
-fn cell_state(cell: &CellRow) -> TaskStatus {
-    let order = [
-        TaskStatus::Failed,
-        TaskStatus::Interrupted,
-        TaskStatus::Running,
-        TaskStatus::Pending,
-        TaskStatus::Succeeded,
-    ];
-    order
-        .into_iter()
-        .find(|status| cell.tasks.iter().any(|(_, _, s)| s == status))
-        .unwrap_or(TaskStatus::Pending)
 }
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
