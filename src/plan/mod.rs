@@ -54,7 +54,8 @@ impl Stage {
     /// the old code are not reused.
     pub fn code_version(self) -> u32 {
         match self {
-            Stage::Encode => 1,
+            // 2: repro's own attention, GELU and dense kernels (last-bit differences).
+            Stage::Encode => 2,
             Stage::Eval => 1,
         }
     }
