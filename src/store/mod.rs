@@ -304,19 +304,15 @@ impl Store {
         }
         for (index, migration) in schema::MIGRATIONS.iter().enumerate().skip(current) {
             let version = index + 1;
-            let path = self.path.clone();
-            let sql_error = |source| StoreError::Sqlite {
-                path: path.clone(),
-                source,
-            };
-            let tx = self.conn.transaction().map_err(sql_error)?;
-            tx.execute_batch(migration).map_err(sql_error)?;
+            let sql_error = sqlite_error(self.path.clone());
+            let tx = self.conn.transaction().map_err(&sql_error)?;
+            tx.execute_batch(migration).map_err(&sql_error)?;
             tx.execute(
                 &format!("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, {NOW})"),
                 params![version as i64],
             )
-            .map_err(sql_error)?;
-            tx.commit().map_err(sql_error)?;
+            .map_err(&sql_error)?;
+            tx.commit().map_err(&sql_error)?;
         }
         Ok(())
     }
@@ -442,11 +438,7 @@ impl Store {
         tasks: &[TaskRecord],
         cells: &[CellRecord],
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let sql_error = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sql_error = sqlite_error(self.path.clone());
         let tx = self.transaction()?;
         {
             let mut insert_task = tx
@@ -454,29 +446,29 @@ impl Store {
                     "INSERT INTO tasks (key, stage, inputs, status, created_at, updated_at)
                      VALUES (?1, ?2, ?3, 'pending', {NOW}, {NOW}) ON CONFLICT(key) DO NOTHING"
                 ))
-                .map_err(sql_error)?;
+                .map_err(&sql_error)?;
             let mut insert_edge = tx
                 .prepare(
                     "INSERT OR IGNORE INTO task_upstream (task_key, upstream_key) VALUES (?1, ?2)",
                 )
-                .map_err(sql_error)?;
+                .map_err(&sql_error)?;
             for task in tasks {
                 insert_task
                     .execute(params![task.key, task.stage.name(), task.inputs])
-                    .map_err(sql_error)?;
+                    .map_err(&sql_error)?;
             }
             for task in tasks {
                 for upstream in &task.upstream {
                     insert_edge
                         .execute(params![task.key, upstream])
-                        .map_err(sql_error)?;
+                        .map_err(&sql_error)?;
                 }
             }
             tx.execute(
                 "UPDATE cells SET active = 0 WHERE experiment_id = ?1",
                 params![experiment_id],
             )
-            .map_err(sql_error)?;
+            .map_err(&sql_error)?;
             let mut upsert_cell = tx
                 .prepare(
                     "INSERT INTO cells (experiment_id, key, position, params, active)
@@ -485,27 +477,27 @@ impl Store {
                          params = excluded.params, active = 1
                      RETURNING id",
                 )
-                .map_err(sql_error)?;
+                .map_err(&sql_error)?;
             let mut link = tx
                 .prepare(
                     "INSERT INTO cell_tasks (cell_id, stage, task_key) VALUES (?1, ?2, ?3)
                      ON CONFLICT(cell_id, stage) DO UPDATE SET task_key = excluded.task_key",
                 )
-                .map_err(sql_error)?;
+                .map_err(&sql_error)?;
             for (position, cell) in cells.iter().enumerate() {
                 let cell_id: i64 = upsert_cell
                     .query_row(
                         params![experiment_id, cell.key, position as i64, cell.params],
                         |row| row.get(0),
                     )
-                    .map_err(sql_error)?;
+                    .map_err(&sql_error)?;
                 for (stage, task_key) in &cell.tasks {
                     link.execute(params![cell_id, stage.name(), task_key])
-                        .map_err(sql_error)?;
+                        .map_err(&sql_error)?;
                 }
             }
         }
-        tx.commit().map_err(sql_error)
+        tx.commit().map_err(&sql_error)
     }
 
     /// A task's recorded status, if the task is known.
@@ -566,11 +558,7 @@ impl Store {
         run_id: i64,
         log_dir: &str,
     ) -> Result<AttemptId, StoreError> {
-        let path = self.path.clone();
-        let sql_error = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sql_error = sqlite_error(self.path.clone());
         let tx = self.transaction()?;
         let number: i64 = tx
             .query_row(
@@ -578,7 +566,7 @@ impl Store {
                 params![task_key],
                 |row| row.get(0),
             )
-            .map_err(sql_error)?;
+            .map_err(&sql_error)?;
         let id: i64 = tx
             .query_row(
                 &format!(
@@ -593,13 +581,13 @@ impl Store {
                 ],
                 |row| row.get(0),
             )
-            .map_err(sql_error)?;
+            .map_err(&sql_error)?;
         tx.execute(
             &format!("UPDATE tasks SET status = 'running', updated_at = {NOW} WHERE key = ?1"),
             params![task_key],
         )
-        .map_err(sql_error)?;
-        tx.commit().map_err(sql_error)?;
+        .map_err(&sql_error)?;
+        tx.commit().map_err(&sql_error)?;
         Ok(AttemptId { id, number })
     }
 
@@ -611,11 +599,7 @@ impl Store {
         attempt: AttemptId,
         outcome: &TaskOutcome,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let sql_error = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sql_error = sqlite_error(self.path.clone());
         let tx = self.transaction()?;
         tx.execute(
             &format!(
@@ -624,54 +608,54 @@ impl Store {
             ),
             params![attempt.id, outcome.seconds],
         )
-        .map_err(sql_error)?;
+        .map_err(&sql_error)?;
         for table in ["metrics", "query_metrics", "artifacts"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE task_key = ?1"),
                 params![task_key],
             )
-            .map_err(sql_error)?;
+            .map_err(&sql_error)?;
         }
         {
             let mut metric = tx
                 .prepare(
                     "INSERT INTO metrics (task_key, attempt_id, measure, value) VALUES (?1, ?2, ?3, ?4)",
                 )
-                .map_err(sql_error)?;
+                .map_err(&sql_error)?;
             for (measure, value) in &outcome.metrics {
                 metric
                     .execute(params![task_key, attempt.id, measure, value])
-                    .map_err(sql_error)?;
+                    .map_err(&sql_error)?;
             }
             let mut query_metric = tx
                 .prepare(
                     "INSERT INTO query_metrics (task_key, measure, query_id, value) VALUES (?1, ?2, ?3, ?4)",
                 )
-                .map_err(sql_error)?;
+                .map_err(&sql_error)?;
             for (query, values) in &outcome.per_query {
                 for (measure, value) in values {
                     query_metric
                         .execute(params![task_key, measure, query, value])
-                        .map_err(sql_error)?;
+                        .map_err(&sql_error)?;
                 }
             }
             let mut artifact = tx
                 .prepare(
                     "INSERT INTO artifacts (task_key, name, path, bytes) VALUES (?1, ?2, ?3, ?4)",
                 )
-                .map_err(sql_error)?;
+                .map_err(&sql_error)?;
             for item in &outcome.artifacts {
                 artifact
                     .execute(params![task_key, item.name, item.path, item.bytes as i64])
-                    .map_err(sql_error)?;
+                    .map_err(&sql_error)?;
             }
         }
         tx.execute(
             &format!("UPDATE tasks SET status = 'succeeded', updated_at = {NOW} WHERE key = ?1"),
             params![task_key],
         )
-        .map_err(sql_error)?;
-        tx.commit().map_err(sql_error)
+        .map_err(&sql_error)?;
+        tx.commit().map_err(&sql_error)
     }
 
     /// Records a failed or interrupted attempt; the task takes the same status.
@@ -688,11 +672,7 @@ impl Store {
             AttemptEnd::Failed => "failed",
             AttemptEnd::Interrupted => "interrupted",
         };
-        let path = self.path.clone();
-        let sql_error = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sql_error = sqlite_error(self.path.clone());
         let tx = self.transaction()?;
         tx.execute(
             &format!(
@@ -701,24 +681,20 @@ impl Store {
             ),
             params![attempt.id, status, seconds, exit_code, error],
         )
-        .map_err(sql_error)?;
+        .map_err(&sql_error)?;
         tx.execute(
             &format!("UPDATE tasks SET status = ?2, updated_at = {NOW} WHERE key = ?1"),
             params![task_key, status],
         )
-        .map_err(sql_error)?;
-        tx.commit().map_err(sql_error)
+        .map_err(&sql_error)?;
+        tx.commit().map_err(&sql_error)
     }
 
     /// After a scheduler died (`kill -9`, power loss): attempts and runs still marked
     /// running become `lost` / `interrupted`, their tasks `interrupted`. Call only while
     /// holding the results directory's lock, when no other scheduler can be running.
     pub fn recover_abandoned(&mut self) -> Result<usize, StoreError> {
-        let path = self.path.clone();
-        let sql_error = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sql_error = sqlite_error(self.path.clone());
         let tx = self.transaction()?;
         let lost = tx
             .execute(
@@ -729,22 +705,22 @@ impl Store {
                 ),
                 [],
             )
-            .map_err(sql_error)?;
+            .map_err(&sql_error)?;
         tx.execute(
             &format!(
                 "UPDATE tasks SET status = 'interrupted', updated_at = {NOW} WHERE status = 'running'"
             ),
             [],
         )
-        .map_err(sql_error)?;
+        .map_err(&sql_error)?;
         tx.execute(
             &format!(
                 "UPDATE runs SET status = 'interrupted', ended_at = {NOW} WHERE status = 'running'"
             ),
             [],
         )
-        .map_err(sql_error)?;
-        tx.commit().map_err(sql_error)?;
+        .map_err(&sql_error)?;
+        tx.commit().map_err(&sql_error)?;
         Ok(lost)
     }
 
@@ -1007,6 +983,15 @@ impl Store {
                 row.get(0)
             });
         self.sql(result)
+    }
+}
+
+/// Maps SQLite errors to [`StoreError::Sqlite`] naming the store's file; owns the path so it
+/// can be used while a transaction borrows the store.
+fn sqlite_error(path: PathBuf) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sqlite {
+        path: path.clone(),
+        source,
     }
 }
 
