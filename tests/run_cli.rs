@@ -389,6 +389,19 @@ fn a_failed_task_is_recorded_and_only_it_is_retried() {
     let text = String::from_utf8(status.stdout).unwrap();
     assert!(text.contains("## smoke"), "{text}");
     assert!(text.contains("18 succeeded"), "{text}");
+    assert!(
+        text.lines().any(|line| line.starts_with("input")
+            && line.contains("layer")
+            && line.contains("ndcg_cut_10")),
+        "the cells table shows the varying parameters and the measures: {text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|line| line.contains(" succeeded "))
+            .count(),
+        CELLS as usize,
+        "{text}"
+    );
 }
 
 #[test]

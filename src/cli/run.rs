@@ -272,7 +272,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&output)?);
     } else {
-        print_cells(&cell_rows);
+        print_cells(&experiment.name, &cell_rows)?;
         print_summary(&summary, status, seconds, &results);
     }
     match status {
@@ -345,88 +345,22 @@ fn print_summary(summary: &ExecSummary, status: &str, seconds: f64, results: &Re
     );
 }
 
-/// Parameters that differ between cells, in a stable order (the rest is common).
-fn varying_params(cells: &[CellRow]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    if let Some(first) = cells.first() {
-        for name in first.params.keys() {
-            if cells
-                .iter()
-                .any(|cell| cell.params.get(name) != first.params.get(name))
-            {
-                names.push(name.clone());
-            }
-        }
-    }
-    names
-}
-
-fn display_value(value: Option<&serde_json::Value>) -> String {
-    match value {
-        Some(serde_json::Value::String(text)) => text.clone(),
-        Some(other) => other.to_string(),
-        None => "-".to_string(),
-    }
-}
-
-/// A table of cells: the parameters that vary, the state, the metrics.
-pub(super) fn print_cells(cells: &[CellRow]) {
+/// A table of cells: the parameters that vary, the state, the measures.
+pub(super) fn print_cells(experiment: &str, cells: &[CellRow]) -> anyhow::Result<()> {
     if cells.is_empty() {
         println!("(no cells)");
-        return;
+        return Ok(());
     }
-    let params = varying_params(cells);
-    let measures: Vec<String> = {
-        let mut all: Vec<String> = cells
-            .iter()
-            .flat_map(|cell| cell.metrics.keys().cloned())
-            .collect();
-        all.sort();
-        all.dedup();
-        all
-    };
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut header: Vec<String> = params.clone();
-    header.push("state".to_string());
-    header.extend(measures.iter().cloned());
-    for cell in cells {
-        let mut row: Vec<String> = params
-            .iter()
-            .map(|name| display_value(cell.params.get(name)))
-            .collect();
-        row.push(crate::report::cell_state(cell).to_string());
-        for measure in &measures {
-            row.push(
-                cell.metrics
-                    .get(measure)
-                    .map(|value| format!("{value:.4}"))
-                    .unwrap_or_else(|| "-".to_string()),
-            );
-        }
-        rows.push(row);
-    }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|column| {
-            rows.iter()
-                .map(|row| row[column].chars().count())
-                .chain([header[column].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
+    let rows: Vec<(String, CellRow)> = cells
+        .iter()
+        .map(|cell| (experiment.to_string(), cell.clone()))
         .collect();
-    let format_row = |row: &[String]| {
-        row.iter()
-            .zip(&widths)
-            .map(|(text, width)| format!("{text:<width$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    println!("{}", format_row(&header));
-    for row in &rows {
-        println!("{}", format_row(row));
-    }
+    let table = crate::report::cells_table(&rows)?;
+    let mut columns = crate::report::varying_parameters(&table.frame, &table.measures)?;
+    columns.push("state".to_string());
+    columns.extend(table.measures.iter().cloned());
+    print!("{}", crate::report::format_table(&table.frame, &columns)?);
+    Ok(())
 }
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
@@ -480,7 +414,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
                 run.hostname
             );
         }
-        print_cells(&cells);
+        print_cells(&experiment.name, &cells)?;
         if args.tasks {
             println!();
             println!(

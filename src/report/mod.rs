@@ -63,6 +63,11 @@ pub fn cells_frame(
             rows.push((experiment.name.clone(), cell));
         }
     }
+    cells_table(&rows)
+}
+
+/// The table of [`cells_frame`] from cells already read: (experiment name, cell) pairs.
+pub fn cells_table(rows: &[(String, CellRow)]) -> Result<CellsTable, ReportError> {
     let params: BTreeSet<String> = rows
         .iter()
         .flat_map(|(_, cell)| cell.params.keys().cloned())
