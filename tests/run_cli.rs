@@ -654,3 +654,55 @@ fn compare_and_export_read_the_store() {
         .failure()
         .stderr(predicates::str::contains("no experiment `nope`"));
 }
+
+#[test]
+fn bench_measures_each_depth_and_records_it() {
+    let fixture = Fixture::new();
+    let dataset = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir");
+    let output = fixture
+        .repro()
+        .args([
+            "bench",
+            "--json",
+            "--documents",
+            "5",
+            "--depth",
+            "0,3",
+            "--runs",
+            "2",
+            "--batch",
+            "2",
+            "--max-len",
+            "32",
+        ])
+        .arg("--model")
+        .arg(fixture.dir.path().join("tiny-bert"))
+        .arg("--dataset")
+        .arg(&dataset)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let depths = outcome["depths"].as_array().unwrap();
+    assert_eq!(depths.len(), 2);
+    for row in depths {
+        assert_eq!(row["seconds"].as_array().unwrap().len(), 2);
+        assert!(row["documents_per_second"]["median"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(
+        depths[1]["speedup"].as_f64().unwrap(),
+        1.0,
+        "depth 3 is the full model"
+    );
+    assert_eq!(
+        count(
+            &fixture.store(),
+            "SELECT count(*) FROM benchmarks WHERE documents = 5 AND runs = 2 AND length(model_sha256) = 64"
+        ),
+        2
+    );
+}
