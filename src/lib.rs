@@ -12,6 +12,8 @@ Modules map the architecture:
 * [`model`]: BERT on candle, tokenization, pooling, model loading.
 * [`data`]: BEIR layout, SMART collections, TREC run/qrels files, dataset fetch and mirror.
 * [`eval`]: dense retrieval and trec_eval-exact measures.
+* [`train`]: fine-tuning cross encoders and distilling dual-encoder students (losses, AdamW
+  with warm-up and clipping, seeded loop, Hugging Face / sentence-transformers saving).
 * [`plan`]: sweeps expanded into a DAG of content-addressed stage tasks.
 * [`exec`]: which tasks run and why, the scheduler and its workers.
 * [`store`]: the SQLite results store.
@@ -30,4 +32,5 @@ pub mod plan;
 pub mod report;
 pub mod stages;
 pub mod store;
+pub mod train;
 pub mod util;

@@ -258,7 +258,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
             failed: summary.failed,
         },
     )?;
-    let cell_rows = store.cells(experiment_id, Stage::Eval)?;
+    let cell_rows = store.cells(experiment_id, &crate::report::RESULT_STAGES)?;
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
         let output = serde_json::json!({
@@ -372,7 +372,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     };
     let mut json = Vec::new();
     for experiment in &experiments {
-        let cells = store.cells(experiment.id, Stage::Eval)?;
+        let cells = store.cells(experiment.id, &crate::report::RESULT_STAGES)?;
         let tasks = store.tasks(experiment.id)?;
         let runs = store.runs(experiment.id)?;
         if args.json {

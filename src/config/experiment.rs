@@ -45,7 +45,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{read_toml, ConfigError, LayerSelection};
+use super::{
+    read_toml, ConfigError, LayerSelection, RerankSettings, TrainCeSettings, TrainDeSettings,
+};
 use crate::model::{InputFormat, Pooling};
 
 /// The experiment-file schema this build reads.
@@ -59,17 +61,76 @@ pub enum ModelKind {
     Ce,
 }
 
-/// `[models.<name>]`.
+/// `[models.<name>]`: a checkpoint (`source`), or a model the experiment trains: a cross
+/// encoder (`kind = "ce"`, `base`, `train_dataset`, `negatives_from`) or a dual-encoder
+/// student (`kind = "de"`, `teacher_de`, `teacher_ce`, `train_dataset`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
-    /// A local directory or a Hugging Face id (`org/name[@revision]`).
-    pub source: String,
+    /// A local directory or a Hugging Face id (`org/name[@revision]`). Absent for a model
+    /// the experiment trains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     #[serde(default = "default_kind")]
     pub kind: ModelKind,
     /// Tokens per input; longer inputs are truncated.
     #[serde(default = "default_max_len")]
     pub max_len: usize,
+    /// Trained CE: the checkpoint it starts from (a model of this file with a `source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// Trained models: the dataset whose `train_split` judgments they learn from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_dataset: Option<String>,
+    #[serde(default = "default_train_split")]
+    pub train_split: String,
+    /// Trained CE: the first-stage DE whose top hits are mined for hard negatives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negatives_from: Option<String>,
+    /// Student: the DE teacher (`mse` targets, `de:K` initialisation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_de: Option<String>,
+    /// Student: the CE teacher (`ce:K` initialisation, `margin_mse` targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_ce: Option<String>,
+}
+
+fn default_train_split() -> String {
+    "train".to_string()
+}
+
+/// How a model of an experiment comes to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelOrigin<'a> {
+    /// Read from `source`.
+    Checkpoint(&'a str),
+    /// Trained by the experiment's train_ce stage.
+    TrainedCe,
+    /// Trained by the experiment's train_de stage.
+    TrainedDe,
+}
+
+impl ModelSpec {
+    pub fn origin(&self) -> ModelOrigin<'_> {
+        match (&self.source, self.kind) {
+            (Some(source), _) => ModelOrigin::Checkpoint(source),
+            (None, ModelKind::Ce) => ModelOrigin::TrainedCe,
+            (None, ModelKind::De) => ModelOrigin::TrainedDe,
+        }
+    }
+
+    /// The models this one is made from, with the field that names each.
+    fn references(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("base", &self.base),
+            ("negatives_from", &self.negatives_from),
+            ("teacher_de", &self.teacher_de),
+            ("teacher_ce", &self.teacher_ce),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| value.as_deref().map(|name| (field, name)))
+        .collect()
+    }
 }
 
 fn default_kind() -> ModelKind {
@@ -223,7 +284,59 @@ struct AxesTable {
     #[serde(default)]
     eval: BTreeMap<String, Spanned<Vec<toml::Value>>>,
     #[serde(default)]
+    train_ce: BTreeMap<String, Spanned<Vec<toml::Value>>>,
+    #[serde(default)]
+    train_de: BTreeMap<String, Spanned<Vec<toml::Value>>>,
+    #[serde(default)]
+    rerank: BTreeMap<String, Spanned<Vec<toml::Value>>>,
+    #[serde(default)]
     zip: Vec<Spanned<AxesTable>>,
+}
+
+impl AxesTable {
+    /// The settings axes of every stage, by stage name.
+    fn stage_settings(&self) -> [(&'static str, &BTreeMap<String, Spanned<Vec<toml::Value>>>); 5] {
+        [
+            ("encode", &self.encode),
+            ("eval", &self.eval),
+            ("train_ce", &self.train_ce),
+            ("train_de", &self.train_de),
+            ("rerank", &self.rerank),
+        ]
+    }
+}
+
+/// `[sweep]` (one grid) or `[[sweep]]` (several grids whose cells are united).
+#[derive(Debug, Default)]
+struct Sweeps(Vec<Spanned<AxesTable>>);
+
+impl<'de> Deserialize<'de> for Sweeps {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Sweeps;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a [sweep] table or [[sweep]] tables")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Sweeps, A::Error> {
+                let table =
+                    AxesTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Sweeps(vec![Spanned::new(0..0, table)]))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Sweeps, A::Error> {
+                Vec::<Spanned<AxesTable>>::deserialize(
+                    serde::de::value::SeqAccessDeserializer::new(seq),
+                )
+                .map(Sweeps)
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,9 +348,12 @@ struct ExperimentFile {
     #[serde(default)]
     datasets: BTreeMap<String, Spanned<DatasetSpec>>,
     #[serde(default)]
-    sweep: AxesTable,
+    sweep: Sweeps,
     encode: Option<Spanned<EncodeSettings>>,
     eval: Option<Spanned<EvalSettings>>,
+    train_ce: Option<Spanned<TrainCeSettings>>,
+    train_de: Option<Spanned<TrainDeSettings>>,
+    rerank: Option<Spanned<RerankSettings>>,
 }
 
 /// One axis value.
@@ -298,6 +414,16 @@ pub struct Cell {
     /// With `max_len` always set (the model's unless overridden).
     pub encode: EncodeSettings,
     pub eval: EvalSettings,
+    /// Set when a CE trained by the experiment is involved: the cell's model, its CE
+    /// teacher, or its re-ranker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_ce: Option<TrainCeSettings>,
+    /// Set when the cell's model is a student trained by the experiment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_de: Option<TrainDeSettings>,
+    /// Set when a cross encoder re-ranks this (dual-encoder) cell's run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<RerankSettings>,
 }
 
 impl Cell {
@@ -345,10 +471,14 @@ pub struct Experiment {
     pub datasets: BTreeMap<String, DatasetSpec>,
     pub encode: EncodeSettings,
     pub eval: EvalSettings,
+    pub train_ce: TrainCeSettings,
+    pub train_de: TrainDeSettings,
+    pub rerank: RerankSettings,
     model_spans: BTreeMap<String, Range<usize>>,
     dataset_spans: BTreeMap<String, Range<usize>>,
     encode_span: Option<Range<usize>>,
-    dimensions: Vec<Dimension>,
+    /// One grid per `[[sweep]]` table; the experiment's cells are their union.
+    grids: Vec<Vec<Dimension>>,
 }
 
 impl Experiment {
@@ -417,6 +547,10 @@ impl Experiment {
                 ));
             }
         }
+        for (model, spec) in &file.models {
+            check_model(model, spec.get_ref(), &file)
+                .map_err(|message| error(spec.span(), format!("models.{model}: {message}")))?;
+        }
         for (dataset, spec) in &file.datasets {
             if spec.get_ref().name.is_some() && spec.get_ref().path.is_some() {
                 return Err(error(
@@ -444,51 +578,26 @@ impl Experiment {
             return Err(error(span, format!("eval: {message}")));
         }
 
-        let mut dimensions = Vec::new();
-        let mut seen: BTreeMap<String, Range<usize>> = BTreeMap::new();
-        for axis in axes_of(&file.sweep, &file, &error)? {
-            seen.insert(axis.name.clone(), axis.span.clone());
-            dimensions.push(Dimension::Axis(axis));
-        }
-        for group in &file.sweep.zip {
-            if !group.get_ref().zip.is_empty() {
-                return Err(error(
-                    group.span(),
-                    "sweep.zip: a zip group cannot hold another zip".to_string(),
-                ));
-            }
-            let axes = axes_of(group.get_ref(), &file, &error)?;
-            if axes.is_empty() {
-                return Err(error(group.span(), "sweep.zip: empty group".to_string()));
-            }
-            let mut length = None;
-            for axis in &axes {
-                if seen.contains_key(&axis.name) {
-                    return Err(error(axis.span.clone(), format!("sweep.zip: axis `{}` is swept twice (in the grid or in another zip group)", axis.name)));
-                }
-                seen.insert(axis.name.clone(), axis.span.clone());
-                let count = match &axis.values {
-                    AxisValues::List(values) => values.len(),
-                    AxisValues::Layers(LayerSelection::Only(layers)) => layers.len(),
-                    AxisValues::Layers(LayerSelection::All) => {
-                        return Err(error(
-                            axis.span.clone(),
-                            "sweep.zip: layers must be an explicit list inside a zip group"
-                                .to_string(),
-                        ));
-                    }
-                };
-                match length {
-                    None => length = Some((count, axis.name.clone())),
-                    Some((expected, ref first)) if expected != count => {
-                        return Err(error(axis.span.clone(), format!("sweep.zip: `{}` has {count} values but `{first}` has {expected}; zipped axes need equal lengths", axis.name)));
-                    }
-                    Some(_) => {}
-                }
-            }
-            dimensions.push(Dimension::Zip { axes });
+        let train_ce = settings_table(&file.train_ce, "train_ce", TrainCeSettings::check, &error)?;
+        let train_de = settings_table(&file.train_de, "train_de", TrainDeSettings::check, &error)?;
+        let rerank = settings_table(&file.rerank, "rerank", RerankSettings::check, &error)?;
+        if rerank.enabled() {
+            let span = file.rerank.as_ref().map(Spanned::span).unwrap_or(0..0);
+            check_reranker(&rerank.model, &file).map_err(|message| error(span, message))?;
         }
 
+        let mut grids = Vec::new();
+        let sweeps: Vec<&Spanned<AxesTable>> = if file.sweep.0.is_empty() {
+            Vec::new()
+        } else {
+            file.sweep.0.iter().collect()
+        };
+        if sweeps.is_empty() {
+            grids.push(Vec::new());
+        }
+        for sweep in sweeps {
+            grids.push(grid_of(sweep.get_ref(), &file, &error)?);
+        }
         Ok(Experiment {
             path: path.to_path_buf(),
             name: name.clone(),
@@ -517,7 +626,10 @@ impl Experiment {
             encode_span: file.encode.as_ref().map(Spanned::span),
             encode,
             eval,
-            dimensions,
+            train_ce,
+            train_de,
+            rerank,
+            grids,
             text,
         })
     }
@@ -556,11 +668,28 @@ impl Experiment {
     /// last). `shapes` gives each model's depth and length limit; a layer or `max_len` beyond
     /// them is an error naming the line that asked for it.
     pub fn expand(&self, shapes: &BTreeMap<String, ModelShape>) -> Result<Vec<Cell>, ConfigError> {
+        let mut cells = Vec::new();
+        for dimensions in &self.grids {
+            cells.extend(self.expand_grid(dimensions, shapes)?);
+        }
+        // Cells are sorted by model, dataset, then the rest in grid order. Grids may overlap,
+        // and settings that do not apply to a model are dropped, so equal cells are merged.
+        cells.sort_by(|a, b| (&a.model, &a.dataset).cmp(&(&b.model, &b.dataset)));
+        let mut seen = std::collections::HashSet::new();
+        cells.retain(|cell| seen.insert(serde_json::to_string(cell).unwrap_or_default()));
+        Ok(cells)
+    }
+
+    fn expand_grid(
+        &self,
+        dimensions: &[Dimension],
+        shapes: &BTreeMap<String, ModelShape>,
+    ) -> Result<Vec<Cell>, ConfigError> {
         let mut partials: Vec<Vec<(AxisValue, Range<usize>)>> = vec![Vec::new()];
         let mut layer_selection: Option<(LayerSelection, Range<usize>)> = None;
         let mut has_model = false;
         let mut has_dataset = false;
-        for dimension in &self.dimensions {
+        for dimension in dimensions {
             let choices: Vec<Vec<(AxisValue, Range<usize>)>> = match dimension {
                 Dimension::Axis(axis) => match &axis.values {
                     AxisValues::Layers(selection) => {
@@ -640,7 +769,7 @@ impl Experiment {
                     cells.push(base);
                     continue;
                 }
-                let shape = shapes[&base.model];
+                let shape = self.shape_of(&base, shapes)?;
                 let (selection, span) = layer_selection
                     .clone()
                     .unwrap_or((LayerSelection::All, 0..0));
@@ -658,8 +787,6 @@ impl Experiment {
                 }
             }
         }
-        // Cells are sorted by model, dataset, then the rest in grid order.
-        cells.sort_by(|a, b| (&a.model, &a.dataset).cmp(&(&b.model, &b.dataset)));
         Ok(cells)
     }
 
@@ -707,8 +834,8 @@ impl Experiment {
         let mut layer = 0;
         let mut pooling = Pooling::Mean;
         let mut input = InputFormat::Single;
-        let mut encode_overrides = Vec::new();
-        let mut eval_overrides = Vec::new();
+        let mut overrides: BTreeMap<&str, Vec<(String, toml::Value, Range<usize>)>> =
+            BTreeMap::new();
         for (value, span) in partial {
             match value {
                 AxisValue::Model(name) => model = Some(name.clone()),
@@ -720,14 +847,11 @@ impl Experiment {
                     stage,
                     field,
                     value,
-                } => {
-                    let target = if *stage == "encode" {
-                        &mut encode_overrides
-                    } else {
-                        &mut eval_overrides
-                    };
-                    target.push((field.clone(), value.clone(), span.clone()));
-                }
+                } => overrides.entry(stage).or_default().push((
+                    field.clone(),
+                    value.clone(),
+                    span.clone(),
+                )),
             }
         }
         let (Some(model), Some(dataset)) = (model, dataset) else {
@@ -736,9 +860,8 @@ impl Experiment {
                 "internal: a cell without model or dataset".to_string(),
             ));
         };
-        let Some(shape) = shapes.get(&model).copied() else {
-            return Err(self.model_error(&model, "its shape (depth, positions) is unknown"));
-        };
+        let encode_overrides = overrides.remove("encode").unwrap_or_default();
+        let eval_overrides = overrides.remove("eval").unwrap_or_default();
         let mut encode: EncodeSettings =
             self.with_overrides("encode", &self.encode, &encode_overrides)?;
         let eval: EvalSettings = self.with_overrides("eval", &self.eval, &eval_overrides)?;
@@ -754,22 +877,41 @@ impl Experiment {
                 .unwrap_or(0..0);
             return Err(self.error(&span, "encode.batch must be at least 1".to_string()));
         }
-        let max_len = encode.max_len.unwrap_or(self.models[&model].max_len);
+        let explicit_max_len = encode.max_len.is_some();
+        encode.max_len = Some(encode.max_len.unwrap_or(self.models[&model].max_len));
+        let mut cell = Cell {
+            model,
+            dataset,
+            layer,
+            pooling,
+            input,
+            seed,
+            encode,
+            eval,
+            train_ce: None,
+            train_de: None,
+            rerank: None,
+        };
+        self.apply_training(&mut cell, &mut overrides)?;
+        let shape = self.shape_of(&cell, shapes)?;
+        let max_len = cell.max_len();
         if max_len > shape.max_positions || max_len < 2 {
             let span = encode_overrides
                 .iter()
                 .rev()
                 .find(|o| o.0 == "max_len")
                 .map(|o| o.2.clone())
-                .or_else(|| encode.max_len.and(self.encode_span.clone()))
-                .or_else(|| self.model_spans.get(&model).cloned())
+                .or_else(|| explicit_max_len.then(|| self.encode_span.clone()).flatten())
+                .or_else(|| self.model_spans.get(&cell.model).cloned())
                 .unwrap_or(0..0);
             return Err(self.error(
                 &span,
-                format!("max_len {max_len} is outside 2..={} for model `{model}` (its position embeddings)", shape.max_positions),
+                format!(
+                    "max_len {max_len} is outside 2..={} for model `{}` (its position embeddings)",
+                    shape.max_positions, cell.model
+                ),
             ));
         }
-        encode.max_len = Some(max_len);
         if layer > shape.depth {
             let span = partial
                 .iter()
@@ -779,21 +921,100 @@ impl Experiment {
             return Err(self.error(
                 &span,
                 format!(
-                    "layer {layer} is beyond model `{model}`'s depth {} (layers are 0..={})",
-                    shape.depth, shape.depth
+                    "layer {layer} is beyond model `{}`'s depth {} (layers are 0..={})",
+                    cell.model, shape.depth, shape.depth
                 ),
             ));
         }
-        Ok(Cell {
-            model,
-            dataset,
-            layer,
-            pooling,
-            input,
-            seed,
-            encode,
-            eval,
-        })
+        Ok(cell)
+    }
+
+    /// Sets the cell's training and re-ranking settings where they apply: `train_de` for a
+    /// student, `train_ce` wherever a CE trained by the experiment is involved, `rerank` for
+    /// a dual encoder when a re-ranker is named. Settings that do not apply are dropped.
+    fn apply_training(
+        &self,
+        cell: &mut Cell,
+        overrides: &mut BTreeMap<&str, Vec<(String, toml::Value, Range<usize>)>>,
+    ) -> Result<(), ConfigError> {
+        let mut settings = |stage: &str| overrides.remove(stage).unwrap_or_default();
+        let (train_ce_overrides, train_de_overrides, rerank_overrides) = (
+            settings("train_ce"),
+            settings("train_de"),
+            settings("rerank"),
+        );
+        let checked = |stage: &str,
+                       result: Result<(), String>,
+                       overrides: &[(String, toml::Value, Range<usize>)]| {
+            result.map_err(|message| {
+                let span = overrides.last().map(|o| o.2.clone()).unwrap_or(0..0);
+                self.error(&span, format!("{stage}: {message}"))
+            })
+        };
+        let spec = &self.models[&cell.model];
+        let mut uses_trained_ce = matches!(spec.origin(), ModelOrigin::TrainedCe);
+        if matches!(spec.origin(), ModelOrigin::TrainedDe) {
+            let student: TrainDeSettings =
+                self.with_overrides("train_de", &self.train_de, &train_de_overrides)?;
+            checked("train_de", student.check(), &train_de_overrides)?;
+            uses_trained_ce |= spec
+                .teacher_ce
+                .as_ref()
+                .is_some_and(|teacher| self.models[teacher].source.is_none());
+            cell.train_de = Some(student);
+        }
+        if spec.kind == ModelKind::De {
+            let rerank: RerankSettings =
+                self.with_overrides("rerank", &self.rerank, &rerank_overrides)?;
+            if rerank.enabled() {
+                checked("rerank", rerank.check(), &rerank_overrides)?;
+                let span = rerank_overrides.last().map(|o| o.2.clone()).unwrap_or(0..0);
+                match self.models.get(&rerank.model) {
+                    Some(ce) if ce.kind == ModelKind::Ce => {
+                        uses_trained_ce |= ce.source.is_none();
+                    }
+                    _ => {
+                        return Err(self.error(
+                            &span,
+                            format!(
+                                "rerank.model: `{}` is not a declared cross encoder",
+                                rerank.model
+                            ),
+                        ))
+                    }
+                }
+                cell.rerank = Some(rerank);
+            }
+        }
+        if uses_trained_ce {
+            let teacher: TrainCeSettings =
+                self.with_overrides("train_ce", &self.train_ce, &train_ce_overrides)?;
+            checked("train_ce", teacher.check(), &train_ce_overrides)?;
+            cell.train_ce = Some(teacher);
+        }
+        Ok(())
+    }
+
+    /// Depth and length limit of the cell's model: a checkpoint's from `shapes`, a trained
+    /// CE's from its base, a student's depth from its settings.
+    fn shape_of(
+        &self,
+        cell: &Cell,
+        shapes: &BTreeMap<String, ModelShape>,
+    ) -> Result<ModelShape, ConfigError> {
+        let spec = &self.models[&cell.model];
+        let source_model = match spec.origin() {
+            ModelOrigin::Checkpoint(_) => &cell.model,
+            ModelOrigin::TrainedCe => spec.base.as_ref().unwrap_or(&cell.model),
+            ModelOrigin::TrainedDe => spec.teacher_de.as_ref().unwrap_or(&cell.model),
+        };
+        let Some(mut shape) = shapes.get(source_model).copied() else {
+            return Err(self.model_error(source_model, "its shape (depth, positions) is unknown"));
+        };
+        if let Some(student) = &cell.train_de {
+            shape.depth = student.layers;
+        }
+        Ok(shape)
     }
 
     /// `base` with some fields replaced, re-checked by serde (types, unknown fields).
@@ -815,6 +1036,187 @@ impl Experiment {
         T::deserialize(toml::Value::Table(table))
             .map_err(|err| self.error(&span, format!("sweep.{stage}: {}", err.message().trim())))
     }
+}
+
+/// The dimensions of one sweep grid: its axes, then its zip groups.
+fn grid_of(
+    sweep: &AxesTable,
+    file: &ExperimentFile,
+    error: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<Vec<Dimension>, ConfigError> {
+    let mut dimensions = Vec::new();
+    let mut seen: BTreeMap<String, Range<usize>> = BTreeMap::new();
+    for axis in axes_of(sweep, file, error)? {
+        seen.insert(axis.name.clone(), axis.span.clone());
+        dimensions.push(Dimension::Axis(axis));
+    }
+    for group in &sweep.zip {
+        if !group.get_ref().zip.is_empty() {
+            return Err(error(
+                group.span(),
+                "sweep.zip: a zip group cannot hold another zip".to_string(),
+            ));
+        }
+        let axes = axes_of(group.get_ref(), file, error)?;
+        if axes.is_empty() {
+            return Err(error(group.span(), "sweep.zip: empty group".to_string()));
+        }
+        let mut length = None;
+        for axis in &axes {
+            if seen.contains_key(&axis.name) {
+                return Err(error(
+                    axis.span.clone(),
+                    format!(
+                        "sweep.zip: axis `{}` is swept twice (in the grid or in another zip group)",
+                        axis.name
+                    ),
+                ));
+            }
+            seen.insert(axis.name.clone(), axis.span.clone());
+            let count = match &axis.values {
+                AxisValues::List(values) => values.len(),
+                AxisValues::Layers(LayerSelection::Only(layers)) => layers.len(),
+                AxisValues::Layers(LayerSelection::All) => {
+                    return Err(error(
+                        axis.span.clone(),
+                        "sweep.zip: layers must be an explicit list inside a zip group".to_string(),
+                    ));
+                }
+            };
+            match length {
+                None => length = Some((count, axis.name.clone())),
+                Some((expected, ref first)) if expected != count => {
+                    return Err(error(axis.span.clone(), format!("sweep.zip: `{}` has {count} values but `{first}` has {expected}; zipped axes need equal lengths", axis.name)));
+                }
+                Some(_) => {}
+            }
+        }
+        dimensions.push(Dimension::Zip { axes });
+    }
+    Ok(dimensions)
+}
+
+/// A `[train_ce]`-like table: its value (or the defaults) after its own checks.
+fn settings_table<T: Clone + Default>(
+    table: &Option<Spanned<T>>,
+    name: &str,
+    check: fn(&T) -> Result<(), String>,
+    error: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<T, ConfigError> {
+    let value = table
+        .as_ref()
+        .map(|t| t.get_ref().clone())
+        .unwrap_or_default();
+    check(&value).map_err(|message| {
+        let span = table.as_ref().map(Spanned::span).unwrap_or(0..0);
+        error(span, format!("{name}: {message}"))
+    })?;
+    Ok(value)
+}
+
+/// A re-ranker must be a declared cross encoder.
+fn check_reranker(model: &str, file: &ExperimentFile) -> Result<(), String> {
+    match file.models.get(model) {
+        None => Err(format!("rerank.model: `{model}` is not a declared model")),
+        Some(spec) if spec.get_ref().kind != ModelKind::Ce => Err(format!(
+            "rerank.model: `{model}` is a dual encoder; re-ranking needs a cross encoder (kind = \"ce\")"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The fields of a `[models.<name>]` table fit its origin, and its references resolve.
+fn check_model(name: &str, spec: &ModelSpec, file: &ExperimentFile) -> Result<(), String> {
+    for (field, target) in spec.references() {
+        let Some(other) = file.models.get(target) else {
+            return Err(format!("{field} = `{target}` is not a declared model"));
+        };
+        let other = other.get_ref();
+        if target == name {
+            return Err(format!("{field} names the model itself"));
+        }
+        let wanted = match field {
+            "teacher_ce" => Some(ModelKind::Ce),
+            "negatives_from" | "teacher_de" => Some(ModelKind::De),
+            _ => None,
+        };
+        if let Some(kind) = wanted.filter(|kind| *kind != other.kind) {
+            return Err(format!(
+                "{field} = `{target}` must be a {} model",
+                if kind == ModelKind::Ce { "ce" } else { "de" }
+            ));
+        }
+        if field != "teacher_ce" && other.source.is_none() {
+            return Err(format!(
+                "{field} = `{target}` must be a checkpoint (a model with `source`)"
+            ));
+        }
+    }
+    if let Some(dataset) = &spec.train_dataset {
+        if !file.datasets.contains_key(dataset) {
+            return Err(format!(
+                "train_dataset = `{dataset}` is not a declared dataset"
+            ));
+        }
+    }
+    let given = |fields: &[(&str, bool)]| -> Vec<String> {
+        fields
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(field, _)| field.to_string())
+            .collect()
+    };
+    let (required, forbidden): (Vec<(&str, bool)>, Vec<(&str, bool)>) = match spec.origin() {
+        ModelOrigin::Checkpoint(_) => (
+            Vec::new(),
+            vec![
+                ("base", spec.base.is_some()),
+                ("train_dataset", spec.train_dataset.is_some()),
+                ("negatives_from", spec.negatives_from.is_some()),
+                ("teacher_de", spec.teacher_de.is_some()),
+                ("teacher_ce", spec.teacher_ce.is_some()),
+            ],
+        ),
+        ModelOrigin::TrainedCe => (
+            vec![
+                ("base", spec.base.is_some()),
+                ("train_dataset", spec.train_dataset.is_some()),
+                ("negatives_from", spec.negatives_from.is_some()),
+            ],
+            vec![
+                ("teacher_de", spec.teacher_de.is_some()),
+                ("teacher_ce", spec.teacher_ce.is_some()),
+            ],
+        ),
+        ModelOrigin::TrainedDe => (
+            vec![
+                ("teacher_de", spec.teacher_de.is_some()),
+                ("train_dataset", spec.train_dataset.is_some()),
+            ],
+            vec![
+                ("base", spec.base.is_some()),
+                ("negatives_from", spec.negatives_from.is_some()),
+            ],
+        ),
+    };
+    let missing: Vec<&str> = required
+        .iter()
+        .filter(|(_, set)| !set)
+        .map(|(field, _)| *field)
+        .collect();
+    let what = match spec.origin() {
+        ModelOrigin::Checkpoint(_) => "a checkpoint (`source`)",
+        ModelOrigin::TrainedCe => "a cross encoder trained by the experiment (no `source`)",
+        ModelOrigin::TrainedDe => "a student trained by the experiment (no `source`)",
+    };
+    if !missing.is_empty() {
+        return Err(format!("{what} needs {}", missing.join(", ")));
+    }
+    let extra = given(&forbidden);
+    if !extra.is_empty() {
+        return Err(format!("{what} takes no {}", extra.join(", ")));
+    }
+    Ok(())
 }
 
 /// The axes of one table, in a fixed order; references to models and datasets are checked.
@@ -922,7 +1324,7 @@ fn axes_of(
             ),
         });
     }
-    for (stage, settings) in [("encode", &table.encode), ("eval", &table.eval)] {
+    for (stage, settings) in table.stage_settings() {
         for (field, values) in settings {
             let name = format!("{stage}.{field}");
             nonempty(&name, values.span(), values.get_ref().len())?;
@@ -1097,6 +1499,122 @@ path = "x"
         for (extra, location, needle) in cases {
             let message = error_of(extra);
             assert!(message.contains(location), "{extra:?}: {message}");
+            assert!(message.contains(needle), "{extra:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn sweep_tables_unite_and_equal_cells_merge() {
+        let cells = expand("[[sweep]]\nlayers = [1]\n[[sweep]]\nlayers = [1, 2]\npooling = [\"cls\"]\n[[sweep]]\nlayers = [2]\n").unwrap();
+        let points: Vec<(usize, Pooling)> = cells.iter().map(|c| (c.layer, c.pooling)).collect();
+        assert_eq!(
+            points,
+            vec![
+                (1, Pooling::Mean),
+                (1, Pooling::Cls),
+                (2, Pooling::Cls),
+                (2, Pooling::Mean)
+            ]
+        );
+    }
+
+    const TRAINED: &str = r#"
+[models.teacher]
+kind = "ce"
+base = "tiny"
+train_dataset = "d"
+negatives_from = "tiny"
+max_len = 32
+[models.student]
+teacher_de = "tiny"
+teacher_ce = "teacher"
+train_dataset = "d"
+max_len = 32
+"#;
+
+    #[test]
+    fn training_settings_apply_only_where_they_matter() {
+        let cells = expand(&format!(
+            "{TRAINED}[sweep]\nlayers = [1]\ntrain_de.init = [\"ce:1\", \"random\"]\ntrain_ce.epochs = [1, 2]\nrerank.model = [\"\", \"teacher\"]\n"
+        ))
+        .unwrap();
+        let count = |model: &str| cells.iter().filter(|c| c.model == model).count();
+        // The teacher: 2 epochs (its own training); neither init nor re-ranking applies.
+        assert_eq!(count("teacher"), 2);
+        // The student: 2 inits × 2 teacher epochs × (no re-rank, re-rank).
+        assert_eq!(count("student"), 8);
+        // The checkpoint DE: re-ranked by a trained CE (2 epochs) or not at all.
+        assert_eq!(count("tiny"), 3);
+        for cell in &cells {
+            assert_eq!(cell.train_de.is_some(), cell.model == "student");
+            assert_eq!(
+                cell.train_ce.is_some(),
+                cell.model != "tiny" || cell.rerank.is_some()
+            );
+            assert!(cell.model != "teacher" || cell.rerank.is_none());
+        }
+        let params = cells
+            .iter()
+            .find(|c| c.model == "student")
+            .unwrap()
+            .params();
+        assert_eq!(params["train_de.layers"], serde_json::json!(2));
+        assert!(cells
+            .iter()
+            .find(|c| c.model == "tiny" && c.rerank.is_none())
+            .unwrap()
+            .params()
+            .keys()
+            .all(|key| !key.starts_with("train_")));
+    }
+
+    #[test]
+    fn a_student_is_as_deep_as_its_settings() {
+        let cells = expand(&format!(
+            "{TRAINED}[sweep]\nmodel = [\"student\"]\n[train_de]\nlayers = 1\ninit = \"de:1\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cells.iter().map(|c| c.layer).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        let message = error_of(&format!("{TRAINED}[sweep]\nmodel = [\"student\"]\nlayers = [2]\n[train_de]\nlayers = 1\ninit = \"random\"\n"));
+        assert!(
+            message.contains("model `student`") && message.contains("depth 1"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn model_tables_are_checked() {
+        let cases = [
+            (
+                "[models.ce]\nkind = \"ce\"\nbase = \"tiny\"\ntrain_dataset = \"d\"\n",
+                "needs negatives_from",
+            ),
+            (
+                "[models.s]\nteacher_de = \"tiny\"\nteacher_ce = \"tiny\"\ntrain_dataset = \"d\"\n",
+                "teacher_ce = `tiny` must be a ce model",
+            ),
+            (
+                "[models.s]\nteacher_de = \"nope\"\ntrain_dataset = \"d\"\n",
+                "`nope` is not a declared model",
+            ),
+            (
+                "[models.c]\nsource = \"m\"\nteacher_de = \"tiny\"\n",
+                "takes no teacher_de",
+            ),
+            (
+                "[models.s]\nteacher_de = \"tiny\"\ntrain_dataset = \"e\"\n",
+                "train_dataset = `e`",
+            ),
+            ("[rerank]\nmodel = \"tiny\"\n", "needs a cross encoder"),
+            ("[train_de]\ninit = \"ce:5\"\n", "copies 5 layers"),
+            ("[train_ce]\nnegatives = 0\n", "negatives"),
+        ];
+        for (extra, needle) in cases {
+            let message = error_of(extra);
+            assert!(message.contains("exp.toml:"), "{extra:?}: {message}");
             assert!(message.contains(needle), "{extra:?}: {message}");
         }
     }

@@ -11,15 +11,17 @@ reported through [`ConfigError::at`].
 mod experiment;
 mod layers;
 mod probe;
+mod training;
 
 use std::path::{Path, PathBuf};
 
 pub use experiment::{
-    Cell, DatasetSpec, EncodeSettings, EvalSettings, Experiment, ModelKind, ModelShape, ModelSpec,
-    SCHEMA_VERSION,
+    Cell, DatasetSpec, EncodeSettings, EvalSettings, Experiment, ModelKind, ModelOrigin,
+    ModelShape, ModelSpec, SCHEMA_VERSION,
 };
 pub use layers::LayerSelection;
 pub use probe::{ProbeFile, ProbeSettings};
+pub use training::{RerankSettings, TrainCeSettings, TrainDeSettings};
 
 /// A settings file that could not be read or does not fit its schema.
 #[derive(Debug, thiserror::Error)]

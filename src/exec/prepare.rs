@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::config::{ConfigError, Experiment, ModelShape};
+use crate::config::{ConfigError, Experiment, ModelOrigin, ModelShape};
 use crate::model::hub::{resolve_model, HubSettings};
 use crate::model::BertConfig;
 use crate::plan::{
-    content_hash, dataset_files, model_files, Plan, ResolveError, ResolvedDataset, ResolvedModel,
+    content_hash, dataset_files, model_files, Plan, PlanInputs, ResolveError, ResolvedDataset,
+    ResolvedModel,
 };
 use crate::store::{Store, StoreError};
 
@@ -45,8 +46,11 @@ pub fn prepare(
     let mut models = BTreeMap::new();
     let mut shapes = BTreeMap::new();
     for (name, spec) in &experiment.models {
-        let dir =
-            resolve_model(&spec.source, &hub).map_err(|err| experiment.model_error(name, err))?;
+        // Models the experiment trains exist only once their training task has run.
+        let ModelOrigin::Checkpoint(source) = spec.origin() else {
+            continue;
+        };
+        let dir = resolve_model(source, &hub).map_err(|err| experiment.model_error(name, err))?;
         let config = BertConfig::from_file(&dir.join("config.json"))
             .map_err(|err| experiment.model_error(name, err))?;
         let shape = ModelShape {
@@ -92,17 +96,51 @@ pub fn prepare(
         let files = dataset_files(&dir, &spec.split);
         let sha256 = hash_files(&files, &dir, store.as_deref_mut())
             .map_err(|err| experiment.dataset_error(name, err))?;
+        // Splits that trained models learn from, hashed like the evaluated one.
+        let mut splits = BTreeMap::new();
+        for (model, model_spec) in &experiment.models {
+            if model_spec.train_dataset.as_deref() != Some(name.as_str())
+                || model_spec.train_split == spec.split
+            {
+                continue;
+            }
+            let split = &model_spec.train_split;
+            let qrels = dir.join("qrels").join(format!("{split}.tsv"));
+            if !qrels.is_file() {
+                return Err(experiment
+                    .model_error(
+                        model,
+                        format!(
+                            "train_split `{split}` of dataset `{name}` has no judgments ({} is missing)",
+                            qrels.display()
+                        ),
+                    )
+                    .into());
+            }
+            let files = dataset_files(&dir, split);
+            let hash = hash_files(&files, &dir, store.as_deref_mut())
+                .map_err(|err| experiment.dataset_error(name, err))?;
+            splits.insert(split.clone(), hash);
+        }
         datasets.insert(
             name.clone(),
             ResolvedDataset {
                 dir,
                 split: spec.split.clone(),
                 sha256,
+                splits,
             },
         );
     }
     let cells = experiment.expand(&shapes)?;
-    let plan = Plan::build(cells, &models, &datasets)?;
+    let plan = Plan::build(
+        cells,
+        &PlanInputs {
+            specs: &experiment.models,
+            models: &models,
+            datasets: &datasets,
+        },
+    )?;
     Ok(Prepared {
         experiment,
         models,

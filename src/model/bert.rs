@@ -4,11 +4,16 @@
 //! out of the layout (`encoder.layer.3.attention.self.query.weight`). Unlike
 //! candle-transformers' `BertModel`, the forward pass returns the hidden state after every
 //! layer and can stop early: asking for layer `k` runs only `k` layers.
+//!
+//! A forward pass runs one of three ways ([`Pass`]): repro's CPU kernels (the inference
+//! default), candle's generic ops (inference elsewhere), or differentiable ops only with
+//! dropout (training, [`BertModel::forward_train`]).
 
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
 
 use super::config::{Activation, BertConfig};
+use super::dropout::Dropout;
 use super::kernels;
 use super::tokenize::Batch;
 use super::ModelError;
@@ -18,6 +23,40 @@ use super::ModelError;
 #[derive(Debug)]
 pub struct HiddenStates {
     pub layers: Vec<Tensor>,
+}
+
+/// How a forward pass computes; chosen once per pass and handed down the layers.
+enum Pass<'a> {
+    /// repro's CPU kernels ([`kernels`]): f32 on the CPU, no backward pass.
+    Fast,
+    /// candle's generic ops (fused softmax and layer norm): any dtype or device, no backward.
+    Ops,
+    /// Differentiable ops only, with dropout where Hugging Face's BERT applies it.
+    Train(&'a mut Dropout),
+}
+
+impl Pass<'_> {
+    fn is_fast(&self) -> bool {
+        matches!(self, Pass::Fast)
+    }
+
+    /// Dropout of hidden states (the identity outside training).
+    fn hidden_dropout(&mut self, xs: Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Pass::Train(dropout) => dropout.hidden(&xs),
+            _ => Ok(xs),
+        }
+    }
+
+    /// Layer norm: candle's fused op at inference, primitive (differentiable) ops in training.
+    fn layer_norm(&self, norm: &LayerNorm, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match (self, norm.bias()) {
+            (Pass::Train(_), Some(bias)) => {
+                candle_nn::ops::layer_norm_slow(xs, norm.weight(), bias, norm.eps() as f32)
+            }
+            _ => norm.forward(xs),
+        }
+    }
 }
 
 struct BertEmbeddings {
@@ -53,14 +92,20 @@ impl BertEmbeddings {
         })
     }
 
-    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        pass: &mut Pass,
+    ) -> candle_core::Result<Tensor> {
         let (_, seq_len) = input_ids.dims2()?;
         let positions = Tensor::arange(0u32, seq_len as u32, input_ids.device())?;
         let words = self.word_embeddings.forward(input_ids)?;
         let types = self.token_type_embeddings.forward(token_type_ids)?;
         let positions = self.position_embeddings.forward(&positions)?;
         let summed = words.add(&types)?.broadcast_add(&positions)?;
-        self.layer_norm.forward(&summed)
+        let normed = pass.layer_norm(&self.layer_norm, &summed)?;
+        pass.hidden_dropout(normed)
     }
 }
 
@@ -114,10 +159,10 @@ impl BertSelfAttention {
         &self,
         hidden: &Tensor,
         mask_bias: &Tensor,
-        fast: bool,
+        pass: &mut Pass,
     ) -> candle_core::Result<Tensor> {
         let (batch, tokens, width) = hidden.dims3()?;
-        if fast {
+        if pass.is_fast() {
             let qkv = kernels::dense(hidden, &self.fused_weight, &self.fused_bias)?;
             let mask = mask_bias.reshape((batch, tokens))?;
             return kernels::attention(&qkv, &mask, self.num_heads, self.head_size);
@@ -127,7 +172,10 @@ impl BertSelfAttention {
         let value = self.split_heads(&self.value.forward(hidden)?)?;
         let scale = 1.0 / (self.head_size as f64).sqrt();
         let scores = (query.matmul(&key.t()?)? * scale)?.broadcast_add(mask_bias)?;
-        let probabilities = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probabilities = match pass {
+            Pass::Train(dropout) => dropout.attention(&softmax_differentiable(&scores)?)?,
+            _ => candle_nn::ops::softmax_last_dim(&scores)?,
+        };
         probabilities
             .matmul(&value)?
             .transpose(1, 2)?
@@ -140,23 +188,46 @@ impl BertSelfAttention {
 struct ResidualProjection {
     dense: Linear,
     layer_norm: LayerNorm,
+    /// The layer norm's γ and β stacked `(2, hidden)`, for [`kernels::residual_layer_norm_in_place`].
+    scale_shift: Tensor,
 }
 
 impl ResidualProjection {
     fn load(vb: VarBuilder, input: usize, config: &BertConfig) -> candle_core::Result<Self> {
+        let layer_norm = layer_norm(
+            config.hidden_size,
+            config.layer_norm_eps,
+            vb.pp("LayerNorm"),
+        )?;
+        let shift = layer_norm
+            .bias()
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg("layer norm without bias".into()))?;
         Ok(Self {
             dense: linear(input, config.hidden_size, vb.pp("dense"))?,
-            layer_norm: layer_norm(
-                config.hidden_size,
-                config.layer_norm_eps,
-                vb.pp("LayerNorm"),
-            )?,
+            scale_shift: Tensor::stack(&[layer_norm.weight(), &shift], 0)?,
+            layer_norm,
         })
     }
 
-    fn forward(&self, xs: &Tensor, residual: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
-        self.layer_norm
-            .forward(&project(&self.dense, xs, fast)?.add(residual)?)
+    fn forward(
+        &self,
+        xs: &Tensor,
+        residual: &Tensor,
+        pass: &mut Pass,
+    ) -> candle_core::Result<Tensor> {
+        let projected = project(&self.dense, xs, pass)?;
+        if pass.is_fast() {
+            kernels::residual_layer_norm_in_place(
+                &projected,
+                residual,
+                &self.scale_shift,
+                self.layer_norm.eps(),
+            )?;
+            return Ok(projected);
+        }
+        let projected = pass.hidden_dropout(projected)?;
+        pass.layer_norm(&self.layer_norm, &projected.add(residual)?)
     }
 }
 
@@ -191,34 +262,47 @@ impl BertLayer {
         &self,
         hidden: &Tensor,
         mask_bias: &Tensor,
-        fast: bool,
+        pass: &mut Pass,
     ) -> candle_core::Result<Tensor> {
-        let context = self.attention.forward(hidden, mask_bias, fast)?;
-        let attended = self.attention_output.forward(&context, hidden, fast)?;
+        let context = self.attention.forward(hidden, mask_bias, pass)?;
+        let attended = self.attention_output.forward(&context, hidden, pass)?;
         let intermediate = activate(
-            &project(&self.intermediate, &attended, fast)?,
+            project(&self.intermediate, &attended, pass)?,
             self.activation,
-            fast,
+            pass,
         )?;
-        self.output.forward(&intermediate, &attended, fast)
+        self.output.forward(&intermediate, &attended, pass)
     }
 }
 
 /// A linear layer, through [`kernels::dense`] on the fast path.
-fn project(layer: &Linear, xs: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
-    match (fast, layer.bias()) {
+fn project(layer: &Linear, xs: &Tensor, pass: &Pass) -> candle_core::Result<Tensor> {
+    match (pass.is_fast(), layer.bias()) {
         (true, Some(bias)) => kernels::dense(xs, layer.weight(), bias),
         _ => layer.forward(xs),
     }
 }
 
-fn activate(xs: &Tensor, activation: Activation, fast: bool) -> candle_core::Result<Tensor> {
+/// `xs` is a fresh projection output, so the fast path may overwrite it.
+fn activate(xs: Tensor, activation: Activation, pass: &Pass) -> candle_core::Result<Tensor> {
     match activation {
-        Activation::Gelu if fast => kernels::gelu_erf(xs),
+        Activation::Gelu if pass.is_fast() => {
+            kernels::gelu_erf_in_place(&xs)?;
+            Ok(xs)
+        }
         Activation::Gelu => xs.gelu_erf(),
         Activation::GeluNew => xs.gelu(),
         Activation::Relu => xs.relu(),
     }
+}
+
+/// Softmax over the last dimension from primitive ops, so it has a backward pass (candle's
+/// fused `softmax_last_dim` has none). The row maximum is subtracted for stability and
+/// detached: it cancels out of the result, so no gradient needs to flow through it.
+fn softmax_differentiable(xs: &Tensor) -> candle_core::Result<Tensor> {
+    let max = xs.max_keepdim(D::Minus1)?.detach();
+    let exp = xs.broadcast_sub(&max)?.exp()?;
+    exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)
 }
 
 /// The classification head of `BertForSequenceClassification`: tanh pooler over `[CLS]`,
@@ -242,8 +326,13 @@ impl ClassifierHead {
 
     /// Logits `(batch, num_labels)` from the last hidden state `(batch, tokens, hidden)`.
     pub fn forward(&self, last_hidden: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_pass(last_hidden, &mut Pass::Ops)
+    }
+
+    /// Dropout falls between the pooler and the classifier, as in Hugging Face.
+    fn forward_pass(&self, last_hidden: &Tensor, pass: &mut Pass) -> candle_core::Result<Tensor> {
         let cls = last_hidden.narrow(1, 0, 1)?.squeeze(1)?;
-        let pooled = self.pooler.forward(&cls)?.tanh()?;
+        let pooled = pass.hidden_dropout(self.pooler.forward(&cls)?.tanh()?)?;
         self.classifier.forward(&pooled)
     }
 }
@@ -300,21 +389,44 @@ impl BertModel {
 
     /// Runs the embeddings and the first `up_to` layers; returns hidden states `0..=up_to`.
     pub fn forward(&self, batch: &Batch, up_to: usize) -> Result<HiddenStates, ModelError> {
+        let weights = self.embeddings.word_embeddings.embeddings();
+        let fast = self.fast_kernels && weights.device().is_cpu() && weights.dtype() == DType::F32;
+        self.forward_pass(batch, up_to, if fast { Pass::Fast } else { Pass::Ops })
+    }
+
+    /// The training forward pass: differentiable ops only (it has a backward pass), with
+    /// `dropout` after the embeddings, on the attention probabilities and after each dense
+    /// projection before its residual connection. [`Dropout::disabled`] makes it
+    /// deterministic; it then computes what [`forward`](Self::forward) computes.
+    pub fn forward_train(
+        &self,
+        batch: &Batch,
+        up_to: usize,
+        dropout: &mut Dropout,
+    ) -> Result<HiddenStates, ModelError> {
+        self.forward_pass(batch, up_to, Pass::Train(dropout))
+    }
+
+    fn forward_pass(
+        &self,
+        batch: &Batch,
+        up_to: usize,
+        mut pass: Pass,
+    ) -> Result<HiddenStates, ModelError> {
         if up_to > self.layers.len() {
             return Err(ModelError::Setting(format!(
                 "layer {up_to} requested but the model has {} layers",
                 self.layers.len()
             )));
         }
-        let mask_bias = attention_mask_bias(&batch.attention_mask)?;
-        let mut hidden = self
-            .embeddings
-            .forward(&batch.input_ids, &batch.token_type_ids)?;
-        let fast = self.fast_kernels && hidden.device().is_cpu() && hidden.dtype() == DType::F32;
+        let mut hidden =
+            self.embeddings
+                .forward(&batch.input_ids, &batch.token_type_ids, &mut pass)?;
+        let mask_bias = attention_mask_bias(&batch.attention_mask)?.to_dtype(hidden.dtype())?;
         let mut layers = Vec::with_capacity(up_to + 1);
         layers.push(hidden.clone());
         for layer in &self.layers[..up_to] {
-            hidden = layer.forward(&hidden, &mask_bias, fast)?;
+            hidden = layer.forward(&hidden, &mask_bias, &mut pass)?;
             layers.push(hidden.clone());
         }
         Ok(HiddenStates { layers })
@@ -322,17 +434,29 @@ impl BertModel {
 
     /// Cross-encoder logits `(batch, num_labels)` for a batch of pairs.
     pub fn classify(&self, batch: &Batch) -> Result<Tensor, ModelError> {
-        let head = self.head.as_ref().ok_or_else(|| {
+        let head = self.head()?;
+        let states = self.forward(batch, self.layers.len())?;
+        Ok(head.forward(last_state(&states)?)?)
+    }
+
+    /// Cross-encoder logits in training: [`forward_train`](Self::forward_train), then the
+    /// head with dropout between its pooler and classifier.
+    pub fn classify_train(
+        &self,
+        batch: &Batch,
+        dropout: &mut Dropout,
+    ) -> Result<Tensor, ModelError> {
+        let head = self.head()?;
+        let states = self.forward_train(batch, self.layers.len(), dropout)?;
+        Ok(head.forward_pass(last_state(&states)?, &mut Pass::Train(dropout))?)
+    }
+
+    fn head(&self) -> Result<&ClassifierHead, ModelError> {
+        self.head.as_ref().ok_or_else(|| {
             ModelError::Setting(
                 "this model has no classification head (not a cross encoder)".to_string(),
             )
-        })?;
-        let states = self.forward(batch, self.layers.len())?;
-        let last = states
-            .layers
-            .last()
-            .ok_or_else(|| ModelError::Setting("model produced no hidden states".to_string()))?;
-        Ok(head.forward(last)?)
+        })
     }
 
     /// One relevance score per pair: the single logit of a 1-label head (as
@@ -354,6 +478,13 @@ impl BertModel {
         };
         Ok(scores.to_dtype(DType::F32)?.to_vec1::<f32>()?)
     }
+}
+
+fn last_state(states: &HiddenStates) -> Result<&Tensor, ModelError> {
+    states
+        .layers
+        .last()
+        .ok_or_else(|| ModelError::Setting("model produced no hidden states".to_string()))
 }
 
 /// `(batch, tokens)` mask of 1/0 → additive bias `(batch, 1, 1, tokens)`: 0 where attended,

@@ -10,16 +10,32 @@
 //! * [`attention`]: per sequence, per head, `softmax(q kᵀ · scale + mask) v` reading q, k and v
 //!   in place from the fused `(batch, tokens, 3 · hidden)` projection and writing the context
 //!   straight into `(batch, tokens, hidden)` — no transposes, no copies;
-//! * [`gelu_erf`]: `x/2 · (1 + erf(x/√2))` with a rational `erf` (max error below 1e-6).
+//! * [`gelu_erf_in_place`]: `x/2 · (1 + erf(x/√2))` with a rational `erf` (max error below
+//!   1e-6), overwriting the projection it follows;
+//! * [`residual_layer_norm_in_place`]: the residual sum and layer norm in one pass.
 //!
 //! Hot loops are plain Rust compiled a second time with AVX2 and FMA enabled and picked at
 //! run time, so one binary is fast on new CPUs and still runs on old ones. These ops have no
 //! backward pass: training uses candle's differentiable ops.
 
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Error, Layout, Result, Shape, Tensor,
+    CpuStorage, CustomOp2, CustomOp3, Error, InplaceOp1, InplaceOp3, Layout, Result, Shape, Tensor,
 };
 use rayon::prelude::*;
+
+fn contiguous_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        return Err(Error::Msg(format!("{what}: expected f32 storage")));
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| Error::Msg(format!("{what}: expected a contiguous tensor")))?;
+    Ok(&mut data[start..end])
+}
 
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
@@ -31,74 +47,147 @@ fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Resul
     Ok(&data[start..end])
 }
 
+/// A row-major matrix inside a slice: element `(i, j)` is `data[i * row_stride + j]`, or
+/// `data[j * row_stride + i]` when `transposed`.
+#[derive(Clone, Copy)]
+struct MatrixView<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    transposed: bool,
+}
+
+impl<'a> MatrixView<'a> {
+    fn rows(data: &'a [f32], row_stride: usize) -> Self {
+        Self {
+            data,
+            row_stride,
+            transposed: false,
+        }
+    }
+
+    fn transposed(data: &'a [f32], row_stride: usize) -> Self {
+        Self {
+            data,
+            row_stride,
+            transposed: true,
+        }
+    }
+
+    /// Whether a `rows × columns` view fits in the slice.
+    fn holds(&self, rows: usize, columns: usize) -> bool {
+        let (outer, inner) = if self.transposed {
+            (columns, rows)
+        } else {
+            (rows, columns)
+        };
+        outer == 0 || inner == 0 || (outer - 1) * self.row_stride + inner <= self.data.len()
+    }
+}
+
+/// `c = alpha · a b (+ c)` for `a (m×k)`, `b (k×n)` and `c (m×n)` with row stride
+/// `c_stride`, as one single-threaded product of the `gemm` crate. Callers parallelise over
+/// independent products themselves.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    (m, n, k): (usize, usize, usize),
+    alpha: f32,
+    a: MatrixView,
+    b: MatrixView,
+    c: &mut [f32],
+    c_stride: usize,
+    accumulate: bool,
+) {
+    assert!(
+        a.holds(m, k) && b.holds(k, n) && MatrixView::rows(c, c_stride).holds(m, n),
+        "matrix product {m}×{k} · {k}×{n}: a view exceeds its slice"
+    );
+    let strides = |view: MatrixView| {
+        if view.transposed {
+            (1, view.row_stride as isize)
+        } else {
+            (view.row_stride as isize, 1)
+        }
+    };
+    let ((a_rows, a_columns), (b_rows, b_columns)) = (strides(a), strides(b));
+    // SAFETY: `holds` checked above that every element the strides reach lies inside its
+    // slice; `c` is borrowed mutably, so it aliases neither `a` nor `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_stride as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a_columns,
+            a_rows,
+            b.data.as_ptr(),
+            b_columns,
+            b_rows,
+            1.0,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// The dense layers' product: OpenBLAS's `sgemm` with the `openblas` feature (faster than
+/// the `gemm` crate at these sizes), [`product`] otherwise. Attention's small per-head
+/// products stay on the `gemm` crate, which measured faster there than OpenBLAS.
+fn dense_product(
+    dims: (usize, usize, usize),
+    a: MatrixView,
+    b: MatrixView,
+    c: &mut [f32],
+    c_stride: usize,
+    accumulate: bool,
+) {
+    #[cfg(feature = "openblas")]
+    {
+        let (m, n, k) = dims;
+        assert!(
+            a.holds(m, k) && b.holds(k, n) && MatrixView::rows(c, c_stride).holds(m, n),
+            "matrix product {m}×{k} · {k}×{n}: a view exceeds its slice"
+        );
+        openblas::sgemm(dims, 1.0, a, b, c, c_stride, accumulate);
+    }
+    #[cfg(not(feature = "openblas"))]
+    product(dims, 1.0, a, b, c, c_stride, accumulate);
+}
+
 /// `c (+)= a · bᵀ` for row-major `a (m×k)`, `b (n×k)`, `c (m×n)`. Rows are split into
 /// blocks computed in parallel on rayon's pool (`RAYON_NUM_THREADS`), each block by a
 /// single-threaded product, so the BLAS keeps no thread pool of its own spinning beside
 /// rayon's.
 fn matmul_transposed(
-    m: usize,
-    n: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
     a: &[f32],
     b: &[f32],
     c: &mut [f32],
     accumulate: bool,
 ) {
-    debug_assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
     let threads = rayon::current_num_threads().max(1);
     let rows_per_block = m.div_ceil(threads).max(64);
     c[..m * n]
         .par_chunks_mut(rows_per_block * n)
         .zip(a[..m * k].par_chunks(rows_per_block * k))
-        .for_each(|(c, a)| product_block(c.len() / n, n, k, a, b, c, accumulate));
-}
-
-fn product_block(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    b: &[f32],
-    c: &mut [f32],
-    accumulate: bool,
-) {
-    #[cfg(feature = "openblas")]
-    {
-        openblas::sgemm_bt(m, n, k, a, b, c, accumulate);
-    }
-    #[cfg(not(feature = "openblas"))]
-    {
-        // SAFETY: the pointers and strides describe the slices checked above; `c` does not
-        // alias `a` or `b`.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                n as isize,
-                accumulate,
-                a.as_ptr(),
-                1,
-                k as isize,
-                b.as_ptr(),
-                k as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-    }
+        .for_each(|(c, a)| {
+            let rows = c.len() / n;
+            let (a, b) = (MatrixView::rows(a, k), MatrixView::transposed(b, k));
+            dense_product((rows, n, k), a, b, c, n, accumulate);
+        });
 }
 
 #[cfg(feature = "openblas")]
 mod openblas {
     use std::os::raw::c_int;
+
+    use super::MatrixView;
 
     const ROW_MAJOR: c_int = 101;
     const NO_TRANS: c_int = 111;
@@ -125,36 +214,37 @@ mod openblas {
         );
     }
 
-    pub(super) fn sgemm_bt(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[f32],
-        b: &[f32],
+    pub(super) fn sgemm(
+        (m, n, k): (usize, usize, usize),
+        alpha: f32,
+        a: MatrixView,
+        b: MatrixView,
         c: &mut [f32],
+        c_stride: usize,
         accumulate: bool,
     ) {
         static SINGLE_THREADED: std::sync::Once = std::sync::Once::new();
-        // SAFETY: a configuration call; the caller parallelises over row blocks itself.
+        // SAFETY: a configuration call; callers parallelise over products themselves.
         SINGLE_THREADED.call_once(|| unsafe { openblas_set_num_threads(1) });
+        let transpose = |view: MatrixView| if view.transposed { TRANS } else { NO_TRANS };
         let beta = if accumulate { 1.0 } else { 0.0 };
-        // SAFETY: row-major a (m×k), b (n×k) and c (m×n) of the lengths checked by the caller.
+        // SAFETY: the caller checked that each view's extent lies inside its slice.
         unsafe {
             cblas_sgemm(
                 ROW_MAJOR,
-                NO_TRANS,
-                TRANS,
+                transpose(a),
+                transpose(b),
                 m as c_int,
                 n as c_int,
                 k as c_int,
-                1.0,
-                a.as_ptr(),
-                k as c_int,
-                b.as_ptr(),
-                k as c_int,
+                alpha,
+                a.data.as_ptr(),
+                a.row_stride as c_int,
+                b.data.as_ptr(),
+                b.row_stride as c_int,
                 beta,
                 c.as_mut_ptr(),
-                n as c_int,
+                c_stride as c_int,
             );
         }
     }
@@ -196,7 +286,7 @@ impl CustomOp3 for Dense {
         for _ in 0..m {
             out.extend_from_slice(b);
         }
-        matmul_transposed(m, n, k, x, w, &mut out, true);
+        matmul_transposed((m, n, k), x, w, &mut out, true);
         let mut shape = outer.to_vec();
         shape.push(n);
         Ok((CpuStorage::F32(out), Shape::from(shape)))
@@ -272,60 +362,30 @@ impl Attention {
         let fused = 3 * hidden;
         let offset = head * self.head_size;
         let (query, key, value) = (offset, hidden + offset, 2 * hidden + offset);
-        // SAFETY: every access stays inside `qkv` (tokens × fused), `scores` (tokens ×
-        // tokens) and `context` (tokens × hidden), by the strides given; outputs do not alias
-        // inputs.
-        unsafe {
-            // scores = scale · q kᵀ
-            gemm::gemm(
-                tokens,
-                tokens,
-                self.head_size,
-                scores.as_mut_ptr(),
-                1,
-                tokens as isize,
-                false,
-                qkv.as_ptr().add(query),
-                1,
-                fused as isize,
-                qkv.as_ptr().add(key),
-                fused as isize,
-                1,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-        for row in scores.chunks_exact_mut(tokens) {
+        let scores_view = &mut scores[..tokens * tokens];
+        // scores = scale · q kᵀ
+        product(
+            (tokens, tokens, self.head_size),
+            scale,
+            MatrixView::rows(&qkv[query..], fused),
+            MatrixView::transposed(&qkv[key..], fused),
+            scores_view,
+            tokens,
+            false,
+        );
+        for row in scores_view.chunks_exact_mut(tokens) {
             softmax_with_bias(row, bias);
         }
-        unsafe {
-            // context[:, head] = probabilities · v
-            gemm::gemm(
-                tokens,
-                self.head_size,
-                tokens,
-                context.as_mut_ptr().add(offset),
-                1,
-                hidden as isize,
-                false,
-                scores.as_ptr(),
-                1,
-                tokens as isize,
-                qkv.as_ptr().add(value),
-                1,
-                fused as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        // context[:, head] = probabilities · v
+        product(
+            (tokens, self.head_size, tokens),
+            1.0,
+            MatrixView::rows(scores_view, tokens),
+            MatrixView::rows(&qkv[value..], fused),
+            &mut context[offset..],
+            hidden,
+            false,
+        );
     }
 }
 
@@ -368,24 +428,35 @@ unsafe fn softmax_avx2(row: &mut [f32], bias: &[f32]) {
 
 #[inline(always)]
 fn softmax_generic(row: &mut [f32], bias: &[f32]) {
-    // Eight independent accumulators: a single running max or sum is a serial dependency
-    // chain the compiler may not reorder; eight lanes vectorise.
+    // Fixed-width chunks with eight independent accumulators: a single running max or sum
+    // is a serial dependency chain the compiler may not reorder; eight lanes vectorise.
+    let (body, tail) = row.as_chunks_mut::<8>();
+    let (body_bias, tail_bias) = bias.as_chunks::<8>();
     let mut lanes = [f32::NEG_INFINITY; 8];
-    for (scores, biases) in row.chunks_mut(8).zip(bias.chunks(8)) {
-        for ((score, &b), lane) in scores.iter_mut().zip(biases).zip(lanes.iter_mut()) {
-            *score += b;
-            *lane = lane.max(*score);
+    for (scores, biases) in body.iter_mut().zip(body_bias) {
+        for lane in 0..8 {
+            scores[lane] += biases[lane];
+            lanes[lane] = lanes[lane].max(scores[lane]);
         }
     }
-    let max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut max = lanes.into_iter().fold(f32::NEG_INFINITY, f32::max);
+    for (score, b) in tail.iter_mut().zip(tail_bias) {
+        *score += b;
+        max = max.max(*score);
+    }
     let mut sums = [0f32; 8];
-    for scores in row.chunks_mut(8) {
-        for (score, sum) in scores.iter_mut().zip(sums.iter_mut()) {
-            *score = fast_exp(*score - max);
-            *sum += *score;
+    for scores in body.iter_mut() {
+        for lane in 0..8 {
+            scores[lane] = fast_exp(scores[lane] - max);
+            sums[lane] += scores[lane];
         }
     }
-    let inverse = 1.0 / sums.iter().sum::<f32>();
+    let mut sum: f32 = sums.iter().sum();
+    for score in tail.iter_mut() {
+        *score = fast_exp(*score - max);
+        sum += *score;
+    }
+    let inverse = 1.0 / sum;
     for score in row.iter_mut() {
         *score *= inverse;
     }
@@ -460,21 +531,158 @@ fn gelu_generic(values: &mut [f32]) {
 
 struct GeluErf;
 
-impl CustomOp1 for GeluErf {
+impl InplaceOp1 for GeluErf {
     fn name(&self) -> &'static str {
         "repro-gelu-erf"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let mut values = contiguous(storage, layout, "gelu input")?.to_vec();
-        values.par_chunks_mut(1 << 14).for_each(gelu_in_place);
-        Ok((CpuStorage::F32(values), layout.shape().clone()))
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        contiguous_mut(storage, layout, "gelu input")?
+            .par_chunks_mut(1 << 14)
+            .for_each(gelu_in_place);
+        Ok(())
     }
 }
 
-/// The exact (erf) GELU of BERT, element-wise.
-pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
-    xs.contiguous()?.apply_op1_no_bwd(&GeluErf)
+/// The exact (erf) GELU of BERT, element-wise, overwriting `xs` (which must be contiguous
+/// and not needed afterwards).
+pub fn gelu_erf_in_place(xs: &Tensor) -> Result<()> {
+    xs.inplace_op1(&GeluErf)
+}
+
+/// `layer_norm(x + residual)` with `scale_shift = [γ; β]` (2 × hidden), overwriting `x`.
+struct ResidualLayerNorm {
+    eps: f32,
+}
+
+impl InplaceOp3 for ResidualLayerNorm {
+    fn name(&self) -> &'static str {
+        "repro-residual-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &mut CpuStorage,
+        xs_layout: &Layout,
+        residual: &CpuStorage,
+        residual_layout: &Layout,
+        scale_shift: &CpuStorage,
+        scale_shift_layout: &Layout,
+    ) -> Result<()> {
+        let residual = contiguous(residual, residual_layout, "layer norm residual")?;
+        let scale_shift = contiguous(scale_shift, scale_shift_layout, "layer norm weights")?;
+        let xs = contiguous_mut(xs, xs_layout, "layer norm input")?;
+        let width = scale_shift.len() / 2;
+        if width == 0 || xs.len() != residual.len() || xs.len() % width != 0 {
+            return Err(Error::Msg(format!(
+                "residual layer norm: input of {}, residual of {}, width {width}",
+                xs.len(),
+                residual.len()
+            )));
+        }
+        let (scale, shift) = scale_shift.split_at(width);
+        xs.par_chunks_mut(width * 256)
+            .zip(residual.par_chunks(width * 256))
+            .for_each(|(rows, residual)| {
+                residual_layer_norm_rows(rows, residual, scale, shift, self.eps)
+            });
+        Ok(())
+    }
+}
+
+fn residual_layer_norm_rows(
+    rows: &mut [f32],
+    residual: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    eps: f32,
+) {
+    dispatch!(
+        residual_layer_norm_generic,
+        residual_layer_norm_avx2,
+        (rows, residual, scale, shift, eps)
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn residual_layer_norm_avx2(
+    rows: &mut [f32],
+    residual: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    eps: f32,
+) {
+    residual_layer_norm_generic(rows, residual, scale, shift, eps)
+}
+
+#[inline(always)]
+fn residual_layer_norm_generic(
+    rows: &mut [f32],
+    residual: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    eps: f32,
+) {
+    let width = scale.len();
+    for (row, residual) in rows
+        .chunks_exact_mut(width)
+        .zip(residual.chunks_exact(width))
+    {
+        residual_layer_norm_row(row, residual, scale, shift, eps);
+    }
+}
+
+/// One row of [`ResidualLayerNorm`]: the variance from the centred values (two passes), as
+/// candle's layer norm computes it, so there is no cancellation.
+#[inline(always)]
+fn residual_layer_norm_row(
+    row: &mut [f32],
+    residual: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    eps: f32,
+) {
+    let width = row.len() as f32;
+    for (x, r) in row.iter_mut().zip(residual) {
+        *x += r;
+    }
+    let mean = lane_sum(row, |x| x) / width;
+    for x in row.iter_mut() {
+        *x -= mean;
+    }
+    let inverse_deviation = 1.0 / (lane_sum(row, |x| x * x) / width + eps).sqrt();
+    for ((x, gamma), beta) in row.iter_mut().zip(scale).zip(shift) {
+        *x = *x * inverse_deviation * gamma + beta;
+    }
+}
+
+/// `Σ f(x)` with eight independent accumulators, so the loop vectorises.
+#[inline(always)]
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let (body, tail) = values.as_chunks::<8>();
+    let mut lanes = [0f32; 8];
+    for chunk in body {
+        for lane in 0..8 {
+            lanes[lane] += f(chunk[lane]);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail.iter().map(|&x| f(x)).sum::<f32>()
+}
+
+/// `x ← layer_norm(x + residual) · γ + β` over the last dimension; `scale_shift` stacks γ
+/// and β as `(2, hidden)`. `x` must be contiguous and not needed afterwards.
+pub fn residual_layer_norm_in_place(
+    xs: &Tensor,
+    residual: &Tensor,
+    scale_shift: &Tensor,
+    eps: f64,
+) -> Result<()> {
+    xs.inplace_op3(
+        &residual.contiguous()?,
+        scale_shift,
+        &ResidualLayerNorm { eps: eps as f32 },
+    )
 }
 
 #[cfg(test)]
@@ -545,7 +753,7 @@ mod tests {
     #[test]
     fn attention_matches_candle() {
         let device = Device::Cpu;
-        let (batch, tokens, heads, head_size) = (3, 7, 2, 4);
+        let (batch, tokens, heads, head_size) = (3, 19, 2, 4);
         let hidden = heads * head_size;
         let qkv = Tensor::randn(0f32, 1.0, (batch, tokens, 3 * hidden), &device).unwrap();
         let mask: Vec<f32> = (0..batch * tokens)
@@ -591,6 +799,23 @@ mod tests {
     #[test]
     fn gelu_matches_candle() {
         let xs = Tensor::randn(0f32, 3.0, (4, 1000), &Device::Cpu).unwrap();
-        close(&gelu_erf(&xs).unwrap(), &xs.gelu_erf().unwrap(), 1e-6);
+        let expected = xs.gelu_erf().unwrap();
+        gelu_erf_in_place(&xs).unwrap();
+        close(&xs, &expected, 1e-6);
+    }
+
+    #[test]
+    fn residual_layer_norm_matches_candle() {
+        let device = Device::Cpu;
+        let xs = Tensor::randn(0f32, 2.0, (3, 5, 24), &device).unwrap();
+        let residual = Tensor::randn(1f32, 1.0, (3, 5, 24), &device).unwrap();
+        let scale = Tensor::randn(1f32, 0.2, 24, &device).unwrap();
+        let shift = Tensor::randn(0f32, 0.2, 24, &device).unwrap();
+        let expected =
+            candle_nn::ops::layer_norm_slow(&(&xs + &residual).unwrap(), &scale, &shift, 1e-12)
+                .unwrap();
+        let scale_shift = Tensor::stack(&[&scale, &shift], 0).unwrap();
+        residual_layer_norm_in_place(&xs, &residual, &scale_shift, 1e-12).unwrap();
+        close(&xs, &expected, 1e-5);
     }
 }

@@ -134,6 +134,55 @@ pub fn load_model(
             files.config.display()
         )));
     }
+    let Checkpoint {
+        files,
+        config,
+        naming,
+        tensors,
+        has_head,
+    } = read_checkpoint(files, config, depth)?;
+    let mut encoder_tensors = HashMap::with_capacity(tensors.len());
+    for (name, tensor) in tensors {
+        encoder_tensors.insert(name, tensor.to_device(device)?);
+    }
+    let vb = VarBuilder::from_tensors(encoder_tensors, DType::F32, device);
+    let head = if has_head {
+        Some(ClassifierHead::load(
+            vb.pp("pooler"),
+            vb.pp("classifier"),
+            &config,
+        )?)
+    } else {
+        None
+    };
+    let model = BertModel::load(vb, &config, depth, head)?;
+    let tokenizer = TextTokenizer::from_dir(dir, max_len)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        files,
+        naming,
+    })
+}
+
+/// A checkpoint's tensors, checked against its `config.json`, under the bare naming
+/// (`embeddings.*`, `encoder.*`, `pooler.*`, `classifier.*`), in f32 on the CPU.
+pub(crate) struct Checkpoint {
+    pub files: ModelFiles,
+    pub config: BertConfig,
+    pub naming: TensorNaming,
+    pub tensors: HashMap<String, Tensor>,
+    /// Whether the checkpoint has a classification head (`classifier.*` and `pooler.*`).
+    pub has_head: bool,
+}
+
+/// Reads the weights of `files` and checks every tensor the first `depth` layers (and the
+/// head, when there is one) need for presence and shape.
+pub(crate) fn read_checkpoint(
+    files: ModelFiles,
+    config: BertConfig,
+    depth: usize,
+) -> Result<Checkpoint, ModelError> {
     let mut tensors = read_weights(&files)?;
     let naming = TensorNaming::detect(&tensors).ok_or_else(|| {
         missing_tensor(
@@ -163,31 +212,20 @@ pub fn load_model(
             });
         }
     }
-    let mut encoder_tensors = HashMap::with_capacity(tensors.len());
+    let mut bare = HashMap::with_capacity(tensors.len());
     for (name, tensor) in tensors {
         let local = match name.strip_prefix(&prefix) {
             Some(stripped) if !name.starts_with("classifier.") => stripped.to_string(),
             _ => name,
         };
-        encoder_tensors.insert(local, tensor.to_dtype(DType::F32)?.to_device(device)?);
+        bare.insert(local, tensor.to_dtype(DType::F32)?);
     }
-    let vb = VarBuilder::from_tensors(encoder_tensors, DType::F32, device);
-    let head = if has_head {
-        Some(ClassifierHead::load(
-            vb.pp("pooler"),
-            vb.pp("classifier"),
-            &config,
-        )?)
-    } else {
-        None
-    };
-    let model = BertModel::load(vb, &config, depth, head)?;
-    let tokenizer = TextTokenizer::from_dir(dir, max_len)?;
-    Ok(LoadedModel {
-        model,
-        tokenizer,
+    Ok(Checkpoint {
         files,
+        config,
         naming,
+        tensors: bare,
+        has_head,
     })
 }
 

@@ -12,6 +12,7 @@ model code; speed work belongs behind small named functions, not inside the laye
 
 mod bert;
 mod config;
+mod dropout;
 mod encode;
 mod error;
 pub mod hub;
@@ -23,8 +24,10 @@ mod tokenize;
 
 pub use bert::{BertModel, ClassifierHead, HiddenStates};
 pub use config::{Activation, BertConfig};
+pub use dropout::Dropout;
 pub use encode::{encode_texts, Embeddings, EncodeOptions, LayerPooling, PooledEmbeddings};
 pub use error::ModelError;
+pub(crate) use loading::{expected_tensors, read_checkpoint, Checkpoint};
 pub use loading::{load_model, LoadedModel, ModelFiles, TensorNaming};
 pub use pooling::{l2_normalize_rows, pool, Pooling};
 pub use tokenize::{Batch, InputFormat, TextTokenizer, TokenizedText};

@@ -63,7 +63,7 @@ pub fn write_random_bert(
     } else {
         config.architectures = vec!["BertModel".to_string()];
     }
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut tensors = HashMap::new();
     for (name, shape) in expected_tensors(&config, config.num_hidden_layers, cross_encoder) {
         let count: usize = shape.iter().product();
@@ -118,11 +118,17 @@ fn config_to_json(config: &BertConfig) -> serde_json::Value {
     value
 }
 
-/// SplitMix64: tiny, fast, and identical everywhere.
-struct SplitMix64(u64);
+/// SplitMix64: tiny, fast, and identical everywhere. Also the generator of training's
+/// initialisation, shuffling and dropout masks.
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64(u64);
 
 impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -131,12 +137,12 @@ impl SplitMix64 {
     }
 
     /// Uniform in (0, 1].
-    fn uniform(&mut self) -> f64 {
+    pub(crate) fn uniform(&mut self) -> f64 {
         ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
     }
 
     /// Standard normal by Box–Muller.
-    fn normal(&mut self) -> f32 {
+    pub(crate) fn normal(&mut self) -> f32 {
         let (u, v) = (self.uniform(), self.uniform());
         ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
     }

@@ -24,29 +24,47 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Cell, ModelKind, ModelShape};
+use crate::config::{
+    Cell, ModelKind, ModelOrigin, ModelShape, ModelSpec, RerankSettings, TrainCeSettings,
+    TrainDeSettings,
+};
 use crate::model::{InputFormat, Pooling};
 
 pub use resolve::{content_hash, dataset_files, model_files, ResolveError};
 
 /// The kinds of task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Encode a dataset's queries and corpus once; pool every layer up to a depth with every
     /// pooling.
     Encode,
     /// Retrieve with one (layer, pooling) of an encode and score the run.
     Eval,
+    /// Train a cross-encoder teacher on a dataset's train judgments and mined negatives.
+    TrainCe,
+    /// Distil a dual-encoder student from teachers.
+    TrainDe,
+    /// Re-score the top of an eval task's run with a cross encoder and score that run.
+    Rerank,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 2] = [Stage::Encode, Stage::Eval];
+    pub const ALL: [Stage; 5] = [
+        Stage::Encode,
+        Stage::Eval,
+        Stage::TrainCe,
+        Stage::TrainDe,
+        Stage::Rerank,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Stage::Encode => "encode",
             Stage::Eval => "eval",
+            Stage::TrainCe => "train_ce",
+            Stage::TrainDe => "train_de",
+            Stage::Rerank => "rerank",
         }
     }
 
@@ -57,6 +75,9 @@ impl Stage {
             // 2: repro's own attention, GELU and dense kernels (last-bit differences).
             Stage::Encode => 2,
             Stage::Eval => 1,
+            Stage::TrainCe => 1,
+            Stage::TrainDe => 1,
+            Stage::Rerank => 1,
         }
     }
 }
@@ -98,12 +119,95 @@ pub struct TaskOutcome {
     /// Query id → measure → value.
     pub per_query: BTreeMap<String, BTreeMap<String, f64>>,
     pub artifacts: Vec<Artifact>,
+    /// Training tasks: one record per optimisation step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<TrainingStep>,
+}
+
+/// One optimisation step of a training task, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingStep {
+    pub step: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub learning_rate: f64,
+    pub grad_norm: f64,
+}
+
+/// The directory inside a training task's output that holds the trained model.
+pub const TRAINED_MODEL_DIR: &str = "model";
+
+/// Where a task finds a model: a directory, or the [`TRAINED_MODEL_DIR`] of the upstream task
+/// of a training stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum ModelLocation {
+    Dir { path: PathBuf },
+    Trained { stage: Stage },
+}
+
+impl ModelLocation {
+    /// The model's directory, given the task's upstream output directories by stage.
+    pub fn resolve(&self, upstream: &BTreeMap<Stage, PathBuf>) -> Result<PathBuf, String> {
+        match self {
+            ModelLocation::Dir { path } => Ok(path.clone()),
+            ModelLocation::Trained { stage } => upstream
+                .get(stage)
+                .map(|dir| dir.join(TRAINED_MODEL_DIR))
+                .ok_or_else(|| format!("the model comes from a {stage} task that is not upstream")),
+        }
+    }
+}
+
+/// Train a cross-encoder teacher. Upstream: the retriever's encode of the dataset (its corpus
+/// embeddings are reused for mining).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainCeSpec {
+    /// The checkpoint the teacher starts from (a classification head is added when missing).
+    pub base_dir: PathBuf,
+    /// The first-stage retriever that mines hard negatives: it encodes the train queries;
+    /// its corpus embeddings (final layer, mean pooling) come from the upstream encode.
+    pub retriever_dir: PathBuf,
+    pub retriever_layer: usize,
+    pub retriever_max_len: usize,
+    pub dataset_dir: PathBuf,
+    /// The judgments trained on (`train`).
+    pub split: String,
+    pub seed: u64,
+    pub settings: TrainCeSettings,
+}
+
+/// Train a dual-encoder student. Upstream: the CE teacher's train_ce task when it is trained
+/// by the experiment, and for `margin_mse` the teacher DE's encode (for mining).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainDeSpec {
+    pub teacher_de_dir: PathBuf,
+    /// The teacher DE's embedding layer (its last) and length limit: `mse` targets, and for
+    /// `margin_mse` the mining retriever whose corpus embeddings come from the upstream encode.
+    pub teacher_de_layer: usize,
+    pub teacher_de_max_len: usize,
+    pub teacher_ce: Option<ModelLocation>,
+    pub dataset_dir: PathBuf,
+    pub split: String,
+    pub seed: u64,
+    pub settings: TrainDeSettings,
+}
+
+/// Re-rank an eval task's run. Upstream: that eval task, and the CE's train_ce task when
+/// the CE is trained by the experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RerankSpec {
+    pub cross_encoder: ModelLocation,
+    pub dataset_dir: PathBuf,
+    pub split: String,
+    pub settings: RerankSettings,
+    pub measures: Vec<String>,
 }
 
 /// Encode a dataset with a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncodeSpec {
-    pub model_dir: PathBuf,
+    pub model: ModelLocation,
     pub dataset_dir: PathBuf,
     pub split: String,
     pub input: InputFormat,
@@ -127,10 +231,13 @@ pub struct EvalSpec {
 
 /// Everything a worker needs to run one task (paths included).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "stage", rename_all = "lowercase")]
+#[serde(tag = "stage", rename_all = "snake_case")]
 pub enum TaskSpec {
     Encode(EncodeSpec),
     Eval(EvalSpec),
+    TrainCe(TrainCeSpec),
+    TrainDe(TrainDeSpec),
+    Rerank(RerankSpec),
 }
 
 impl TaskSpec {
@@ -138,6 +245,9 @@ impl TaskSpec {
         match self {
             TaskSpec::Encode(_) => Stage::Encode,
             TaskSpec::Eval(_) => Stage::Eval,
+            TaskSpec::TrainCe(_) => Stage::TrainCe,
+            TaskSpec::TrainDe(_) => Stage::TrainDe,
+            TaskSpec::Rerank(_) => Stage::Rerank,
         }
     }
 }
@@ -178,9 +288,12 @@ pub struct ResolvedModel {
 #[derive(Debug, Clone)]
 pub struct ResolvedDataset {
     pub dir: PathBuf,
+    /// The split evaluated on.
     pub split: String,
     /// Hash of the corpus, queries and the split's judgments.
     pub sha256: String,
+    /// The same hash for other splits that trained models learn from, by split.
+    pub splits: BTreeMap<String, String>,
 }
 
 /// The DAG: tasks in dependency order and the cells they serve.
@@ -218,28 +331,91 @@ fn declared_inputs(
     })
 }
 
+/// What [`Plan::build`] reads besides the cells: the experiment's model tables (how trained
+/// models are made) and the resolved checkpoints and datasets.
+pub struct PlanInputs<'a> {
+    pub specs: &'a BTreeMap<String, ModelSpec>,
+    pub models: &'a BTreeMap<String, ResolvedModel>,
+    pub datasets: &'a BTreeMap<String, ResolvedDataset>,
+}
+
+/// Where a cell's model comes from: its location for workers, its identity for keys (a
+/// content hash, or the key of the task that trains it) and that task.
+struct ModelSource {
+    location: ModelLocation,
+    identity: String,
+    task: Option<usize>,
+}
+
+/// An encode of a dataset by a model, before it becomes a task.
+struct EncodeRequest<'a> {
+    model: &'a str,
+    source: &'a ModelSource,
+    dataset: &'a ResolvedDataset,
+    input: InputFormat,
+    max_len: usize,
+    batch: usize,
+    depth: usize,
+}
+
+impl<'a> PlanInputs<'a> {
+    fn model(&self, name: &str) -> Result<&'a ResolvedModel, ResolveError> {
+        self.models
+            .get(name)
+            .ok_or_else(|| ResolveError::Unresolved(format!("model `{name}`")))
+    }
+
+    fn dataset(&self, name: &str) -> Result<&'a ResolvedDataset, ResolveError> {
+        self.datasets
+            .get(name)
+            .ok_or_else(|| ResolveError::Unresolved(format!("dataset `{name}`")))
+    }
+
+    fn spec(&self, name: &str) -> Result<&'a ModelSpec, ResolveError> {
+        self.specs
+            .get(name)
+            .ok_or_else(|| ResolveError::Unresolved(format!("model table `{name}`")))
+    }
+
+    /// A name referenced by a model table (validated when the file was read).
+    fn reference<'s>(field: &str, value: &'s Option<String>) -> Result<&'s str, ResolveError> {
+        value
+            .as_deref()
+            .ok_or_else(|| ResolveError::Unresolved(format!("the model's `{field}`")))
+    }
+
+    /// The judgments hash of a dataset's training split.
+    fn split_hash(dataset: &ResolvedDataset, split: &str) -> Result<String, ResolveError> {
+        if split == dataset.split {
+            return Ok(dataset.sha256.clone());
+        }
+        dataset.splits.get(split).cloned().ok_or_else(|| {
+            ResolveError::Unresolved(format!("split `{split}` of {}", dataset.dir.display()))
+        })
+    }
+}
+
+/// The identity of the cell's model for grouping encodes: its name, plus the training
+/// settings and seed that make it when the experiment trains it.
+fn model_identity(cell: &Cell, specs: &BTreeMap<String, ModelSpec>) -> String {
+    let trained = specs
+        .get(&cell.model)
+        .is_some_and(|spec| spec.source.is_none());
+    if !trained {
+        return cell.model.clone();
+    }
+    serde_json::json!([cell.model, cell.seed, cell.train_ce, cell.train_de]).to_string()
+}
+
 impl Plan {
-    /// Expands cells into tasks. Every model and dataset a cell names must be resolved.
-    pub fn build(
-        cells: Vec<Cell>,
-        models: &BTreeMap<String, ResolvedModel>,
-        datasets: &BTreeMap<String, ResolvedDataset>,
-    ) -> Result<Plan, ResolveError> {
-        let lookup_model = |name: &str| {
-            models
-                .get(name)
-                .ok_or_else(|| ResolveError::Unresolved(format!("model `{name}`")))
-        };
-        let lookup_dataset = |name: &str| {
-            datasets
-                .get(name)
-                .ok_or_else(|| ResolveError::Unresolved(format!("dataset `{name}`")))
-        };
+    /// Expands cells into tasks. Every model and dataset a cell names must be resolved;
+    /// models the experiment trains get their training tasks upstream of their encodes.
+    pub fn build(cells: Vec<Cell>, inputs: &PlanInputs) -> Result<Plan, ResolveError> {
         // An encode serves every cell with the same (model, dataset, input, max_len, batch);
         // it runs as deep as the deepest layer any of them needs.
         let encode_group = |cell: &Cell| {
             (
-                cell.model.clone(),
+                model_identity(cell, inputs.specs),
                 cell.dataset.clone(),
                 cell.input,
                 cell.max_len(),
@@ -255,44 +431,30 @@ impl Plan {
         let mut plan = Plan::default();
         let mut by_key: HashMap<String, usize> = HashMap::new();
         for cell in cells {
-            let model = lookup_model(&cell.model)?;
-            let dataset = lookup_dataset(&cell.dataset)?;
-            let depth = depths[&encode_group(&cell)];
-            let encode_spec = EncodeSpec {
-                model_dir: model.dir.clone(),
-                dataset_dir: dataset.dir.clone(),
-                split: dataset.split.clone(),
-                input: cell.input,
-                max_len: cell.max_len(),
-                batch: cell.encode.batch,
-                depth,
-            };
-            let encode_inputs = declared_inputs(
-                Stage::Encode,
-                serde_json::json!({
-                    "split": encode_spec.split,
-                    "input": encode_spec.input,
-                    "max_len": encode_spec.max_len,
-                    "batch": encode_spec.batch,
-                    "depth": encode_spec.depth,
-                }),
-                serde_json::json!({"model": model.sha256, "dataset": dataset.sha256}),
-                &[],
-            );
-            let encode = plan.add(
+            let dataset = inputs.dataset(&cell.dataset)?;
+            let mut cell_tasks = Vec::new();
+            let source = plan.model_source(&mut by_key, inputs, &cell, &cell.model)?;
+            if let Some(task) = source.task {
+                cell_tasks.push((plan.tasks[task].stage, task));
+                for &up in &plan.tasks[task].upstream {
+                    if matches!(plan.tasks[up].stage, Stage::TrainCe) {
+                        cell_tasks.push((Stage::TrainCe, up));
+                    }
+                }
+            }
+            let encode = plan.add_encode(
                 &mut by_key,
-                Stage::Encode,
-                TaskSpec::Encode(encode_spec),
-                encode_inputs,
-                vec![],
-                format!(
-                    "encode {} × {} ({}, max_len {}, layers 0-{depth})",
-                    cell.model,
-                    cell.dataset,
-                    cell.input,
-                    cell.max_len()
-                ),
+                EncodeRequest {
+                    model: &cell.model,
+                    source: &source,
+                    dataset,
+                    input: cell.input,
+                    max_len: cell.max_len(),
+                    batch: cell.encode.batch,
+                    depth: depths[&encode_group(&cell)],
+                },
             );
+            cell_tasks.push((Stage::Encode, encode));
 
             let eval_spec = EvalSpec {
                 dataset_dir: dataset.dir.clone(),
@@ -327,14 +489,299 @@ impl Plan {
                     cell.model, cell.dataset, cell.input, cell.layer, cell.pooling
                 ),
             );
+            cell_tasks.push((Stage::Eval, eval));
+
+            if let Some(rerank) = &cell.rerank {
+                let cross_encoder = plan.model_source(&mut by_key, inputs, &cell, &rerank.model)?;
+                let mut upstream = vec![eval];
+                upstream.extend(cross_encoder.task);
+                let upstream_tasks: Vec<&Task> =
+                    upstream.iter().map(|&index| &plan.tasks[index]).collect();
+                let spec = RerankSpec {
+                    cross_encoder: cross_encoder.location.clone(),
+                    dataset_dir: dataset.dir.clone(),
+                    split: dataset.split.clone(),
+                    settings: rerank.clone(),
+                    measures: cell.eval.measures(),
+                };
+                let rerank_inputs = declared_inputs(
+                    Stage::Rerank,
+                    serde_json::json!({
+                        "split": spec.split,
+                        "settings": spec.settings,
+                        "measures": spec.measures,
+                    }),
+                    serde_json::json!({
+                        "dataset": dataset.sha256,
+                        "cross_encoder": cross_encoder.identity,
+                    }),
+                    &upstream_tasks,
+                );
+                let task = plan.add(
+                    &mut by_key,
+                    Stage::Rerank,
+                    TaskSpec::Rerank(spec),
+                    rerank_inputs,
+                    upstream,
+                    format!(
+                        "rerank {} × {} (layer {}, {}) with {} top {}",
+                        cell.model,
+                        cell.dataset,
+                        cell.layer,
+                        cell.pooling,
+                        rerank.model,
+                        rerank.top_k
+                    ),
+                );
+                if let Some(ce_task) = cross_encoder.task {
+                    if !cell_tasks.iter().any(|&(_, index)| index == ce_task) {
+                        cell_tasks.push((Stage::TrainCe, ce_task));
+                    }
+                }
+                cell_tasks.push((Stage::Rerank, task));
+            }
+
             let params = serde_json::to_value(cell.params()).unwrap_or_default();
+            cell_tasks.sort();
+            cell_tasks.dedup();
             plan.cells.push(PlannedCell {
                 key: canonical_key(&params),
                 cell,
-                tasks: vec![(Stage::Encode, encode), (Stage::Eval, eval)],
+                tasks: cell_tasks,
             });
         }
         Ok(plan)
+    }
+
+    /// The encode task of a request (shared with every equal request).
+    fn add_encode(&mut self, by_key: &mut HashMap<String, usize>, request: EncodeRequest) -> usize {
+        let spec = EncodeSpec {
+            model: request.source.location.clone(),
+            dataset_dir: request.dataset.dir.clone(),
+            split: request.dataset.split.clone(),
+            input: request.input,
+            max_len: request.max_len,
+            batch: request.batch,
+            depth: request.depth,
+        };
+        let upstream: Vec<usize> = request.source.task.into_iter().collect();
+        let upstream_tasks: Vec<&Task> = upstream.iter().map(|&i| &self.tasks[i]).collect();
+        let inputs = declared_inputs(
+            Stage::Encode,
+            serde_json::json!({
+                "split": spec.split,
+                "input": spec.input,
+                "max_len": spec.max_len,
+                "batch": spec.batch,
+                "depth": spec.depth,
+            }),
+            serde_json::json!({
+                "model": request.source.identity,
+                "dataset": request.dataset.sha256,
+            }),
+            &upstream_tasks,
+        );
+        let label = format!(
+            "encode {} × {} ({}, max_len {}, layers 0-{})",
+            request.model,
+            request
+                .dataset
+                .dir
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            spec.input,
+            spec.max_len,
+            spec.depth
+        );
+        self.add(
+            by_key,
+            Stage::Encode,
+            TaskSpec::Encode(spec),
+            inputs,
+            upstream,
+            label,
+        )
+    }
+
+    /// Where the model `name` comes from in this cell, adding the tasks that train it.
+    fn model_source(
+        &mut self,
+        by_key: &mut HashMap<String, usize>,
+        inputs: &PlanInputs,
+        cell: &Cell,
+        name: &str,
+    ) -> Result<ModelSource, ResolveError> {
+        let spec = inputs.spec(name)?;
+        match spec.origin() {
+            ModelOrigin::Checkpoint(_) => {
+                let model = inputs.model(name)?;
+                Ok(ModelSource {
+                    location: ModelLocation::Dir {
+                        path: model.dir.clone(),
+                    },
+                    identity: model.sha256.clone(),
+                    task: None,
+                })
+            }
+            ModelOrigin::TrainedCe => {
+                let settings = cell.train_ce.clone().ok_or_else(|| {
+                    ResolveError::Unresolved(format!("train_ce settings for `{name}`"))
+                })?;
+                let base = inputs.model(PlanInputs::reference("base", &spec.base)?)?;
+                let retriever_name = PlanInputs::reference("negatives_from", &spec.negatives_from)?;
+                let dataset =
+                    inputs.dataset(PlanInputs::reference("train_dataset", &spec.train_dataset)?)?;
+                let train_hash = PlanInputs::split_hash(dataset, &spec.train_split)?;
+                let (encode, retriever) =
+                    self.retriever_encode(by_key, inputs, retriever_name, dataset, cell)?;
+                let task_spec = TrainCeSpec {
+                    base_dir: base.dir.clone(),
+                    retriever_dir: retriever.dir.clone(),
+                    retriever_layer: retriever.shape.depth,
+                    retriever_max_len: inputs.spec(retriever_name)?.max_len,
+                    dataset_dir: dataset.dir.clone(),
+                    split: spec.train_split.clone(),
+                    seed: cell.seed,
+                    settings,
+                };
+                let task_inputs = declared_inputs(
+                    Stage::TrainCe,
+                    serde_json::json!({
+                        "split": task_spec.split,
+                        "seed": task_spec.seed,
+                        "settings": task_spec.settings,
+                        "retriever_layer": task_spec.retriever_layer,
+                        "retriever_max_len": task_spec.retriever_max_len,
+                    }),
+                    serde_json::json!({
+                        "base": base.sha256,
+                        "retriever": retriever.sha256,
+                        "dataset": train_hash,
+                    }),
+                    &[&self.tasks[encode]],
+                );
+                let label = format!("train_ce {name} (seed {})", cell.seed);
+                let task = self.add(
+                    by_key,
+                    Stage::TrainCe,
+                    TaskSpec::TrainCe(task_spec),
+                    task_inputs,
+                    vec![encode],
+                    label,
+                );
+                Ok(self.trained(Stage::TrainCe, task))
+            }
+            ModelOrigin::TrainedDe => {
+                let settings = cell.train_de.clone().ok_or_else(|| {
+                    ResolveError::Unresolved(format!("train_de settings for `{name}`"))
+                })?;
+                let teacher_name = PlanInputs::reference("teacher_de", &spec.teacher_de)?;
+                let teacher = inputs.model(teacher_name)?;
+                let dataset =
+                    inputs.dataset(PlanInputs::reference("train_dataset", &spec.train_dataset)?)?;
+                let train_hash = PlanInputs::split_hash(dataset, &spec.train_split)?;
+                let mut upstream = Vec::new();
+                let teacher_ce = match &spec.teacher_ce {
+                    Some(ce) => {
+                        let source = self.model_source(by_key, inputs, cell, ce)?;
+                        upstream.extend(source.task);
+                        Some(source)
+                    }
+                    None => None,
+                };
+                if settings.loss == "margin_mse" {
+                    let (encode, _) =
+                        self.retriever_encode(by_key, inputs, teacher_name, dataset, cell)?;
+                    upstream.push(encode);
+                }
+                let task_spec = TrainDeSpec {
+                    teacher_de_dir: teacher.dir.clone(),
+                    teacher_de_layer: teacher.shape.depth,
+                    teacher_de_max_len: inputs.spec(teacher_name)?.max_len,
+                    teacher_ce: teacher_ce.as_ref().map(|source| source.location.clone()),
+                    dataset_dir: dataset.dir.clone(),
+                    split: spec.train_split.clone(),
+                    seed: cell.seed,
+                    settings,
+                };
+                let upstream_tasks: Vec<&Task> = upstream.iter().map(|&i| &self.tasks[i]).collect();
+                let task_inputs = declared_inputs(
+                    Stage::TrainDe,
+                    serde_json::json!({
+                        "split": task_spec.split,
+                        "seed": task_spec.seed,
+                        "settings": task_spec.settings,
+                        "teacher_de_layer": task_spec.teacher_de_layer,
+                        "teacher_de_max_len": task_spec.teacher_de_max_len,
+                    }),
+                    serde_json::json!({
+                        "teacher_de": teacher.sha256,
+                        "teacher_ce": teacher_ce.as_ref().map(|source| source.identity.clone()),
+                        "dataset": train_hash,
+                    }),
+                    &upstream_tasks,
+                );
+                let label = format!(
+                    "train_de {name} ({} layers, {}, {}, seed {})",
+                    task_spec.settings.layers,
+                    task_spec.settings.init,
+                    task_spec.settings.loss,
+                    cell.seed
+                );
+                let task = self.add(
+                    by_key,
+                    Stage::TrainDe,
+                    TaskSpec::TrainDe(task_spec),
+                    task_inputs,
+                    upstream,
+                    label,
+                );
+                Ok(self.trained(Stage::TrainDe, task))
+            }
+        }
+    }
+
+    fn trained(&self, stage: Stage, task: usize) -> ModelSource {
+        ModelSource {
+            location: ModelLocation::Trained { stage },
+            identity: self.tasks[task].key.clone(),
+            task: Some(task),
+        }
+    }
+
+    /// The full-depth encode of `dataset` by the checkpoint `retriever` (its corpus
+    /// embeddings are what negatives are mined from), shared with the eval encode when the
+    /// settings agree.
+    fn retriever_encode<'m>(
+        &mut self,
+        by_key: &mut HashMap<String, usize>,
+        inputs: &PlanInputs<'m>,
+        retriever_name: &str,
+        dataset: &ResolvedDataset,
+        cell: &Cell,
+    ) -> Result<(usize, &'m ResolvedModel), ResolveError> {
+        let retriever = inputs.model(retriever_name)?;
+        let source = ModelSource {
+            location: ModelLocation::Dir {
+                path: retriever.dir.clone(),
+            },
+            identity: retriever.sha256.clone(),
+            task: None,
+        };
+        let encode = self.add_encode(
+            by_key,
+            EncodeRequest {
+                model: retriever_name,
+                source: &source,
+                dataset,
+                input: InputFormat::Single,
+                max_len: inputs.spec(retriever_name)?.max_len,
+                batch: cell.encode.batch,
+                depth: retriever.shape.depth,
+            },
+        );
+        Ok((encode, retriever))
     }
 
     fn add(
@@ -445,6 +892,7 @@ mod tests {
             dir: "d".into(),
             split: "test".into(),
             sha256: "d-sha".into(),
+            splits: [("train".to_string(), "d-train-sha".to_string())].into(),
         };
         (
             [("tiny".to_string(), model)].into(),
@@ -457,9 +905,180 @@ mod tests {
         let text = format!(
             "[experiment]\nschema = 1\nname = \"t\"\n[models.tiny]\nsource = \"m\"\nmax_len = 32\n[datasets.d]\npath = \"d\"\n{sweep}"
         );
-        let experiment = Experiment::parse(Path::new("e.toml"), &text).unwrap();
+        build(&text)
+    }
+
+    fn build(text: &str) -> Plan {
+        let experiment = Experiment::parse(Path::new("e.toml"), text).unwrap();
         let (models, datasets, shapes) = resolved();
-        Plan::build(experiment.expand(&shapes).unwrap(), &models, &datasets).unwrap()
+        let inputs = PlanInputs {
+            specs: &experiment.models,
+            models: &models,
+            datasets: &datasets,
+        };
+        Plan::build(experiment.expand(&shapes).unwrap(), &inputs).unwrap()
+    }
+
+    /// A distillation study on the tiny model: a CE teacher trained from it, students, and
+    /// re-ranking of the teacher DE and of one student.
+    const DISTILL: &str = r#"
+[experiment]
+schema = 1
+name = "distill"
+[models.tiny]
+source = "m"
+max_len = 32
+[models.teacher]
+kind = "ce"
+base = "tiny"
+train_dataset = "d"
+negatives_from = "tiny"
+max_len = 32
+[models.student]
+teacher_de = "tiny"
+teacher_ce = "teacher"
+train_dataset = "d"
+max_len = 32
+[datasets.d]
+path = "d"
+[[sweep]]
+model = ["teacher"]
+layers = "all"
+input = ["single", "self_pair"]
+[[sweep]]
+model = ["tiny"]
+layers = [3]
+rerank.model = ["", "teacher"]
+[[sweep]]
+model = ["student"]
+layers = [2]
+train_de.init = ["ce:1", "de:1", "random"]
+train_de.loss = ["mse", "mnrl"]
+[[sweep]]
+model = ["student"]
+layers = [2]
+train_de.init = ["ce:1"]
+train_de.loss = ["mse"]
+rerank.model = ["teacher"]
+"#;
+
+    #[test]
+    fn training_tasks_feed_encodes_and_reranks() {
+        let plan = build(DISTILL);
+        // 4 teacher layers × 2 inputs, DE with and without re-ranking, 6 students + 1
+        // re-ranked student.
+        assert_eq!(plan.cells.len(), 8 + 2 + 6 + 1);
+        assert_eq!(plan.count(Stage::TrainCe), 1);
+        assert_eq!(plan.count(Stage::TrainDe), 6);
+        assert_eq!(plan.count(Stage::Rerank), 2);
+        // Encodes: the teacher × 2 inputs, the DE once (its eval encode is also the mining
+        // retriever's), 6 students.
+        assert_eq!(plan.count(Stage::Encode), 2 + 1 + 6);
+        let train_ce = plan
+            .tasks
+            .iter()
+            .position(|task| task.stage == Stage::TrainCe)
+            .unwrap();
+        let mining = plan.tasks[train_ce].upstream.clone();
+        assert_eq!(mining.len(), 1);
+        assert!(matches!(
+            &plan.tasks[mining[0]].spec,
+            TaskSpec::Encode(EncodeSpec {
+                model: ModelLocation::Dir { .. },
+                depth: 3,
+                ..
+            })
+        ));
+        for (index, task) in plan.tasks.iter().enumerate() {
+            assert!(task.upstream.iter().all(|&up| up < index), "{}", task.label);
+            match &task.spec {
+                TaskSpec::TrainDe(spec) => {
+                    let upstream: Vec<Stage> = task
+                        .upstream
+                        .iter()
+                        .map(|&up| plan.tasks[up].stage)
+                        .collect();
+                    assert_eq!(upstream, vec![Stage::TrainCe], "{}", task.label);
+                    assert_eq!(
+                        spec.teacher_ce,
+                        Some(ModelLocation::Trained {
+                            stage: Stage::TrainCe
+                        })
+                    );
+                }
+                TaskSpec::Rerank(spec) => {
+                    let upstream: Vec<Stage> = task
+                        .upstream
+                        .iter()
+                        .map(|&up| plan.tasks[up].stage)
+                        .collect();
+                    assert_eq!(upstream, vec![Stage::Eval, Stage::TrainCe]);
+                    assert_eq!(
+                        spec.cross_encoder,
+                        ModelLocation::Trained {
+                            stage: Stage::TrainCe
+                        }
+                    );
+                }
+                TaskSpec::Encode(EncodeSpec {
+                    model: ModelLocation::Trained { stage },
+                    ..
+                }) => {
+                    assert_eq!(task.upstream.len(), 1);
+                    assert_eq!(plan.tasks[task.upstream[0]].stage, *stage);
+                }
+                _ => {}
+            }
+        }
+        // Every student cell lists its training tasks; the plain DE cell lists none.
+        for planned in &plan.cells {
+            let stages: Vec<Stage> = planned.tasks.iter().map(|(stage, _)| *stage).collect();
+            match planned.cell.model.as_str() {
+                "student" => assert!(stages.starts_with(&[
+                    Stage::Encode,
+                    Stage::Eval,
+                    Stage::TrainCe,
+                    Stage::TrainDe
+                ])),
+                "teacher" => assert_eq!(stages, vec![Stage::Encode, Stage::Eval, Stage::TrainCe]),
+                _ if planned.cell.rerank.is_some() => {
+                    assert_eq!(
+                        stages,
+                        vec![Stage::Encode, Stage::Eval, Stage::TrainCe, Stage::Rerank]
+                    )
+                }
+                _ => assert_eq!(stages, vec![Stage::Encode, Stage::Eval]),
+            }
+        }
+    }
+
+    #[test]
+    fn a_student_setting_changes_only_student_tasks() {
+        let base = build(DISTILL);
+        let changed = build(&DISTILL.replace(
+            "[datasets.d]",
+            "[train_de]\nlearning_rate = 0.001\n[datasets.d]",
+        ));
+        let keys = |plan: &Plan, stages: &[Stage]| -> std::collections::BTreeSet<String> {
+            plan.tasks
+                .iter()
+                .filter(|task| stages.contains(&task.stage))
+                .map(|task| task.key.clone())
+                .collect()
+        };
+        let fixed = [Stage::TrainCe, Stage::Rerank];
+        assert_eq!(
+            keys(&base, &[Stage::TrainCe]),
+            keys(&changed, &[Stage::TrainCe])
+        );
+        assert!(keys(&base, &[Stage::TrainDe]).is_disjoint(&keys(&changed, &[Stage::TrainDe])));
+        // The DE's own re-rank is unchanged; the student's is new.
+        assert_eq!(
+            keys(&base, &fixed)
+                .intersection(&keys(&changed, &fixed))
+                .count(),
+            2
+        );
     }
 
     #[test]

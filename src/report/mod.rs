@@ -40,6 +40,11 @@ pub enum ExportFormat {
     Json,
 }
 
+/// The stages whose metrics are a cell's results: the first-stage evaluation and, where the
+/// cell re-ranks, the re-ranked evaluation (its measures are named `reranked_…`, so the two
+/// never collide).
+pub const RESULT_STAGES: [Stage; 2] = [Stage::Eval, Stage::Rerank];
+
 /// Columns every cell table starts with.
 pub const LEADING: [&str; 3] = ["experiment", "cell", "state"];
 
@@ -59,7 +64,7 @@ pub fn cells_frame(
 ) -> Result<CellsTable, ReportError> {
     let mut rows: Vec<(String, CellRow)> = Vec::new();
     for experiment in experiments {
-        for cell in store.cells(experiment.id, Stage::Eval)? {
+        for cell in store.cells(experiment.id, &RESULT_STAGES)? {
             rows.push((experiment.name.clone(), cell));
         }
     }
@@ -121,7 +126,7 @@ pub fn per_query_frame(
     store: &Store,
     experiment: &ExperimentRow,
 ) -> Result<DataFrame, ReportError> {
-    let cells = store.cells(experiment.id, Stage::Eval)?;
+    let cells = store.cells(experiment.id, &RESULT_STAGES)?;
     let params: BTreeSet<String> = cells
         .iter()
         .flat_map(|c| c.params.keys().cloned())
@@ -131,18 +136,18 @@ pub fn per_query_frame(
     let mut measures: Vec<String> = Vec::new();
     let mut values: Vec<f64> = Vec::new();
     for (index, cell) in cells.iter().enumerate() {
-        let Some((_, key, _)) = cell
-            .tasks
-            .iter()
-            .find(|(stage, _, _)| stage == Stage::Eval.name())
-        else {
-            continue;
-        };
-        for (measure, query, value) in store.all_query_metrics(key)? {
-            cell_index.push(index);
-            queries.push(query);
-            measures.push(measure);
-            values.push(value);
+        let result_tasks = cell.tasks.iter().filter(|(stage, _, _)| {
+            RESULT_STAGES
+                .iter()
+                .any(|result| result.name() == stage.as_str())
+        });
+        for (_, key, _) in result_tasks {
+            for (measure, query, value) in store.all_query_metrics(key)? {
+                cell_index.push(index);
+                queries.push(query);
+                measures.push(measure);
+                values.push(value);
+            }
         }
     }
     let mut columns: Vec<Column> = vec![

@@ -4,15 +4,23 @@ Stages: the steps of a study, wired from models, data and evaluation.
 A stage takes resolved inputs (a loaded model, a loaded dataset, settings), runs, and returns
 a typed outcome with its measurements. Stages report progress through [`Observer`] and never
 print; they must not parse command lines or settings files.
+
+The DAG's tasks are dispatched by [`run_task`] (`tasks.rs`: encode and eval); training tasks
+live in `training.rs` (with hard-negative mining in `mining.rs`), re-ranking in `rerank.rs`.
 */
 
 mod bench;
+mod mining;
 mod probe;
+mod rerank;
 mod tasks;
+mod training;
 
 pub use bench::{run_bench, BenchSettings, DepthTiming, Summary};
 pub use probe::{run_probe, EncodeStats, ProbeCell, ProbeOutcome};
+pub use rerank::{run_rerank, RERANKED_PREFIX};
 pub use tasks::{run_task, EmbeddingsManifest};
+pub use training::{run_train_ce, run_train_de};
 
 use crate::data::DataError;
 use crate::eval::retrieval::RetrievalError;
@@ -45,6 +53,8 @@ pub enum StageError {
     Eval(#[from] crate::eval::EvalError),
     #[error(transparent)]
     Retrieval(#[from] RetrievalError),
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,

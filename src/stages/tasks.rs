@@ -1,5 +1,6 @@
 //! The DAG's stage tasks: each reads its spec and its upstream tasks' directories, writes its
-//! artifacts into an output directory and returns its [`TaskOutcome`].
+//! artifacts into an output directory and returns its [`TaskOutcome`]. Encode and eval live
+//! here; [`run_task`] dispatches training and re-ranking to their own files.
 //!
 //! Pooled embeddings are stored per (layer, pooling) as raw little-endian `f32` rows
 //! (`corpus.L3.mean.f32`, `queries.L3.mean.f32`) beside `embeddings.json`, which records the
@@ -21,6 +22,8 @@ use crate::eval::retrieval::{hits_to_run, search, BlockSizes};
 use crate::model::{encode_texts, load_model, Embeddings, EncodeOptions, Pooling};
 use crate::plan::{Artifact, EncodeSpec, EvalSpec, Stage, TaskOutcome, TaskSpec};
 
+use super::{rerank, training};
+
 /// The manifest of an encode task's output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EmbeddingsManifest {
@@ -33,7 +36,10 @@ pub struct EmbeddingsManifest {
 
 const MANIFEST: &str = "embeddings.json";
 
-fn matrix_name(side: &str, layer: usize, pooling: Pooling) -> String {
+/// The run file an eval task writes (and a rerank task reads and writes).
+pub(super) const RUN_FILE: &str = "run.trec";
+
+pub(super) fn matrix_name(side: &str, layer: usize, pooling: Pooling) -> String {
     format!("{side}.L{layer}.{pooling}.f32")
 }
 
@@ -46,36 +52,49 @@ pub fn run_task(
 ) -> Result<TaskOutcome, StageError> {
     let started = Instant::now();
     let mut outcome = match spec {
-        TaskSpec::Encode(spec) => run_encode(spec, out, observer)?,
+        TaskSpec::Encode(spec) => run_encode(spec, upstream, out, observer)?,
         TaskSpec::Eval(spec) => {
-            let encoded = upstream.get(&Stage::Encode).ok_or_else(|| {
-                StageError::Setting("an eval task needs its encode task's output".to_string())
-            })?;
+            let encoded = upstream_dir(upstream, Stage::Eval, Stage::Encode)?;
             run_eval(spec, encoded, out, observer)?
         }
+        TaskSpec::TrainCe(spec) => training::run_train_ce(spec, upstream, out, observer)?,
+        TaskSpec::TrainDe(spec) => training::run_train_de(spec, upstream, out, observer)?,
+        TaskSpec::Rerank(spec) => rerank::run_rerank(spec, upstream, out, observer)?,
     };
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
 }
 
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
+/// The output directory of the upstream task of stage `needed`, which a `stage` task reads.
+pub(super) fn upstream_dir(
+    upstream: &BTreeMap<Stage, PathBuf>,
+    stage: Stage,
+    needed: Stage,
+) -> Result<&Path, StageError> {
+    upstream.get(&needed).map(PathBuf::as_path).ok_or_else(|| {
+        StageError::Setting(format!(
+            "a {stage} task needs its upstream {needed} task's output, and has none"
+        ))
+    })
+}
+
+pub(super) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
     move |source| StageError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
+/// Encodes with a model given as a directory or as a training task's output: a student is
+/// evaluated the same way as a checkpoint, only the model's location differs.
 fn run_encode(
     spec: &EncodeSpec,
+    upstream: &BTreeMap<Stage, PathBuf>,
     out: &Path,
     observer: &dyn Observer,
 ) -> Result<TaskOutcome, StageError> {
-    let loaded = load_model(
-        &spec.model_dir,
-        spec.max_len,
-        Some(spec.depth),
-        &Device::Cpu,
-    )?;
+    let model_dir = spec.model.resolve(upstream).map_err(StageError::Setting)?;
+    let loaded = load_model(&model_dir, spec.max_len, Some(spec.depth), &Device::Cpu)?;
     let dataset = beir::load(&spec.dataset_dir, &spec.split)?;
     let options = EncodeOptions {
         layers: (0..=spec.depth).collect(),
@@ -156,10 +175,7 @@ fn run_eval(
     observer: &dyn Observer,
 ) -> Result<TaskOutcome, StageError> {
     let measures = parse_measures(&spec.measures)?;
-    let manifest_path = encoded.join(MANIFEST);
-    let manifest: EmbeddingsManifest =
-        serde_json::from_slice(&std::fs::read(&manifest_path).map_err(io_error(&manifest_path))?)
-            .map_err(|err| StageError::Setting(format!("{}: {err}", manifest_path.display())))?;
+    let manifest = read_manifest(encoded)?;
     if !manifest.layers.contains(&spec.layer) || !manifest.poolings.contains(&spec.pooling) {
         return Err(StageError::Setting(format!(
             "{} holds layers {:?} and poolings {:?}, not layer {} with {}",
@@ -192,14 +208,10 @@ fn run_eval(
         BlockSizes::default(),
     )?;
     let run = hits_to_run(&manifest.query_ids, &manifest.doc_ids, &hits);
-    let run_path = out.join("run.trec");
+    let run_path = out.join(RUN_FILE);
     let tag = format!("repro-L{}-{}", spec.layer, spec.pooling);
     trec::write_run(&run_path, &run, &tag)?;
-    let qrels_path = spec
-        .dataset_dir
-        .join("qrels")
-        .join(format!("{}.tsv", spec.split));
-    let qrels = trec::read_qrels(&qrels_path)?;
+    let qrels = read_split_qrels(&spec.dataset_dir, &spec.split)?;
     let evaluation = evaluate(&qrels, &run, &measures, false)?;
     observer.advance(1);
     let bytes = std::fs::metadata(&run_path).map(|m| m.len()).unwrap_or(0);
@@ -209,13 +221,31 @@ fn run_eval(
         per_query: evaluation.per_query,
         artifacts: vec![Artifact {
             name: "run".to_string(),
-            path: "run.trec".to_string(),
+            path: RUN_FILE.to_string(),
             bytes,
         }],
+        steps: Vec::new(),
     })
 }
 
-fn normalize_rows(embeddings: &mut Embeddings) {
+/// The manifest of the encode task whose output is `encoded`.
+pub(super) fn read_manifest(encoded: &Path) -> Result<EmbeddingsManifest, StageError> {
+    let path = encoded.join(MANIFEST);
+    let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|err| StageError::Setting(format!("{}: {err}", path.display())))
+}
+
+/// The judgments of `split` in a BEIR directory.
+pub(super) fn read_split_qrels(
+    dataset_dir: &Path,
+    split: &str,
+) -> Result<crate::data::Qrels, StageError> {
+    let path = dataset_dir.join("qrels").join(format!("{split}.tsv"));
+    Ok(trec::read_qrels(&path)?)
+}
+
+pub(super) fn normalize_rows(embeddings: &mut Embeddings) {
     let dim = embeddings.dim;
     if dim == 0 {
         return;
@@ -236,7 +266,7 @@ fn write_matrix(path: &Path, embeddings: &Embeddings) -> Result<(), StageError> 
     .map_err(io_error(path))
 }
 
-fn read_matrix(path: &Path, rows: usize, dim: usize) -> Result<Embeddings, StageError> {
+pub(super) fn read_matrix(path: &Path, rows: usize, dim: usize) -> Result<Embeddings, StageError> {
     let mut bytes = Vec::with_capacity(rows * dim * 4);
     std::fs::File::open(path)
         .and_then(|mut file| file.read_to_end(&mut bytes))

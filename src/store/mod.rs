@@ -4,7 +4,7 @@ The results store: one SQLite database per results directory.
 This module owns the database file (`<results>/repro.sqlite`), its schema and migrations, and
 every read and write of it: experiments, cells and their parameters, content-addressed tasks,
 attempts (a retry is a new row; history is never overwritten), metrics (aggregate and per
-query), artifacts, and the environment of each run. Whether a task is done is decided here,
+query), artifacts, training tasks' per-step log, and the environment of each run. Whether a task is done is decided here,
 by its recorded outcome, never by a file existing.
 
 The database runs in WAL mode with a busy timeout; only the scheduler writes (one writer),
@@ -21,7 +21,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
-use crate::plan::{Stage, TaskOutcome};
+use crate::plan::{Stage, TaskOutcome, TrainingStep};
 
 /// Why the store could not answer or record.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +167,7 @@ pub struct CellRow {
     pub params: BTreeMap<String, serde_json::Value>,
     /// Stage, task key, task status.
     pub tasks: Vec<(String, String, TaskStatus)>,
-    /// Metrics of the cell's last stage.
+    /// Metrics of the cell's result stages (those passed to [`Store::cells`]), merged.
     pub metrics: BTreeMap<String, f64>,
 }
 
@@ -591,8 +591,9 @@ impl Store {
         Ok(AttemptId { id, number })
     }
 
-    /// Records a successful attempt and its outcome in one transaction: the task's metrics
-    /// and artifacts are replaced by this attempt's, and the task becomes `succeeded`.
+    /// Records a successful attempt and its outcome in one transaction: the task's metrics,
+    /// artifacts and training steps are replaced by this attempt's, and the task becomes
+    /// `succeeded`.
     pub fn record_success(
         &mut self,
         task_key: &str,
@@ -609,7 +610,7 @@ impl Store {
             params![attempt.id, outcome.seconds],
         )
         .map_err(&sql_error)?;
-        for table in ["metrics", "query_metrics", "artifacts"] {
+        for table in ["metrics", "query_metrics", "artifacts", "training_steps"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE task_key = ?1"),
                 params![task_key],
@@ -648,6 +649,23 @@ impl Store {
                 artifact
                     .execute(params![task_key, item.name, item.path, item.bytes as i64])
                     .map_err(&sql_error)?;
+            }
+            let mut step = tx
+                .prepare(
+                    "INSERT INTO training_steps (task_key, step, epoch, loss, learning_rate, grad_norm)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(&sql_error)?;
+            for record in &outcome.steps {
+                step.execute(params![
+                    task_key,
+                    record.step as i64,
+                    record.epoch as i64,
+                    record.loss,
+                    record.learning_rate,
+                    record.grad_norm
+                ])
+                .map_err(&sql_error)?;
             }
         }
         tx.execute(
@@ -758,12 +776,10 @@ impl Store {
         self.sql(result).map(|_| ())
     }
 
-    /// The experiment's active cells in plan order, with task states and final metrics.
-    pub fn cells(
-        &self,
-        experiment_id: i64,
-        final_stage: Stage,
-    ) -> Result<Vec<CellRow>, StoreError> {
+    /// The experiment's active cells in plan order, with task states and the metrics of
+    /// their succeeded tasks of `stages` (eval and rerank, say). Metrics are merged in the
+    /// order of `stages`: a later stage's value wins a name both report.
+    pub fn cells(&self, experiment_id: i64, stages: &[Stage]) -> Result<Vec<CellRow>, StoreError> {
         let result = (|| {
             let mut cells_statement = self.conn.prepare(
                 "SELECT id, position, key, params FROM cells
@@ -796,11 +812,15 @@ impl Store {
                         ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
-                let metrics = metrics_statement
-                    .query_map(params![id, final_stage.name()], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })?
-                    .collect::<rusqlite::Result<BTreeMap<String, f64>>>()?;
+                let mut metrics = BTreeMap::new();
+                for stage in stages {
+                    let rows = metrics_statement
+                        .query_map(params![id, stage.name()], |row| {
+                            Ok((row.get::<_, String>(0)?, row.get::<_, f64>(1)?))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    metrics.extend(rows);
+                }
                 cells.push(CellRow {
                     position,
                     key,
@@ -940,6 +960,28 @@ impl Store {
         self.sql(result)
     }
 
+    /// The optimiser steps a training task recorded, in step order (empty for other tasks
+    /// and for tasks not yet succeeded).
+    pub fn training_steps(&self, task_key: &str) -> Result<Vec<TrainingStep>, StoreError> {
+        let result = (|| {
+            let mut statement = self.conn.prepare(
+                "SELECT step, epoch, loss, learning_rate, grad_norm FROM training_steps
+                 WHERE task_key = ?1 ORDER BY step",
+            )?;
+            let rows = statement.query_map(params![task_key], |row| {
+                Ok(TrainingStep {
+                    step: row.get::<_, i64>(0)? as usize,
+                    epoch: row.get::<_, i64>(1)? as usize,
+                    loss: row.get(2)?,
+                    learning_rate: row.get(3)?,
+                    grad_norm: row.get(4)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })();
+        self.sql(result)
+    }
+
     /// Every per-query value of a task: (measure, query id, value), sorted.
     pub fn all_query_metrics(
         &self,
@@ -970,6 +1012,7 @@ impl Store {
             "query_metrics",
             "artifacts",
             "benchmarks",
+            "training_steps",
         ];
         if !TABLES.contains(&table) {
             return Err(StoreError::Invalid {
@@ -1102,9 +1145,12 @@ mod tests {
         assert_eq!(store.count("attempts").unwrap(), 3);
         assert_eq!(store.count("metrics").unwrap(), 1);
         assert_eq!(store.count("query_metrics").unwrap(), 1);
-        let cells = store.cells(experiment, Stage::Eval).unwrap();
+        let cells = store.cells(experiment, &[Stage::Eval]).unwrap();
         assert_eq!(cells.len(), 1);
         assert_eq!(cells[0].metrics["ndcg_cut_10"], 0.5);
+        assert!(store.cells(experiment, &[Stage::Encode]).unwrap()[0]
+            .metrics
+            .is_empty());
         let tasks = store.tasks(experiment).unwrap();
         assert_eq!(tasks.len(), 2);
         let eval = tasks.iter().find(|t| t.key == "ev").unwrap();
@@ -1129,6 +1175,142 @@ mod tests {
         assert_eq!(store.runs(experiment).unwrap()[0].status, "interrupted");
         let next = store.start_attempt("enc", run, "log").unwrap();
         assert_eq!(next.number, 2);
+    }
+
+    fn step(step: usize, loss: f64) -> TrainingStep {
+        TrainingStep {
+            step,
+            epoch: step / 2,
+            loss,
+            learning_rate: 1e-5 * step as f64,
+            grad_norm: 0.5,
+        }
+    }
+
+    #[test]
+    fn training_steps_are_replaced_by_the_latest_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("repro.sqlite")).unwrap();
+        let experiment = store.upsert_experiment("e", "e.toml", "", "sha").unwrap();
+        plan(&mut store, experiment);
+        let run = store
+            .begin_run(experiment, "repro run", "local", 1, &environment())
+            .unwrap();
+        let first = TaskOutcome {
+            steps: (0..4).map(|i| step(i, 1.0 / (i + 1) as f64)).collect(),
+            ..TaskOutcome::default()
+        };
+        let attempt = store.start_attempt("enc", run, "log").unwrap();
+        store.record_success("enc", attempt, &first).unwrap();
+        assert_eq!(store.training_steps("enc").unwrap(), first.steps);
+        let second = TaskOutcome {
+            steps: vec![step(0, 0.25), step(1, 0.125)],
+            ..TaskOutcome::default()
+        };
+        let attempt = store.start_attempt("enc", run, "log").unwrap();
+        store.record_success("enc", attempt, &second).unwrap();
+        assert_eq!(store.training_steps("enc").unwrap(), second.steps);
+        assert_eq!(store.count("training_steps").unwrap(), 2);
+        assert!(store.training_steps("ev").unwrap().is_empty());
+    }
+
+    #[test]
+    fn cells_merge_the_metrics_of_every_result_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("repro.sqlite")).unwrap();
+        let experiment = store.upsert_experiment("e", "e.toml", "", "sha").unwrap();
+        let task = |key: &str, stage| TaskRecord {
+            key: key.into(),
+            stage,
+            inputs: "{}".into(),
+            upstream: vec![],
+        };
+        let tasks = vec![task("ev", Stage::Eval), task("rr", Stage::Rerank)];
+        let cells = vec![CellRecord {
+            key: "c1".into(),
+            params: "{}".into(),
+            tasks: vec![(Stage::Eval, "ev".into()), (Stage::Rerank, "rr".into())],
+        }];
+        store.record_plan(experiment, &tasks, &cells).unwrap();
+        let run = store
+            .begin_run(experiment, "repro run", "local", 1, &environment())
+            .unwrap();
+        for (key, metrics) in [
+            ("ev", vec![("ndcg_cut_10", 0.5)]),
+            (
+                "rr",
+                vec![("reranked_ndcg_cut_10", 0.75), ("rerank_pairs", 10.0)],
+            ),
+        ] {
+            let outcome = TaskOutcome {
+                metrics: metrics
+                    .into_iter()
+                    .map(|(name, value)| (name.to_string(), value))
+                    .collect(),
+                ..TaskOutcome::default()
+            };
+            let attempt = store.start_attempt(key, run, "log").unwrap();
+            store.record_success(key, attempt, &outcome).unwrap();
+        }
+        let cells = store
+            .cells(experiment, &[Stage::Eval, Stage::Rerank])
+            .unwrap();
+        let names: Vec<&str> = cells[0].metrics.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            vec!["ndcg_cut_10", "rerank_pairs", "reranked_ndcg_cut_10"]
+        );
+        let eval_only = store.cells(experiment, &[Stage::Eval]).unwrap();
+        assert_eq!(eval_only[0].metrics.len(), 1);
+    }
+
+    #[test]
+    fn a_store_of_the_previous_schema_upgrades_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repro.sqlite");
+        // The store as the previous repro (schema 2) left it, with a recorded task.
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+            )
+            .unwrap();
+            for (index, migration) in schema::MIGRATIONS[..2].iter().enumerate() {
+                conn.execute_batch(migration).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 'then')",
+                    params![index as i64 + 1],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO tasks (key, stage, inputs, status, created_at, updated_at)
+                 VALUES ('old', 'eval', '{}', 'succeeded', 'then', 'then')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), schema::MIGRATIONS.len());
+        assert_eq!(store.count("tasks").unwrap(), 1);
+        assert_eq!(store.count("training_steps").unwrap(), 0);
+        assert_eq!(
+            store.task_status("old").unwrap(),
+            Some(TaskStatus::Succeeded)
+        );
+        // The upgraded store records steps like a new one.
+        let experiment = store.upsert_experiment("e", "e.toml", "", "sha").unwrap();
+        plan(&mut store, experiment);
+        let run = store
+            .begin_run(experiment, "repro run", "local", 1, &environment())
+            .unwrap();
+        let attempt = store.start_attempt("enc", run, "log").unwrap();
+        let outcome = TaskOutcome {
+            steps: vec![step(0, 0.5)],
+            ..TaskOutcome::default()
+        };
+        store.record_success("enc", attempt, &outcome).unwrap();
+        assert_eq!(store.training_steps("enc").unwrap(), outcome.steps);
     }
 
     #[test]

@@ -153,4 +153,16 @@ CREATE TABLE benchmarks (
     git_dirty          INTEGER
 );
 "#,
+    r#"
+-- Training tasks: one row per optimiser step of the successful attempt (loss curves).
+CREATE TABLE training_steps (
+    task_key       TEXT NOT NULL REFERENCES tasks(key),
+    step           INTEGER NOT NULL,
+    epoch          INTEGER NOT NULL,
+    loss           REAL NOT NULL,
+    learning_rate  REAL NOT NULL,
+    grad_norm      REAL NOT NULL,
+    PRIMARY KEY (task_key, step)
+) WITHOUT ROWID;
+"#,
 ];

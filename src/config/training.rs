@@ -1,0 +1,280 @@
+//! `[train_ce]`, `[train_de]` and `[rerank]`: the settings of the training and re-ranking
+//! stages, as written in an experiment file (and sweepable as `train_ce.<field>` etc.).
+//!
+//! Defaults are sized for this project's reference machine (2 CPU cores): the distillation
+//! experiment must finish cold within an hour there. The README explains each choice.
+
+use serde::{Deserialize, Serialize};
+
+/// `[train_ce]`: the cross-encoder teacher, trained on a dataset's `train` judgments with
+/// hard negatives mined from a first-stage retriever.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainCeSettings {
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_ce_batch")]
+    pub batch: usize,
+    #[serde(default = "default_ce_learning_rate")]
+    pub learning_rate: f64,
+    /// Fraction of the optimisation steps spent warming the learning rate up linearly.
+    #[serde(default = "default_warmup")]
+    pub warmup: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "default_max_grad_norm")]
+    pub max_grad_norm: f64,
+    /// Tokens per (query, document) pair.
+    #[serde(default = "default_ce_max_len")]
+    pub max_len: usize,
+    /// Negatives are mined from the retriever's top `mine_top_k`, positives removed.
+    #[serde(default = "default_mine_top_k")]
+    pub mine_top_k: usize,
+    /// Hard negatives per positive pair.
+    #[serde(default = "default_negatives")]
+    pub negatives: usize,
+}
+
+/// `[train_de]`: a dual-encoder student distilled from the teachers of its model table.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainDeSettings {
+    /// Encoder layers of the student.
+    #[serde(default = "default_student_layers")]
+    pub layers: usize,
+    /// `random`, `ce:K` (embeddings and first K layers from the CE teacher) or `de:K`.
+    #[serde(default = "default_init")]
+    pub init: String,
+    /// `mse`, `mnrl` or `margin_mse`.
+    #[serde(default = "default_loss")]
+    pub loss: String,
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_de_batch")]
+    pub batch: usize,
+    #[serde(default = "default_de_learning_rate")]
+    pub learning_rate: f64,
+    #[serde(default = "default_warmup")]
+    pub warmup: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "default_max_grad_norm")]
+    pub max_grad_norm: f64,
+    #[serde(default = "default_de_max_len")]
+    pub max_len: usize,
+    /// `mse` trains on corpus documents and train queries: at most this many texts
+    /// (0 = all), taken in a seeded random order.
+    #[serde(default)]
+    pub max_texts: usize,
+    /// `margin_mse`: negatives per (query, positive), mined as for the CE teacher.
+    #[serde(default = "default_negatives")]
+    pub negatives: usize,
+    /// `margin_mse`: negatives are mined from the teacher DE's top `mine_top_k`, positives
+    /// removed.
+    #[serde(default = "default_mine_top_k")]
+    pub mine_top_k: usize,
+}
+
+/// `[rerank]`: a cross encoder re-scores the top of a first-stage run.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankSettings {
+    /// The cross encoder (a `[models.<name>]` of kind `ce`); empty: no re-ranking.
+    #[serde(default)]
+    pub model: String,
+    /// Hits of the first stage re-scored per query.
+    #[serde(default = "default_rerank_top_k")]
+    pub top_k: usize,
+    #[serde(default = "default_rerank_batch")]
+    pub batch: usize,
+    /// Tokens per (query, document) pair.
+    #[serde(default = "default_ce_max_len")]
+    pub max_len: usize,
+}
+
+fn default_epochs() -> usize {
+    1
+}
+fn default_ce_batch() -> usize {
+    16
+}
+fn default_de_batch() -> usize {
+    32
+}
+fn default_ce_learning_rate() -> f64 {
+    2e-5
+}
+fn default_de_learning_rate() -> f64 {
+    1e-4
+}
+fn default_warmup() -> f64 {
+    0.1
+}
+fn default_weight_decay() -> f64 {
+    0.01
+}
+fn default_max_grad_norm() -> f64 {
+    1.0
+}
+fn default_ce_max_len() -> usize {
+    128
+}
+fn default_de_max_len() -> usize {
+    128
+}
+fn default_mine_top_k() -> usize {
+    30
+}
+fn default_negatives() -> usize {
+    3
+}
+fn default_student_layers() -> usize {
+    2
+}
+fn default_init() -> String {
+    "ce:1".to_string()
+}
+fn default_loss() -> String {
+    "mse".to_string()
+}
+fn default_rerank_top_k() -> usize {
+    100
+}
+fn default_rerank_batch() -> usize {
+    32
+}
+
+macro_rules! default_from_serde {
+    ($($settings:ty),*) => {$(
+        impl Default for $settings {
+            fn default() -> Self {
+                // Every field has a serde default, so an empty table is the default value.
+                toml::from_str("").expect("every field has a default")
+            }
+        }
+    )*};
+}
+
+default_from_serde!(TrainCeSettings, TrainDeSettings, RerankSettings);
+
+impl TrainCeSettings {
+    /// Value checks serde cannot express.
+    pub fn check(&self) -> Result<(), String> {
+        common_checks(
+            self.epochs,
+            self.batch,
+            self.learning_rate,
+            self.warmup,
+            self.max_len,
+        )?;
+        if self.negatives == 0 || self.mine_top_k == 0 {
+            return Err("negatives and mine_top_k must be at least 1".to_string());
+        }
+        Ok(())
+    }
+}
+
+impl TrainDeSettings {
+    pub fn check(&self) -> Result<(), String> {
+        common_checks(
+            self.epochs,
+            self.batch,
+            self.learning_rate,
+            self.warmup,
+            self.max_len,
+        )?;
+        if self.layers == 0 {
+            return Err("layers must be at least 1".to_string());
+        }
+        let init: crate::train::StudentInit =
+            self.init.parse().map_err(|e| format!("init: {e}"))?;
+        if let Some(copied) = init.copied_layers() {
+            if copied > self.layers {
+                return Err(format!(
+                    "init `{}` copies {copied} layers into a {}-layer student",
+                    self.init, self.layers
+                ));
+            }
+        }
+        let _: crate::train::DistillLoss = self.loss.parse().map_err(|e| format!("loss: {e}"))?;
+        if self.loss == "margin_mse" && (self.negatives == 0 || self.mine_top_k == 0) {
+            return Err("margin_mse needs negatives and mine_top_k of at least 1".to_string());
+        }
+        if self.batch < 2 && self.loss == "mnrl" {
+            return Err("mnrl needs batch ≥ 2 (in-batch negatives)".to_string());
+        }
+        Ok(())
+    }
+}
+
+impl RerankSettings {
+    pub fn check(&self) -> Result<(), String> {
+        if self.top_k == 0 || self.batch == 0 {
+            return Err("top_k and batch must be at least 1".to_string());
+        }
+        if self.max_len < 3 {
+            return Err("max_len must be at least 3 ([CLS] q [SEP] d [SEP])".to_string());
+        }
+        Ok(())
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.model.is_empty()
+    }
+}
+
+fn common_checks(
+    epochs: usize,
+    batch: usize,
+    learning_rate: f64,
+    warmup: f64,
+    max_len: usize,
+) -> Result<(), String> {
+    if epochs == 0 || batch == 0 {
+        return Err("epochs and batch must be at least 1".to_string());
+    }
+    if !(learning_rate > 0.0 && learning_rate.is_finite()) {
+        return Err(format!("learning_rate {learning_rate} must be positive"));
+    }
+    if !(0.0..=1.0).contains(&warmup) {
+        return Err(format!(
+            "warmup {warmup} is a fraction of the steps (0..=1)"
+        ));
+    }
+    if max_len < 3 {
+        return Err("max_len must be at least 3".to_string());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_their_checks() {
+        TrainCeSettings::default().check().unwrap();
+        TrainDeSettings::default().check().unwrap();
+        RerankSettings::default().check().unwrap();
+        assert!(!RerankSettings::default().enabled());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let student = TrainDeSettings {
+            init: "ce:3".to_string(),
+            ..TrainDeSettings::default()
+        };
+        assert!(student.check().unwrap_err().contains("copies 3 layers"));
+        let student = TrainDeSettings {
+            loss: "cosine".to_string(),
+            ..TrainDeSettings::default()
+        };
+        assert!(student.check().unwrap_err().starts_with("loss"));
+        let teacher = TrainCeSettings {
+            warmup: 1.5,
+            ..TrainCeSettings::default()
+        };
+        assert!(teacher.check().is_err());
+    }
+}

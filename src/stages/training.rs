@@ -1,0 +1,666 @@
+//! The training stages: `train_ce` fine-tunes a cross-encoder teacher on a dataset's train
+//! judgments with mined hard negatives, `train_de` distils a dual-encoder student from its
+//! teachers. Both write the trained model into `<output>/model/` ([`TRAINED_MODEL_DIR`]),
+//! where downstream tasks find it through [`crate::plan::ModelLocation`].
+//!
+//! This file turns a dataset and its judgments into the training library's examples and its
+//! log into a [`TaskOutcome`]; the optimisation itself is [`crate::train`]'s. Every random
+//! choice made here (negatives, the order and cap of `mse` texts) draws from a generator
+//! seeded with the task's seed, so a task's key determines its model.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use super::mining::{self, Candidates, MinedNegative, Retriever};
+use super::tasks::{io_error, upstream_dir};
+use super::{Observer, StageError};
+use crate::data::{beir, Dataset};
+use crate::model::random::SplitMix64;
+use crate::plan::{
+    Artifact, Stage, TaskOutcome, TrainCeSpec, TrainDeSpec, TrainingStep, TRAINED_MODEL_DIR,
+};
+use crate::train::{
+    train_cross_encoder, train_dual_encoder, CrossEncoderExample, DistillData, DistillLoss,
+    StepRecord, StudentInit, StudentSpec, TrainingLog, TrainingSettings,
+};
+
+/// Mixed into the task's seed for the shuffle of `mse` texts (mining has its own stream).
+const TEXTS_STREAM: u64 = 0x7465_7874_7300_0002;
+
+/// Trains a cross-encoder teacher: every positive judgment of `spec.split` becomes a
+/// (query, positive, 1) example, and `negatives` documents the retriever ranks high for the
+/// query but that are not positives become (query, negative, 0) examples each.
+///
+/// Upstream: the retriever's `encode` of the dataset (layer `retriever_layer`, mean pooling
+/// among its outputs).
+pub fn run_train_ce(
+    spec: &TrainCeSpec,
+    upstream: &BTreeMap<Stage, PathBuf>,
+    out: &Path,
+    observer: &dyn Observer,
+) -> Result<TaskOutcome, StageError> {
+    let settings = &spec.settings;
+    settings.check().map_err(StageError::Setting)?;
+    let encoded = upstream_dir(upstream, Stage::TrainCe, Stage::Encode)?;
+    let dataset = load_split(&spec.dataset_dir, &spec.split)?;
+    let retriever = Retriever {
+        model_dir: &spec.retriever_dir,
+        layer: spec.retriever_layer,
+        max_len: spec.retriever_max_len,
+        encoded,
+    };
+    let candidates = mining::retrieve(retriever, &dataset, settings.mine_top_k, observer)?;
+    let mined =
+        mining::sample_negatives(&candidates, &dataset.qrels, settings.negatives, spec.seed);
+    let examples = cross_encoder_examples(&dataset, &candidates, &mined)?;
+    let negatives_artifact = mining::write_negatives(out, &mined)?;
+
+    let training = TrainingSettings {
+        epochs: settings.epochs,
+        batch_size: settings.batch,
+        learning_rate: settings.learning_rate,
+        warmup_fraction: settings.warmup,
+        weight_decay: settings.weight_decay,
+        max_grad_norm: settings.max_grad_norm,
+        max_len: settings.max_len,
+        seed: spec.seed,
+    };
+    observer.phase("train", total_steps(examples.len(), &training));
+    let log = train_cross_encoder(
+        &spec.base_dir,
+        &examples,
+        &training,
+        &out.join(TRAINED_MODEL_DIR),
+        &mut |_| observer.advance(1),
+    )?;
+    let mut outcome = training_outcome(&log, examples.len(), out)?;
+    outcome
+        .metrics
+        .insert("mined_negatives".to_string(), mined.len() as f64);
+    outcome.artifacts.push(negatives_artifact);
+    Ok(outcome)
+}
+
+/// Distils a dual-encoder student. The data follows the loss: `mse` trains on corpus
+/// documents and train queries, `mnrl` on (query, positive) pairs, `margin_mse` on
+/// (query, positive, negative) triples whose negatives the teacher DE mines as `train_ce`
+/// mines its own.
+///
+/// Upstream: the CE teacher's `train_ce` task when `teacher_ce` names one, and for
+/// `margin_mse` the teacher DE's `encode` of the dataset (layer `teacher_de_layer`).
+pub fn run_train_de(
+    spec: &TrainDeSpec,
+    upstream: &BTreeMap<Stage, PathBuf>,
+    out: &Path,
+    observer: &dyn Observer,
+) -> Result<TaskOutcome, StageError> {
+    let settings = &spec.settings;
+    settings.check().map_err(StageError::Setting)?;
+    let init: StudentInit = settings
+        .init
+        .parse()
+        .map_err(|err| StageError::Setting(format!("train_de.init: {err}")))?;
+    let loss: DistillLoss = settings
+        .loss
+        .parse()
+        .map_err(|err| StageError::Setting(format!("train_de.loss: {err}")))?;
+    let teacher_ce = spec
+        .teacher_ce
+        .as_ref()
+        .map(|location| location.resolve(upstream))
+        .transpose()
+        .map_err(StageError::Setting)?;
+    let dataset = load_split(&spec.dataset_dir, &spec.split)?;
+
+    let mut mined = None;
+    let data = match loss {
+        DistillLoss::Mse => {
+            DistillData::Texts(distillation_texts(&dataset, settings.max_texts, spec.seed))
+        }
+        DistillLoss::Mnrl => DistillData::Pairs(positive_pairs(&dataset)?),
+        DistillLoss::MarginMse => {
+            let retriever = Retriever {
+                model_dir: &spec.teacher_de_dir,
+                layer: spec.teacher_de_layer,
+                max_len: spec.teacher_de_max_len,
+                encoded: upstream_dir(upstream, Stage::TrainDe, Stage::Encode)?,
+            };
+            let candidates = mining::retrieve(retriever, &dataset, settings.mine_top_k, observer)?;
+            let negatives = mining::sample_negatives(
+                &candidates,
+                &dataset.qrels,
+                settings.negatives,
+                spec.seed,
+            );
+            let triples = triples(&dataset, &negatives)?;
+            mined = Some(negatives);
+            DistillData::Triples(triples)
+        }
+    };
+    if data.is_empty() {
+        return Err(StageError::Setting(format!(
+            "{} split `{}` yields no {loss} training data",
+            spec.dataset_dir.display(),
+            spec.split
+        )));
+    }
+    let student = StudentSpec {
+        layers: settings.layers,
+        init,
+        loss,
+        teacher_de: &spec.teacher_de_dir,
+        teacher_ce: teacher_ce.as_deref(),
+    };
+    let training = TrainingSettings {
+        epochs: settings.epochs,
+        batch_size: settings.batch,
+        learning_rate: settings.learning_rate,
+        warmup_fraction: settings.warmup,
+        weight_decay: settings.weight_decay,
+        max_grad_norm: settings.max_grad_norm,
+        max_len: settings.max_len,
+        seed: spec.seed,
+    };
+    observer.phase("train", total_steps(data.len(), &training));
+    let log = train_dual_encoder(
+        &student,
+        &data,
+        &training,
+        &out.join(TRAINED_MODEL_DIR),
+        &mut |_| observer.advance(1),
+    )?;
+    let mut outcome = training_outcome(&log, data.len(), out)?;
+    if let Some(mined) = mined {
+        outcome
+            .metrics
+            .insert("mined_negatives".to_string(), mined.len() as f64);
+        outcome
+            .artifacts
+            .push(mining::write_negatives(out, &mined)?);
+    }
+    Ok(outcome)
+}
+
+/// Loads a split for training and refuses one without any positive judgment, which would
+/// otherwise fail later with a less useful message.
+fn load_split(dir: &Path, split: &str) -> Result<Dataset, StageError> {
+    let dataset = beir::load(dir, split)?;
+    let has_positive = dataset
+        .qrels
+        .values()
+        .any(|judged| judged.values().any(|&grade| grade > 0));
+    if !has_positive {
+        return Err(StageError::Setting(format!(
+            "{}: split `{split}` has no positive judgment to train on",
+            dir.join("qrels").join(format!("{split}.tsv")).display()
+        )));
+    }
+    Ok(dataset)
+}
+
+/// Texts by id: a query's text and a document's `title + " " + text`.
+struct Texts<'a> {
+    queries: HashMap<&'a str, &'a str>,
+    documents: HashMap<&'a str, String>,
+}
+
+impl<'a> Texts<'a> {
+    fn of(dataset: &'a Dataset) -> Self {
+        Texts {
+            queries: dataset
+                .queries
+                .iter()
+                .map(|q| (q.id.as_str(), q.text.as_str()))
+                .collect(),
+            documents: dataset
+                .corpus
+                .iter()
+                .map(|d| (d.id.as_str(), d.full_text()))
+                .collect(),
+        }
+    }
+
+    fn query(&self, id: &str) -> Result<&str, StageError> {
+        self.queries
+            .get(id)
+            .copied()
+            .ok_or_else(|| StageError::Setting(format!("query `{id}` is not in the dataset")))
+    }
+
+    fn document(&self, id: &str) -> Result<&str, StageError> {
+        self.documents
+            .get(id)
+            .map(String::as_str)
+            .ok_or_else(|| StageError::Setting(format!("document `{id}` is not in the corpus")))
+    }
+}
+
+/// The cross encoder's examples: per query (in `candidates` order) and positive, the
+/// positive with label 1 followed by its mined negatives with label 0.
+fn cross_encoder_examples(
+    dataset: &Dataset,
+    candidates: &[Candidates],
+    mined: &[MinedNegative],
+) -> Result<Vec<CrossEncoderExample>, StageError> {
+    let texts = Texts::of(dataset);
+    let mut by_pair: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
+    for negative in mined {
+        by_pair
+            .entry((negative.query.as_str(), negative.positive.as_str()))
+            .or_default()
+            .push(negative.negative.as_str());
+    }
+    let example = |query: &str, document: &str, label: f32| CrossEncoderExample {
+        query: query.to_string(),
+        document: document.to_string(),
+        label,
+    };
+    let mut examples = Vec::new();
+    for Candidates { query, .. } in candidates {
+        let query_text = texts.query(query)?;
+        for positive in mining::positives(&dataset.qrels, query) {
+            examples.push(example(query_text, texts.document(positive)?, 1.0));
+            for negative in by_pair
+                .get(&(query.as_str(), positive))
+                .into_iter()
+                .flatten()
+            {
+                examples.push(example(query_text, texts.document(negative)?, 0.0));
+            }
+        }
+    }
+    Ok(examples)
+}
+
+/// `mse`'s texts: every corpus document and every judged query of the split, in a seeded
+/// random order, the first `max_texts` of them when `max_texts > 0` (a seeded sample).
+fn distillation_texts(dataset: &Dataset, max_texts: usize, seed: u64) -> Vec<String> {
+    let mut texts: Vec<String> = dataset
+        .corpus
+        .iter()
+        .map(|d| d.full_text())
+        .chain(dataset.queries.iter().map(|q| q.text.clone()))
+        .collect();
+    let mut rng = SplitMix64::new(seed ^ TEXTS_STREAM);
+    for i in (1..texts.len()).rev() {
+        let j = ((rng.next_u64() as u128 * (i as u128 + 1)) >> 64) as usize;
+        texts.swap(i, j);
+    }
+    if max_texts > 0 {
+        texts.truncate(max_texts);
+    }
+    texts
+}
+
+/// `mnrl`'s pairs: (query text, positive document text) for every positive judgment, in
+/// query then document id order.
+fn positive_pairs(dataset: &Dataset) -> Result<Vec<(String, String)>, StageError> {
+    let texts = Texts::of(dataset);
+    let mut pairs = Vec::new();
+    for query in &dataset.queries {
+        for positive in mining::positives(&dataset.qrels, &query.id) {
+            pairs.push((query.text.clone(), texts.document(positive)?.to_string()));
+        }
+    }
+    Ok(pairs)
+}
+
+/// `margin_mse`'s triples, one per mined negative.
+fn triples(
+    dataset: &Dataset,
+    mined: &[MinedNegative],
+) -> Result<Vec<(String, String, String)>, StageError> {
+    let texts = Texts::of(dataset);
+    mined
+        .iter()
+        .map(|negative| {
+            Ok((
+                texts.query(&negative.query)?.to_string(),
+                texts.document(&negative.positive)?.to_string(),
+                texts.document(&negative.negative)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Optimiser steps of a run over `examples` examples (the last batch of an epoch may be
+/// short, never dropped), for the progress bar.
+fn total_steps(examples: usize, settings: &TrainingSettings) -> usize {
+    examples.div_ceil(settings.batch_size.max(1)) * settings.epochs
+}
+
+/// The outcome every training task reports: its measurements, its step log and the files
+/// of the trained model.
+fn training_outcome(
+    log: &TrainingLog,
+    examples: usize,
+    out: &Path,
+) -> Result<TaskOutcome, StageError> {
+    let mut metrics = BTreeMap::new();
+    metrics.insert("train_examples".to_string(), examples as f64);
+    metrics.insert("train_steps".to_string(), log.steps.len() as f64);
+    metrics.insert("train_seconds".to_string(), log.seconds);
+    let rate = if log.seconds > 0.0 {
+        log.examples_seen as f64 / log.seconds
+    } else {
+        0.0
+    };
+    metrics.insert("examples_per_second".to_string(), rate);
+    if let Some(&loss) = log.epoch_losses().last() {
+        metrics.insert("final_loss".to_string(), loss);
+    }
+    let mut artifacts = Vec::new();
+    list_files(out, Path::new(TRAINED_MODEL_DIR), &mut artifacts)?;
+    Ok(TaskOutcome {
+        seconds: 0.0,
+        metrics,
+        per_query: BTreeMap::new(),
+        artifacts,
+        steps: log.steps.iter().map(training_step).collect(),
+    })
+}
+
+fn training_step(record: &StepRecord) -> TrainingStep {
+    TrainingStep {
+        step: record.step,
+        epoch: record.epoch,
+        loss: record.loss,
+        learning_rate: record.learning_rate,
+        grad_norm: record.grad_norm,
+    }
+}
+
+/// Every file under `root/relative`, as artifacts named by their path relative to `root`
+/// (`model/config.json`, `model/1_Pooling/config.json`), sorted.
+fn list_files(root: &Path, relative: &Path, found: &mut Vec<Artifact>) -> Result<(), StageError> {
+    let dir = root.join(relative);
+    let mut entries = std::fs::read_dir(&dir)
+        .map_err(io_error(&dir))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_error(&dir))?;
+    entries.sort_by_key(|entry| entry.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let metadata = entry.metadata().map_err(io_error(&path))?;
+        let name = relative.join(entry.file_name());
+        if metadata.is_dir() {
+            list_files(root, &name, found)?;
+        } else {
+            let name = name.to_string_lossy().replace('\\', "/");
+            found.push(Artifact {
+                name: name.clone(),
+                path: name,
+                bytes: metadata.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::config::{TrainCeSettings, TrainDeSettings};
+    use crate::data::{Document, Qrels, Query};
+    use crate::model::random::{tiny_config, write_random_bert, TINY_VOCAB};
+    use crate::model::InputFormat;
+    use crate::plan::{EncodeSpec, ModelLocation, TaskSpec};
+    use crate::stages::tasks::read_split_qrels;
+    use crate::stages::{run_task, Silent};
+
+    /// A tiny BEIR dataset with `train` and `test` judgments.
+    pub(crate) fn tiny_dataset(dir: &Path) {
+        let doc = |id: &str, title: &str, text: &str| Document {
+            id: id.into(),
+            title: title.into(),
+            text: text.into(),
+        };
+        let corpus = vec![
+            doc("d1", "cat", "the cat sat on the mat"),
+            doc("d2", "dog", "a dog sat on a mat"),
+            doc("d3", "wing", "air flow on the wing"),
+            doc("d4", "shock", "a shock wave and pressure"),
+            doc("d5", "cells", "protein and gene in cells"),
+            doc("d6", "cancer", "high cancer risk"),
+            doc("d7", "heat", "heat and low speed"),
+            doc("d8", "layer", "the boundary layer model"),
+        ];
+        let query = |id: &str, text: &str| Query {
+            id: id.into(),
+            text: text.into(),
+        };
+        let queries = vec![
+            query("q1", "what cat sat"),
+            query("q2", "air flow wing"),
+            query("q3", "cancer risk study"),
+            query("q4", "boundary layer heat"),
+            query("q5", "dog"),
+        ];
+        let qrels = |pairs: &[(&str, &str, i32)]| {
+            let mut qrels = Qrels::new();
+            for (q, d, grade) in pairs {
+                qrels
+                    .entry(q.to_string())
+                    .or_default()
+                    .insert(d.to_string(), *grade);
+            }
+            qrels
+        };
+        let splits = [
+            (
+                "train".to_string(),
+                qrels(&[
+                    ("q1", "d1", 1),
+                    ("q1", "d2", 0),
+                    ("q2", "d3", 2),
+                    ("q3", "d6", 1),
+                    ("q3", "d5", 1),
+                    ("q4", "d8", 1),
+                ]),
+            ),
+            (
+                "test".to_string(),
+                qrels(&[("q5", "d2", 1), ("q1", "d1", 1)]),
+            ),
+        ]
+        .into();
+        beir::write(dir, &corpus, &queries, &splits).unwrap();
+    }
+
+    fn tiny_model(dir: &Path, seed: u64, cross_encoder: bool) {
+        write_random_bert(
+            dir,
+            &tiny_config(2, TINY_VOCAB.len()),
+            TINY_VOCAB,
+            seed,
+            cross_encoder,
+        )
+        .unwrap();
+    }
+
+    /// The retriever's encode of the dataset, as the plan's upstream encode task produces it.
+    fn encode(model: &Path, dataset: &Path, out: &Path) -> BTreeMap<Stage, PathBuf> {
+        std::fs::create_dir_all(out).unwrap();
+        let spec = TaskSpec::Encode(EncodeSpec {
+            model: ModelLocation::Dir {
+                path: model.to_path_buf(),
+            },
+            dataset_dir: dataset.to_path_buf(),
+            split: "test".into(),
+            input: InputFormat::Single,
+            max_len: 32,
+            batch: 4,
+            depth: 2,
+        });
+        run_task(&spec, &BTreeMap::new(), out, &Silent).unwrap();
+        [(Stage::Encode, out.to_path_buf())].into()
+    }
+
+    fn ce_spec(root: &Path, seed: u64) -> TrainCeSpec {
+        TrainCeSpec {
+            base_dir: root.join("ce_base"),
+            retriever_dir: root.join("de"),
+            retriever_layer: 2,
+            retriever_max_len: 32,
+            dataset_dir: root.join("data"),
+            split: "train".into(),
+            seed,
+            settings: TrainCeSettings {
+                batch: 4,
+                max_len: 32,
+                mine_top_k: 5,
+                negatives: 2,
+                learning_rate: 1e-3,
+                ..TrainCeSettings::default()
+            },
+        }
+    }
+
+    #[test]
+    fn train_ce_mines_trains_and_reports() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        tiny_dataset(&root.join("data"));
+        tiny_model(&root.join("de"), 1, false);
+        tiny_model(&root.join("ce_base"), 2, true);
+        let upstream = encode(&root.join("de"), &root.join("data"), &root.join("enc"));
+        let spec = ce_spec(root, 5);
+        let out = root.join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let outcome = run_task(&TaskSpec::TrainCe(spec.clone()), &upstream, &out, &Silent).unwrap();
+        // 5 positives in train, each with 2 negatives from a top 5 (q1's judged-irrelevant
+        // d2 may be one of them).
+        assert_eq!(outcome.metrics["mined_negatives"], 10.0);
+        assert_eq!(outcome.metrics["train_examples"], 15.0);
+        assert_eq!(outcome.metrics["train_steps"], 4.0);
+        assert_eq!(outcome.steps.len(), 4);
+        assert!(outcome.metrics["final_loss"].is_finite());
+        assert!(outcome.seconds > 0.0);
+        let names: Vec<&str> = outcome.artifacts.iter().map(|a| a.name.as_str()).collect();
+        assert!(names.contains(&"model/config.json"), "{names:?}");
+        assert!(names.contains(&"model/model.safetensors"), "{names:?}");
+        assert!(names.contains(&"negatives.tsv"), "{names:?}");
+        for artifact in &outcome.artifacts {
+            let bytes = std::fs::metadata(out.join(&artifact.path)).unwrap().len();
+            assert_eq!(bytes, artifact.bytes, "{}", artifact.path);
+        }
+        let negatives = std::fs::read_to_string(out.join("negatives.tsv")).unwrap();
+        let qrels = read_split_qrels(&root.join("data"), "train").unwrap();
+        for line in negatives.lines().skip(1) {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let grade = qrels[fields[0]].get(fields[1]).copied().unwrap_or(0);
+            assert!(grade <= 0, "positive mined as a negative: {line}");
+            let rank: usize = fields[2].parse().unwrap();
+            assert!((1..=5).contains(&rank));
+        }
+        let loaded = crate::model::load_model(
+            &out.join(TRAINED_MODEL_DIR),
+            32,
+            None,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        assert!(loaded.model.has_classifier());
+
+        // The same seed mines the same negatives.
+        let again = root.join("again");
+        std::fs::create_dir_all(&again).unwrap();
+        run_task(&TaskSpec::TrainCe(spec), &upstream, &again, &Silent).unwrap();
+        assert_eq!(
+            negatives,
+            std::fs::read_to_string(again.join("negatives.tsv")).unwrap()
+        );
+    }
+
+    #[test]
+    fn train_de_builds_the_data_each_loss_needs() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        tiny_dataset(&root.join("data"));
+        tiny_model(&root.join("de"), 1, false);
+        tiny_model(&root.join("ce"), 2, true);
+        let mut upstream = encode(&root.join("de"), &root.join("data"), &root.join("enc"));
+        // A CE teacher "trained" upstream: its model sits in the task's model directory.
+        tiny_model(&root.join("ce_task").join(TRAINED_MODEL_DIR), 3, true);
+        upstream.insert(Stage::TrainCe, root.join("ce_task"));
+        let spec = |loss: &str, init: &str| TrainDeSpec {
+            teacher_de_dir: root.join("de"),
+            teacher_de_layer: 2,
+            teacher_de_max_len: 32,
+            teacher_ce: Some(ModelLocation::Trained {
+                stage: Stage::TrainCe,
+            }),
+            dataset_dir: root.join("data"),
+            split: "train".into(),
+            seed: 0,
+            settings: TrainDeSettings {
+                loss: loss.into(),
+                init: init.into(),
+                batch: 4,
+                max_len: 32,
+                max_texts: 6,
+                negatives: 1,
+                mine_top_k: 5,
+                learning_rate: 1e-3,
+                ..TrainDeSettings::default()
+            },
+        };
+        for (loss, init, examples, mined) in [
+            ("mse", "de:1", 6.0, None),
+            ("mnrl", "ce:1", 5.0, None),
+            ("margin_mse", "ce:2", 5.0, Some(5.0)),
+        ] {
+            let out = root.join(loss);
+            std::fs::create_dir_all(&out).unwrap();
+            let outcome = run_task(
+                &TaskSpec::TrainDe(spec(loss, init)),
+                &upstream,
+                &out,
+                &Silent,
+            )
+            .unwrap_or_else(|err| panic!("{loss}: {err}"));
+            assert_eq!(outcome.metrics["train_examples"], examples, "{loss}");
+            assert_eq!(
+                outcome.metrics.get("mined_negatives").copied(),
+                mined,
+                "{loss}"
+            );
+            assert_eq!(outcome.steps.len(), 2, "{loss}");
+            assert!(out.join(TRAINED_MODEL_DIR).join("modules.json").is_file());
+            assert!(outcome
+                .artifacts
+                .iter()
+                .any(|a| a.name == "model/1_Pooling/config.json"));
+        }
+    }
+
+    #[test]
+    fn mse_texts_are_a_seeded_sample() {
+        let root = tempfile::tempdir().unwrap();
+        tiny_dataset(root.path());
+        let dataset = beir::load(root.path(), "train").unwrap();
+        let all = distillation_texts(&dataset, 0, 1);
+        assert_eq!(all.len(), 8 + 4);
+        assert_eq!(all, distillation_texts(&dataset, 0, 1));
+        assert_ne!(all, distillation_texts(&dataset, 0, 2));
+        assert_eq!(distillation_texts(&dataset, 5, 1), all[..5].to_vec());
+    }
+
+    #[test]
+    fn a_missing_upstream_is_named() {
+        let root = tempfile::tempdir().unwrap();
+        let spec = ce_spec(root.path(), 0);
+        let error = run_task(
+            &TaskSpec::TrainCe(spec),
+            &BTreeMap::new(),
+            root.path(),
+            &Silent,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("a train_ce task needs its upstream encode task's output"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,419 @@
+//! Distilling a dual-encoder student: `mse` towards a teacher dual encoder's embeddings,
+//! `mnrl` (in-batch negatives, no teacher) or `margin_mse` towards a teacher cross
+//! encoder's score margins. The student embeds a text as the mean of its last layer's token
+//! states (`[CLS]` and `[SEP]` included), as the sentence-transformers directory it is saved
+//! as does.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::loss::{margin_mse, mean_pool, mnrl, mse, MNRL_SCALE};
+use super::params::{StudentInit, TrainableBert};
+use super::{stream_seed, trainer, StepRecord, Stream, TrainError, TrainingLog, TrainingSettings};
+use crate::model::{
+    encode_texts, load_model, Batch, Dropout, EncodeOptions, InputFormat, Pooling, TextTokenizer,
+    TokenizedText,
+};
+
+/// Batch size of the teachers' (inference-only) passes.
+const TEACHER_BATCH: usize = 32;
+
+/// The distillation objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DistillLoss {
+    /// Mean squared error to the teacher dual encoder's final-layer mean-pooled (not
+    /// normalised) embeddings; data: [`DistillData::Texts`].
+    Mse,
+    /// MultipleNegativesRankingLoss over (query, positive) pairs, optionally with a hard
+    /// negative each; data: [`DistillData::Pairs`] or [`DistillData::Triples`].
+    Mnrl,
+    /// MarginMSE to the teacher cross encoder's score margins; data:
+    /// [`DistillData::Triples`] (query, positive, negative).
+    MarginMse,
+}
+
+impl DistillLoss {
+    pub const ALL: [DistillLoss; 3] = [DistillLoss::Mse, DistillLoss::Mnrl, DistillLoss::MarginMse];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DistillLoss::Mse => "mse",
+            DistillLoss::Mnrl => "mnrl",
+            DistillLoss::MarginMse => "margin_mse",
+        }
+    }
+}
+
+impl fmt::Display for DistillLoss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DistillLoss {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DistillLoss::ALL
+            .into_iter()
+            .find(|loss| loss.name() == s)
+            .ok_or_else(|| {
+                format!("unknown distillation loss `{s}` (expected mse, mnrl or margin_mse)")
+            })
+    }
+}
+
+/// Training texts for a distillation loss.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DistillData {
+    Texts(Vec<String>),
+    /// (query, positive).
+    Pairs(Vec<(String, String)>),
+    /// (query, positive, negative).
+    Triples(Vec<(String, String, String)>),
+}
+
+impl DistillData {
+    pub fn len(&self) -> usize {
+        match self {
+            DistillData::Texts(texts) => texts.len(),
+            DistillData::Pairs(pairs) => pairs.len(),
+            DistillData::Triples(triples) => triples.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            DistillData::Texts(_) => "texts",
+            DistillData::Pairs(_) => "pairs",
+            DistillData::Triples(_) => "triples",
+        }
+    }
+}
+
+/// The student to train and its teachers.
+#[derive(Debug, Clone)]
+pub struct StudentSpec<'a> {
+    /// The student's depth.
+    pub layers: usize,
+    pub init: StudentInit,
+    pub loss: DistillLoss,
+    /// The teacher dual encoder: `mse`'s targets, and the student's shape and tokenizer
+    /// unless `init` copies from the cross encoder.
+    pub teacher_de: &'a Path,
+    /// The teacher cross encoder: needed by `margin_mse` and by `init` ce:K.
+    pub teacher_ce: Option<&'a Path>,
+}
+
+impl StudentSpec<'_> {
+    fn teacher_ce(&self, purpose: &str) -> Result<&Path, TrainError> {
+        self.teacher_ce
+            .ok_or_else(|| TrainError::Setting(format!("{purpose} needs a teacher cross encoder")))
+    }
+
+    /// Where the student's shape, tokenizer and copied layers come from.
+    fn source(&self) -> Result<&Path, TrainError> {
+        match self.init {
+            StudentInit::CrossEncoder(_) => self.teacher_ce(&format!("student init {}", self.init)),
+            StudentInit::Random | StudentInit::DualEncoder(_) => Ok(self.teacher_de),
+        }
+    }
+}
+
+/// Distils a student described by `spec` on `data` and saves it to `output` as a
+/// sentence-transformers directory (Transformer + mean Pooling).
+pub fn train_dual_encoder(
+    spec: &StudentSpec,
+    data: &DistillData,
+    settings: &TrainingSettings,
+    output: &Path,
+    on_step: &mut dyn FnMut(&StepRecord),
+) -> Result<TrainingLog, TrainError> {
+    settings.validate()?;
+    check_data(spec.loss, data)?;
+    let student = build_student(spec, settings)?;
+    let log = fit_dual_encoder(&student, spec, data, settings, on_step)?;
+    student.save_dual_encoder(output, settings.max_len)?;
+    Ok(log)
+}
+
+/// The student of `spec` before training (f32), its fresh weights drawn from the run's seed.
+pub fn build_student(
+    spec: &StudentSpec,
+    settings: &TrainingSettings,
+) -> Result<TrainableBert, TrainError> {
+    TrainableBert::student(
+        spec.source()?,
+        spec.layers,
+        spec.init,
+        stream_seed(settings.seed, Stream::Init),
+        DType::F32,
+    )
+}
+
+/// The training loop of [`train_dual_encoder`] on a student in memory: the teachers' targets
+/// are computed first (inference, no dropout), then the student is trained on `spec.loss`.
+pub fn fit_dual_encoder(
+    student: &TrainableBert,
+    spec: &StudentSpec,
+    data: &DistillData,
+    settings: &TrainingSettings,
+    on_step: &mut dyn FnMut(&StepRecord),
+) -> Result<TrainingLog, TrainError> {
+    let started = Instant::now();
+    settings.validate()?;
+    check_data(spec.loss, data)?;
+    let tokenizer = student.tokenizer(settings.max_len)?;
+    let embedder = Embedder {
+        student,
+        tokenizer: &tokenizer,
+        device: student.device().clone(),
+    };
+    let encode = |texts: &mut dyn Iterator<Item = &String>| {
+        texts
+            .map(|text| tokenizer.encode(text, InputFormat::Single))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let examples = data.len();
+    match (spec.loss, data) {
+        (DistillLoss::Mse, DistillData::Texts(texts)) => {
+            let targets = teacher_embeddings(spec.teacher_de, texts, settings.max_len)?;
+            if targets.1 != student.config().hidden_size {
+                return Err(TrainError::Setting(format!(
+                    "mse needs the student's width ({}) to equal the teacher's ({}, {})",
+                    student.config().hidden_size,
+                    targets.1,
+                    spec.teacher_de.display()
+                )));
+            }
+            let inputs = encode(&mut texts.iter())?;
+            trainer::run(
+                student,
+                examples,
+                settings,
+                started,
+                on_step,
+                &mut |batch, dropout| {
+                    let embedded = embedder.embed(&inputs, batch, dropout)?;
+                    let rows: Vec<f32> = batch
+                        .iter()
+                        .flat_map(|&i| {
+                            targets.0[i * targets.1..(i + 1) * targets.1]
+                                .iter()
+                                .copied()
+                        })
+                        .collect();
+                    let target =
+                        Tensor::from_vec(rows, (batch.len(), targets.1), &embedder.device)?;
+                    Ok(mse(&embedded, &target)?)
+                },
+            )
+        }
+        (DistillLoss::Mnrl, DistillData::Pairs(pairs)) => {
+            let queries = encode(&mut pairs.iter().map(|(q, _)| q))?;
+            let positives = encode(&mut pairs.iter().map(|(_, p)| p))?;
+            trainer::run(
+                student,
+                examples,
+                settings,
+                started,
+                on_step,
+                &mut |batch, dropout| {
+                    let q = embedder.embed(&queries, batch, dropout)?;
+                    let p = embedder.embed(&positives, batch, dropout)?;
+                    Ok(mnrl(&q, &p, MNRL_SCALE)?)
+                },
+            )
+        }
+        (DistillLoss::Mnrl, DistillData::Triples(triples)) => {
+            let queries = encode(&mut triples.iter().map(|(q, _, _)| q))?;
+            let positives = encode(&mut triples.iter().map(|(_, p, _)| p))?;
+            let negatives = encode(&mut triples.iter().map(|(_, _, n)| n))?;
+            trainer::run(
+                student,
+                examples,
+                settings,
+                started,
+                on_step,
+                &mut |batch, dropout| {
+                    let q = embedder.embed(&queries, batch, dropout)?;
+                    let p = embedder.embed(&positives, batch, dropout)?;
+                    let n = embedder.embed(&negatives, batch, dropout)?;
+                    Ok(mnrl(&q, &Tensor::cat(&[p, n], 0)?, MNRL_SCALE)?)
+                },
+            )
+        }
+        (DistillLoss::MarginMse, DistillData::Triples(triples)) => {
+            let teacher = spec.teacher_ce("margin_mse")?;
+            let margins = teacher_margins(teacher, triples, settings.max_len)?;
+            let queries = encode(&mut triples.iter().map(|(q, _, _)| q))?;
+            let positives = encode(&mut triples.iter().map(|(_, p, _)| p))?;
+            let negatives = encode(&mut triples.iter().map(|(_, _, n)| n))?;
+            trainer::run(
+                student,
+                examples,
+                settings,
+                started,
+                on_step,
+                &mut |batch, dropout| {
+                    let q = embedder.embed(&queries, batch, dropout)?;
+                    let p = embedder.embed(&positives, batch, dropout)?;
+                    let n = embedder.embed(&negatives, batch, dropout)?;
+                    let target: Vec<f32> = batch.iter().map(|&i| margins[i]).collect();
+                    let target = Tensor::from_vec(target, batch.len(), &embedder.device)?;
+                    Ok(margin_mse(&q, &p, &n, &target)?)
+                },
+            )
+        }
+        (loss, data) => Err(mismatch(loss, data)),
+    }
+}
+
+fn check_data(loss: DistillLoss, data: &DistillData) -> Result<(), TrainError> {
+    match (loss, data) {
+        (DistillLoss::Mse, DistillData::Texts(_))
+        | (DistillLoss::Mnrl, DistillData::Pairs(_) | DistillData::Triples(_))
+        | (DistillLoss::MarginMse, DistillData::Triples(_)) => Ok(()),
+        _ => Err(mismatch(loss, data)),
+    }
+}
+
+fn mismatch(loss: DistillLoss, data: &DistillData) -> TrainError {
+    let wanted = match loss {
+        DistillLoss::Mse => "texts",
+        DistillLoss::Mnrl => "pairs or triples",
+        DistillLoss::MarginMse => "triples",
+    };
+    TrainError::Setting(format!(
+        "loss {loss} trains on {wanted}, got {}",
+        data.kind()
+    ))
+}
+
+/// The student's differentiable sentence embedding.
+struct Embedder<'a> {
+    student: &'a TrainableBert,
+    tokenizer: &'a TextTokenizer,
+    device: Device,
+}
+
+impl Embedder<'_> {
+    /// Mean-pooled last-layer states `(batch, hidden)` of `inputs[i]` for `i` in `batch`.
+    fn embed(
+        &self,
+        inputs: &[TokenizedText],
+        batch: &[usize],
+        dropout: &mut Dropout,
+    ) -> Result<Tensor, TrainError> {
+        let members: Vec<&TokenizedText> = batch.iter().map(|&i| &inputs[i]).collect();
+        let padded = Batch::new(&members, self.tokenizer.pad_id(), &self.device)?;
+        let model = self.student.model();
+        let states = model.forward_train(&padded, model.depth(), dropout)?;
+        let last = states
+            .layers
+            .last()
+            .ok_or_else(|| TrainError::Setting("the student produced no hidden states".into()))?;
+        Ok(mean_pool(last, &padded.pooled_mask)?)
+    }
+}
+
+/// The teacher dual encoder's final-layer mean-pooled embeddings of `texts`, row-major, and
+/// their width.
+fn teacher_embeddings(
+    teacher: &Path,
+    texts: &[String],
+    max_len: usize,
+) -> Result<(Vec<f32>, usize), TrainError> {
+    let loaded = load_model(teacher, max_len, None, &Device::Cpu)?;
+    let depth = loaded.model.depth();
+    let options = EncodeOptions {
+        layers: vec![depth],
+        poolings: vec![Pooling::Mean],
+        input: InputFormat::Single,
+        batch_size: TEACHER_BATCH,
+        normalize: false,
+    };
+    let mut pooled = encode_texts(
+        &loaded.model,
+        &loaded.tokenizer,
+        texts,
+        &options,
+        &mut |_| {},
+    )?;
+    let embeddings = pooled
+        .cells
+        .remove(&crate::model::LayerPooling {
+            layer: depth,
+            pooling: Pooling::Mean,
+        })
+        .ok_or_else(|| TrainError::Setting("the teacher produced no embeddings".into()))?;
+    Ok((embeddings.data, embeddings.dim))
+}
+
+/// `score(q, p) − score(q, n)` of the teacher cross encoder for every triple.
+fn teacher_margins(
+    teacher: &Path,
+    triples: &[(String, String, String)],
+    max_len: usize,
+) -> Result<Vec<f32>, TrainError> {
+    let loaded = load_model(teacher, max_len, None, &Device::Cpu)?;
+    if !loaded.model.has_classifier() {
+        return Err(TrainError::Setting(format!(
+            "{} has no classification head, so it cannot be a teacher cross encoder",
+            teacher.display()
+        )));
+    }
+    let mut margins = Vec::with_capacity(triples.len());
+    for chunk in triples.chunks(TEACHER_BATCH) {
+        let mut pairs = Vec::with_capacity(chunk.len() * 2);
+        for (query, positive, negative) in chunk {
+            pairs.push(loaded.tokenizer.encode_pair(query, positive)?);
+            pairs.push(loaded.tokenizer.encode_pair(query, negative)?);
+        }
+        let members: Vec<&TokenizedText> = pairs.iter().collect();
+        let batch = Batch::new(&members, loaded.tokenizer.pad_id(), &Device::Cpu)?;
+        let scores = loaded.model.score_pairs(&batch)?;
+        margins.extend(scores.chunks(2).map(|pair| pair[0] - pair[1]));
+    }
+    Ok(margins)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_parse_and_display() {
+        for loss in DistillLoss::ALL {
+            assert_eq!(loss.to_string().parse::<DistillLoss>().unwrap(), loss);
+        }
+        assert_eq!(
+            "margin_mse".parse::<DistillLoss>().unwrap(),
+            DistillLoss::MarginMse
+        );
+        let message = "cosine".parse::<DistillLoss>().unwrap_err();
+        assert!(message.contains("mse, mnrl or margin_mse"), "{message}");
+    }
+
+    #[test]
+    fn each_loss_names_the_data_it_needs() {
+        let pairs = DistillData::Pairs(vec![("a".into(), "b".into())]);
+        let message = check_data(DistillLoss::MarginMse, &pairs)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("margin_mse trains on triples, got pairs"),
+            "{message}"
+        );
+        assert!(check_data(DistillLoss::Mnrl, &pairs).is_ok());
+        assert!(check_data(DistillLoss::Mse, &DistillData::Texts(vec![])).is_ok());
+    }
+}

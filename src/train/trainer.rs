@@ -1,0 +1,113 @@
+//! The training loop shared by every trainer: seeded shuffling into batches, the loss of a
+//! batch (the trainer's part), backward, clipping, the scheduled AdamW update and the record.
+
+use std::time::Instant;
+
+use candle_core::Tensor;
+
+use super::loss::scalar;
+use super::optim::{clip_grad_norm, GroupedAdamW, LinearSchedule};
+use super::params::TrainableBert;
+use super::{stream_seed, StepRecord, Stream, TrainError, TrainingLog, TrainingSettings};
+use crate::model::random::SplitMix64;
+use crate::model::Dropout;
+
+/// Runs `settings.epochs` epochs over `examples` examples (indices `0..examples`, reshuffled
+/// every epoch). `loss_of` gets a batch's indices and the run's dropout and returns the
+/// scalar loss. `started` is when the run began (preparation before the loop counts).
+pub(crate) fn run(
+    model: &TrainableBert,
+    examples: usize,
+    settings: &TrainingSettings,
+    started: Instant,
+    on_step: &mut dyn FnMut(&StepRecord),
+    loss_of: &mut dyn FnMut(&[usize], &mut Dropout) -> Result<Tensor, TrainError>,
+) -> Result<TrainingLog, TrainError> {
+    settings.validate()?;
+    if examples == 0 {
+        return Err(TrainError::Setting("no training examples".to_string()));
+    }
+    let steps_per_epoch = examples.div_ceil(settings.batch_size);
+    let schedule = LinearSchedule::new(
+        settings.learning_rate,
+        settings.warmup_fraction,
+        steps_per_epoch * settings.epochs,
+    );
+    let mut optimizer = GroupedAdamW::new(model.vars(), settings.weight_decay)?;
+    let mut shuffle = SplitMix64::new(stream_seed(settings.seed, Stream::Shuffle));
+    let mut dropout =
+        Dropout::from_config(model.config(), stream_seed(settings.seed, Stream::Dropout));
+    let mut order: Vec<usize> = (0..examples).collect();
+    let mut steps = Vec::with_capacity(schedule.total_steps);
+    let mut examples_seen = 0;
+    for epoch in 0..settings.epochs {
+        shuffle_in_place(&mut order, &mut shuffle);
+        for batch in order.chunks(settings.batch_size) {
+            let step = steps.len();
+            let loss = loss_of(batch, &mut dropout)?;
+            let loss_value = scalar(&loss)?;
+            if !loss_value.is_finite() {
+                return Err(TrainError::Diverged {
+                    step,
+                    what: "the loss",
+                    value: loss_value,
+                });
+            }
+            let mut grads = loss.backward()?;
+            let grad_norm = clip_grad_norm(&mut grads, model.vars(), settings.max_grad_norm)?;
+            if !grad_norm.is_finite() {
+                return Err(TrainError::Diverged {
+                    step,
+                    what: "the gradient norm",
+                    value: grad_norm,
+                });
+            }
+            let learning_rate = schedule.rate(step);
+            optimizer.step(&grads, learning_rate)?;
+            examples_seen += batch.len();
+            let record = StepRecord {
+                step,
+                epoch,
+                loss: loss_value,
+                learning_rate,
+                grad_norm,
+            };
+            on_step(&record);
+            steps.push(record);
+        }
+    }
+    Ok(TrainingLog {
+        steps,
+        examples_seen,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Fisher–Yates with draws from `rng` (multiply-shift reduction to `0..=i`).
+fn shuffle_in_place(order: &mut [usize], rng: &mut SplitMix64) {
+    for i in (1..order.len()).rev() {
+        let j = ((rng.next_u64() as u128 * (i as u128 + 1)) >> 64) as usize;
+        order.swap(i, j);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffling_is_a_seeded_permutation() {
+        let shuffled = |seed| {
+            let mut order: Vec<usize> = (0..50).collect();
+            shuffle_in_place(&mut order, &mut SplitMix64::new(seed));
+            order
+        };
+        let a = shuffled(1);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+        assert_ne!(a, (0..50).collect::<Vec<_>>());
+        assert_eq!(a, shuffled(1));
+        assert_ne!(a, shuffled(2));
+    }
+}
