@@ -706,3 +706,127 @@ fn bench_measures_each_depth_and_records_it() {
         2
     );
 }
+
+/// The distillation study in miniature: a CE teacher trained from the tiny DE on the smoke
+/// dataset's train judgments, its layers probed, DE-2 students, CE re-ranking.
+const DISTILL: &str = r#"
+[experiment]
+schema = 1
+name = "distill_smoke"
+seeds = [0]
+
+[models.tiny]
+source = "TINY"
+max_len = 32
+
+[models.teacher]
+kind = "ce"
+base = "tiny"
+train_dataset = "tiny"
+negatives_from = "tiny"
+max_len = 32
+
+[models.student]
+teacher_de = "tiny"
+teacher_ce = "teacher"
+train_dataset = "tiny"
+max_len = 32
+
+[datasets.tiny]
+path = "DATASET"
+
+[train_ce]
+batch = 4
+max_len = 32
+mine_top_k = 4
+negatives = 2
+
+[train_de]
+batch = 4
+max_len = 32
+
+[rerank]
+top_k = 5
+batch = 4
+max_len = 32
+
+[encode]
+batch = 4
+
+[[sweep]]
+model = ["teacher"]
+input = ["single", "self_pair"]
+
+[[sweep]]
+model = ["tiny"]
+layers = [3]
+rerank.model = ["", "teacher"]
+
+[[sweep]]
+model = ["student"]
+layers = [2]
+train_de.init = ["ce:1", "random"]
+train_de.loss = ["mse", "mnrl"]
+"#;
+
+#[test]
+fn a_distillation_study_trains_probes_and_reranks() {
+    let fixture = Fixture::new();
+    let dataset = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir");
+    let text = DISTILL
+        .replace(
+            "\"TINY\"",
+            &format!("{:?}", fixture.dir.path().join("tiny-bert")),
+        )
+        .replace("\"DATASET\"", &format!("{dataset:?}"));
+    std::fs::write(&fixture.experiment, text).unwrap();
+
+    let first = fixture.run(&[]);
+    assert_eq!(first["status"], "succeeded");
+    // Cells: teacher 4 layers × 2 inputs, DE alone and re-ranked, 4 students.
+    let cells = first["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 8 + 2 + 4);
+    let store = fixture.store();
+    let tasks = |stage: &str| {
+        count(
+            &store,
+            &format!("SELECT count(*) FROM tasks WHERE stage = '{stage}' AND status = 'succeeded'"),
+        )
+    };
+    assert_eq!(tasks("train_ce"), 1);
+    assert_eq!(tasks("train_de"), 4);
+    assert_eq!(tasks("rerank"), 1);
+    // Teacher × 2 inputs, the DE (also the miner), 4 students.
+    assert_eq!(tasks("encode"), 2 + 1 + 4);
+    // Every step of every training task is in the store, with a finite loss.
+    let steps = count(&store, "SELECT count(*) FROM training_steps");
+    assert!(steps >= 5, "{steps} training steps recorded");
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM training_steps WHERE loss != loss OR learning_rate < 0"
+        ),
+        0
+    );
+    // The re-ranked cell reports both runs.
+    let reranked: Vec<&Value> = cells
+        .iter()
+        .filter(|cell| cell["metrics"].get("reranked_ndcg_cut_10").is_some())
+        .collect();
+    assert_eq!(reranked.len(), 1);
+    assert!(reranked[0]["metrics"]["ndcg_cut_10"].as_f64().is_some());
+
+    // Warm: nothing runs; the same results come back.
+    let second = fixture.run(&[]);
+    assert_eq!(summary(&second, "executed"), 0);
+    assert_eq!(second["cells"], first["cells"]);
+
+    // A student's learning rate changes the student tasks only.
+    let text = std::fs::read_to_string(&fixture.experiment)
+        .unwrap()
+        .replace("[train_de]\n", "[train_de]\nlearning_rate = 0.001\n");
+    std::fs::write(&fixture.experiment, text).unwrap();
+    let third = fixture.run(&[]);
+    // 4 students re-trained, re-encoded and re-evaluated.
+    assert_eq!(summary(&third, "executed"), 4 * 3);
+}

@@ -270,6 +270,12 @@ fn default_seeds() -> Spanned<Vec<u64>> {
     Spanned::new(0..0, vec![0])
 }
 
+/// `<stage>.<field> = [values]` axes of one stage, as written.
+type SettingAxes = BTreeMap<String, Spanned<Vec<toml::Value>>>;
+
+/// Axis values for one stage's settings in one cell: (field, value, where it was written).
+type SettingOverrides = Vec<(String, toml::Value, Range<usize>)>;
+
 /// The axes of `[sweep]` or of one `[[sweep.zip]]` group, as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,7 +301,7 @@ struct AxesTable {
 
 impl AxesTable {
     /// The settings axes of every stage, by stage name.
-    fn stage_settings(&self) -> [(&'static str, &BTreeMap<String, Spanned<Vec<toml::Value>>>); 5] {
+    fn stage_settings(&self) -> [(&'static str, &SettingAxes); 5] {
         [
             ("encode", &self.encode),
             ("eval", &self.eval),
@@ -834,8 +840,7 @@ impl Experiment {
         let mut layer = 0;
         let mut pooling = Pooling::Mean;
         let mut input = InputFormat::Single;
-        let mut overrides: BTreeMap<&str, Vec<(String, toml::Value, Range<usize>)>> =
-            BTreeMap::new();
+        let mut overrides: BTreeMap<&str, SettingOverrides> = BTreeMap::new();
         for (value, span) in partial {
             match value {
                 AxisValue::Model(name) => model = Some(name.clone()),
@@ -935,7 +940,7 @@ impl Experiment {
     fn apply_training(
         &self,
         cell: &mut Cell,
-        overrides: &mut BTreeMap<&str, Vec<(String, toml::Value, Range<usize>)>>,
+        overrides: &mut BTreeMap<&str, SettingOverrides>,
     ) -> Result<(), ConfigError> {
         let mut settings = |stage: &str| overrides.remove(stage).unwrap_or_default();
         let (train_ce_overrides, train_de_overrides, rerank_overrides) = (
@@ -1166,7 +1171,8 @@ fn check_model(name: &str, spec: &ModelSpec, file: &ExperimentFile) -> Result<()
             .map(|(field, _)| field.to_string())
             .collect()
     };
-    let (required, forbidden): (Vec<(&str, bool)>, Vec<(&str, bool)>) = match spec.origin() {
+    type Fields<'a> = Vec<(&'a str, bool)>;
+    let (required, forbidden): (Fields, Fields) = match spec.origin() {
         ModelOrigin::Checkpoint(_) => (
             Vec::new(),
             vec![
