@@ -92,6 +92,7 @@ def main():
         ours, theirs = check_cross_encoder(options.repro, options.ce)
         report["cross_encoder"] = {
             "max_abs_diff": float((ours - theirs).abs().max()),
+            "max_abs_value": float(theirs.abs().max()),
             "repro": [round(float(v), 6) for v in ours],
             "transformers": [round(float(v), 6) for v in theirs],
         }
