@@ -271,15 +271,24 @@ pub fn sort_by_measure(frame: &DataFrame, measure: &str) -> Result<DataFrame, Re
     )?)
 }
 
-/// How a table cell is printed: floats with 4 decimals, nulls as `-`.
+/// How a table cell is printed: floats with 4 decimals (small ones, such as learning
+/// rates, in scientific notation so they do not round to 0.0001), nulls as `-`.
 pub fn display_any(value: &AnyValue<'_>) -> String {
     match value {
         AnyValue::Null => "-".to_string(),
-        AnyValue::Float64(v) => format!("{v:.4}"),
-        AnyValue::Float32(v) => format!("{v:.4}"),
+        AnyValue::Float64(v) => display_float(*v),
+        AnyValue::Float32(v) => display_float(f64::from(*v)),
         AnyValue::String(text) => text.to_string(),
         AnyValue::StringOwned(text) => text.to_string(),
         other => other.to_string(),
+    }
+}
+
+fn display_float(value: f64) -> String {
+    if value != 0.0 && value.abs() < 1e-3 {
+        format!("{value:.1e}")
+    } else {
+        format!("{value:.4}")
     }
 }
 
@@ -347,6 +356,14 @@ pub fn write_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_floats_keep_their_digits() {
+        assert_eq!(display_any(&AnyValue::Float64(0.64512)), "0.6451");
+        assert_eq!(display_any(&AnyValue::Float64(5e-5)), "5.0e-5");
+        assert_eq!(display_any(&AnyValue::Float64(0.0)), "0.0000");
+        assert_eq!(display_any(&AnyValue::Null), "-");
+    }
 
     fn frame() -> DataFrame {
         DataFrame::new_infer_height(vec![
