@@ -829,4 +829,21 @@ fn a_distillation_study_trains_probes_and_reranks() {
     let third = fixture.run(&[]);
     // 4 students re-trained, re-encoded and re-evaluated.
     assert_eq!(summary(&third, "executed"), 4 * 3);
+
+    // The training curves of the current tasks export one row per step.
+    let output = fixture.dir.path().join("steps.csv");
+    fixture
+        .repro()
+        .args(["export", "distill_smoke", "--steps", "--format", "csv", "-o"])
+        .arg(&output)
+        .assert()
+        .success();
+    let csv = std::fs::read_to_string(&output).unwrap();
+    assert!(csv.starts_with("experiment,task,stage,step,epoch,loss,learning_rate,grad_norm"));
+    let current_steps = count(
+        &fixture.store(),
+        "SELECT count(*) FROM training_steps WHERE task_key IN (SELECT ct.task_key FROM
+             cell_tasks ct JOIN cells c ON c.id = ct.cell_id WHERE c.active = 1)",
+    );
+    assert_eq!(csv.lines().count() as i64, current_steps + 1);
 }

@@ -8,8 +8,8 @@ use polars::prelude::SerWriter;
 use super::run::{find_experiment, ResultsArgs};
 use crate::exec::ResultsDir;
 use crate::report::{
-    cells_frame, filter_equal, format_table, per_query_frame, sort_by_measure, varying_parameters,
-    write_frame, ExportFormat,
+    cells_frame, filter_equal, format_table, per_query_frame, sort_by_measure,
+    training_steps_frame, varying_parameters, write_frame, ExportFormat,
 };
 use crate::store::Store;
 
@@ -40,9 +40,13 @@ pub struct ExportArgs {
     #[arg(long, value_enum)]
     pub format: ExportFormat,
     /// One row per (cell, query, measure) instead of one per cell.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "steps")]
     pub per_query: bool,
-    /// Output file (default: <results>/exports/<experiment>[-per-query].<format>).
+    /// One row per optimisation step of the experiment's training tasks (loss, learning
+    /// rate, gradient norm): the training curves.
+    #[arg(long)]
+    pub steps: bool,
+    /// Output file (default: <results>/exports/<experiment>[-per-query|-steps].<format>).
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
 }
@@ -103,7 +107,9 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let results = ResultsDir::new(&args.results.results);
     let store = Store::open_existing(&results.store_path())?;
     let experiment = find_experiment(&store, &args.experiment)?;
-    let mut frame = if args.per_query {
+    let mut frame = if args.steps {
+        training_steps_frame(&store, &experiment)?
+    } else if args.per_query {
         per_query_frame(&store, &experiment)?
     } else {
         cells_frame(&store, std::slice::from_ref(&experiment))?.frame
@@ -116,7 +122,13 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let path = match &args.output {
         Some(path) => path.clone(),
         None => {
-            let suffix = if args.per_query { "-per-query" } else { "" };
+            let suffix = if args.steps {
+                "-steps"
+            } else if args.per_query {
+                "-per-query"
+            } else {
+                ""
+            };
             results
                 .root()
                 .join("exports")

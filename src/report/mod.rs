@@ -120,6 +120,44 @@ pub fn cells_table(rows: &[(String, CellRow)]) -> Result<CellsTable, ReportError
     })
 }
 
+/// The training curves of an experiment: one row per optimisation step of each of its
+/// training tasks (task key, stage, step, epoch, loss, learning rate, gradient norm).
+pub fn training_steps_frame(
+    store: &Store,
+    experiment: &ExperimentRow,
+) -> Result<DataFrame, ReportError> {
+    let (mut tasks, mut stages) = (Vec::new(), Vec::new());
+    let (mut steps, mut epochs) = (Vec::new(), Vec::new());
+    let (mut losses, mut rates, mut norms) = (Vec::new(), Vec::new(), Vec::new());
+    for task in store.tasks(experiment.id)? {
+        if !matches!(task.stage.as_str(), "train_ce" | "train_de") {
+            continue;
+        }
+        for step in store.training_steps(&task.key)? {
+            tasks.push(task.key.clone());
+            stages.push(task.stage.clone());
+            steps.push(step.step as i64);
+            epochs.push(step.epoch as i64);
+            losses.push(step.loss);
+            rates.push(step.learning_rate);
+            norms.push(step.grad_norm);
+        }
+    }
+    Ok(DataFrame::new_infer_height(vec![
+        Column::new(
+            "experiment".into(),
+            vec![experiment.name.as_str(); tasks.len()],
+        ),
+        Column::new("task".into(), tasks),
+        Column::new("stage".into(), stages),
+        Column::new("step".into(), steps),
+        Column::new("epoch".into(), epochs),
+        Column::new("loss".into(), losses),
+        Column::new("learning_rate".into(), rates),
+        Column::new("grad_norm".into(), norms),
+    ])?)
+}
+
 /// One row per (cell, query, measure) of one experiment: the cells' parameters, `query_id`,
 /// `measure` and `value` — the input of paired significance tests.
 pub fn per_query_frame(
