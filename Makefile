@@ -14,7 +14,7 @@ REPRO := target/release/repro
 # (Debian: libopenblas-dev); otherwise through the pure-Rust gemm crate.
 FEATURES ?= $(if $(wildcard /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so),--features openblas,)
 
-.PHONY: all build release models test lint fmt sweep smoke bench bench-env clean-results
+.PHONY: all build release models test lint fmt sweep distill smoke bench bench-env clean-results
 
 all: build
 
@@ -48,6 +48,12 @@ fmt:
 sweep: models release
 	$(REPRO) run experiments/layer_sweep.toml
 	$(REPRO) status layer_sweep
+
+## The distillation study: a CE teacher trained on SciFact, its layer probe, DE-2 students,
+## CE re-ranking (about an hour cold on 2 cores; cached afterwards).
+distill: models release
+	$(REPRO) run experiments/distill.toml
+	$(REPRO) compare distill --sort ndcg_cut_10
 
 ## The smoke experiment on a tiny random BERT (seconds).
 smoke: release
