@@ -834,7 +834,14 @@ fn a_distillation_study_trains_probes_and_reranks() {
     let output = fixture.dir.path().join("steps.csv");
     fixture
         .repro()
-        .args(["export", "distill_smoke", "--steps", "--format", "csv", "-o"])
+        .args([
+            "export",
+            "distill_smoke",
+            "--steps",
+            "--format",
+            "csv",
+            "-o",
+        ])
         .arg(&output)
         .assert()
         .success();

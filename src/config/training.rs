@@ -157,6 +157,28 @@ macro_rules! default_from_serde {
 
 default_from_serde!(TrainCeSettings, TrainDeSettings, RerankSettings);
 
+/// The optimisation settings both training stages share, as the training library takes them.
+macro_rules! optimisation_settings {
+    ($($settings:ty),*) => {$(
+        impl $settings {
+            pub fn training(&self, seed: u64) -> crate::train::TrainingSettings {
+                crate::train::TrainingSettings {
+                    epochs: self.epochs,
+                    batch_size: self.batch,
+                    learning_rate: self.learning_rate,
+                    warmup_fraction: self.warmup,
+                    weight_decay: self.weight_decay,
+                    max_grad_norm: self.max_grad_norm,
+                    max_len: self.max_len,
+                    seed,
+                }
+            }
+        }
+    )*};
+}
+
+optimisation_settings!(TrainCeSettings, TrainDeSettings);
+
 impl TrainCeSettings {
     /// Value checks serde cannot express.
     pub fn check(&self) -> Result<(), String> {

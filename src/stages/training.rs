@@ -55,16 +55,7 @@ pub fn run_train_ce(
     let examples = cross_encoder_examples(&dataset, &candidates, &mined)?;
     let negatives_artifact = mining::write_negatives(out, &mined)?;
 
-    let training = TrainingSettings {
-        epochs: settings.epochs,
-        batch_size: settings.batch,
-        learning_rate: settings.learning_rate,
-        warmup_fraction: settings.warmup,
-        weight_decay: settings.weight_decay,
-        max_grad_norm: settings.max_grad_norm,
-        max_len: settings.max_len,
-        seed: spec.seed,
-    };
+    let training = settings.training(spec.seed);
     observer.phase("train", total_steps(examples.len(), &training));
     let log = train_cross_encoder(
         &spec.base_dir,
@@ -151,16 +142,7 @@ pub fn run_train_de(
         teacher_de: &spec.teacher_de_dir,
         teacher_ce: teacher_ce.as_deref(),
     };
-    let training = TrainingSettings {
-        epochs: settings.epochs,
-        batch_size: settings.batch,
-        learning_rate: settings.learning_rate,
-        warmup_fraction: settings.warmup,
-        weight_decay: settings.weight_decay,
-        max_grad_norm: settings.max_grad_norm,
-        max_len: settings.max_len,
-        seed: spec.seed,
-    };
+    let training = settings.training(spec.seed);
     observer.phase("train", total_steps(data.len(), &training));
     let log = train_dual_encoder(
         &student,

@@ -182,6 +182,14 @@ pub fn fit_dual_encoder(
             .map(|text| tokenizer.encode(text, InputFormat::Single))
             .collect::<Result<Vec<_>, _>>()
     };
+    // Each side of (query, positive, negative) triples, tokenized.
+    let encode_triples = |triples: &[(String, String, String)]| {
+        Ok::<_, TrainError>((
+            encode(&mut triples.iter().map(|(q, _, _)| q))?,
+            encode(&mut triples.iter().map(|(_, p, _)| p))?,
+            encode(&mut triples.iter().map(|(_, _, n)| n))?,
+        ))
+    };
     let examples = data.len();
     match (spec.loss, data) {
         (DistillLoss::Mse, DistillData::Texts(texts)) => {
@@ -234,9 +242,7 @@ pub fn fit_dual_encoder(
             )
         }
         (DistillLoss::Mnrl, DistillData::Triples(triples)) => {
-            let queries = encode(&mut triples.iter().map(|(q, _, _)| q))?;
-            let positives = encode(&mut triples.iter().map(|(_, p, _)| p))?;
-            let negatives = encode(&mut triples.iter().map(|(_, _, n)| n))?;
+            let (queries, positives, negatives) = encode_triples(triples)?;
             trainer::run(
                 student,
                 examples,
@@ -254,9 +260,7 @@ pub fn fit_dual_encoder(
         (DistillLoss::MarginMse, DistillData::Triples(triples)) => {
             let teacher = spec.teacher_ce("margin_mse")?;
             let margins = teacher_margins(teacher, triples, settings.max_len)?;
-            let queries = encode(&mut triples.iter().map(|(q, _, _)| q))?;
-            let positives = encode(&mut triples.iter().map(|(_, p, _)| p))?;
-            let negatives = encode(&mut triples.iter().map(|(_, _, n)| n))?;
+            let (queries, positives, negatives) = encode_triples(triples)?;
             trainer::run(
                 student,
                 examples,
