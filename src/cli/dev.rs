@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 
 use crate::model::random::{tiny_config, write_random_bert, TINY_VOCAB};
-use crate::model::{encode_texts, load_model, Batch, EncodeOptions, InputFormat, Pooling};
+use crate::model::{encode_mean, load_model, Batch};
 use crate::train::{
     train_cross_encoder, train_dual_encoder, CrossEncoderExample, DistillData, DistillLoss,
     StudentInit, StudentSpec, TrainingLog, TrainingSettings,
@@ -185,24 +185,15 @@ pub fn run(command: &DevCommand) -> anyhow::Result<()> {
 
 fn embed(model: &Path, texts: &[String], max_len: usize) -> anyhow::Result<()> {
     let loaded = load_model(model, max_len, None, &Device::Cpu)?;
-    let depth = loaded.model.depth();
-    let options = EncodeOptions {
-        layers: vec![depth],
-        poolings: vec![Pooling::Mean],
-        input: InputFormat::Single,
-        batch_size: 32,
-        normalize: false,
-    };
-    let pooled = encode_texts(
+    let matrix = encode_mean(
         &loaded.model,
         &loaded.tokenizer,
         texts,
-        &options,
+        loaded.model.depth(),
+        32,
+        false,
         &mut |_| {},
     )?;
-    let matrix = pooled
-        .get(depth, Pooling::Mean)
-        .context("the encode produced no embeddings")?;
     let rows: Vec<&[f32]> = (0..matrix.rows).map(|row| matrix.row(row)).collect();
     println!("{}", serde_json::json!({ "embeddings": rows }));
     Ok(())

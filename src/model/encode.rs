@@ -149,6 +149,34 @@ pub fn encode_texts<S: AsRef<str>>(
     })
 }
 
+/// The mean-pooled embeddings of one layer of `texts`, each read alone (`single`): what a
+/// dual encoder's sentence embedding is when `layer` is its last.
+pub fn encode_mean<S: AsRef<str>>(
+    model: &BertModel,
+    tokenizer: &TextTokenizer,
+    texts: &[S],
+    layer: usize,
+    batch_size: usize,
+    normalize: bool,
+    on_progress: &mut dyn FnMut(usize),
+) -> Result<Embeddings, ModelError> {
+    let options = EncodeOptions {
+        layers: vec![layer],
+        poolings: vec![Pooling::Mean],
+        input: InputFormat::Single,
+        batch_size,
+        normalize,
+    };
+    let mut pooled = encode_texts(model, tokenizer, texts, &options, on_progress)?;
+    pooled
+        .cells
+        .remove(&LayerPooling {
+            layer,
+            pooling: Pooling::Mean,
+        })
+        .ok_or_else(|| ModelError::Setting(format!("the encode produced no layer {layer}")))
+}
+
 /// Copies row `i` of `pooled` to row `positions[i]` of `matrix`.
 fn scatter_rows(
     pooled: &Tensor,

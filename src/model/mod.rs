@@ -25,7 +25,9 @@ mod tokenize;
 pub use bert::{BertModel, ClassifierHead, HiddenStates};
 pub use config::{Activation, BertConfig};
 pub use dropout::Dropout;
-pub use encode::{encode_texts, Embeddings, EncodeOptions, LayerPooling, PooledEmbeddings};
+pub use encode::{
+    encode_mean, encode_texts, Embeddings, EncodeOptions, LayerPooling, PooledEmbeddings,
+};
 pub use error::ModelError;
 pub(crate) use loading::{expected_tensors, read_checkpoint, Checkpoint};
 pub use loading::{load_model, LoadedModel, ModelFiles, TensorNaming};

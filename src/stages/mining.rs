@@ -21,7 +21,7 @@ use super::{Observer, StageError};
 use crate::data::{Dataset, Qrels};
 use crate::eval::retrieval::{search, BlockSizes};
 use crate::model::random::SplitMix64;
-use crate::model::{encode_texts, load_model, EncodeOptions, InputFormat, Pooling};
+use crate::model::{encode_mean, load_model, Pooling};
 use crate::plan::Artifact;
 
 /// Batch size of the query encode: queries are short, and the batch does not change the
@@ -115,28 +115,16 @@ pub(super) fn retrieve(
         &Device::Cpu,
     )?;
     let texts: Vec<&str> = dataset.queries.iter().map(|q| q.text.as_str()).collect();
-    let options = EncodeOptions {
-        layers: vec![retriever.layer],
-        poolings: vec![Pooling::Mean],
-        input: InputFormat::Single,
-        batch_size: QUERY_BATCH,
-        normalize: true,
-    };
     observer.phase("mine", texts.len());
-    let mut pooled = encode_texts(
+    let queries = encode_mean(
         &loaded.model,
         &loaded.tokenizer,
         &texts,
-        &options,
+        retriever.layer,
+        QUERY_BATCH,
+        true,
         &mut |done| observer.advance(done),
     )?;
-    let queries = pooled
-        .cells
-        .remove(&crate::model::LayerPooling {
-            layer: retriever.layer,
-            pooling: Pooling::Mean,
-        })
-        .ok_or_else(|| StageError::Setting("the retriever produced no embeddings".into()))?;
     let hits = search(
         &queries,
         &corpus,

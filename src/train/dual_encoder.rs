@@ -15,8 +15,7 @@ use super::loss::{margin_mse, mean_pool, mnrl, mse, MNRL_SCALE};
 use super::params::{StudentInit, TrainableBert};
 use super::{stream_seed, trainer, StepRecord, Stream, TrainError, TrainingLog, TrainingSettings};
 use crate::model::{
-    encode_texts, load_model, Batch, Dropout, EncodeOptions, InputFormat, Pooling, TextTokenizer,
-    TokenizedText,
+    encode_mean, load_model, Batch, Dropout, InputFormat, TextTokenizer, TokenizedText,
 };
 
 /// Batch size of the teachers' (inference-only) passes.
@@ -337,28 +336,15 @@ fn teacher_embeddings(
     max_len: usize,
 ) -> Result<(Vec<f32>, usize), TrainError> {
     let loaded = load_model(teacher, max_len, None, &Device::Cpu)?;
-    let depth = loaded.model.depth();
-    let options = EncodeOptions {
-        layers: vec![depth],
-        poolings: vec![Pooling::Mean],
-        input: InputFormat::Single,
-        batch_size: TEACHER_BATCH,
-        normalize: false,
-    };
-    let mut pooled = encode_texts(
+    let embeddings = encode_mean(
         &loaded.model,
         &loaded.tokenizer,
         texts,
-        &options,
+        loaded.model.depth(),
+        TEACHER_BATCH,
+        false,
         &mut |_| {},
     )?;
-    let embeddings = pooled
-        .cells
-        .remove(&crate::model::LayerPooling {
-            layer: depth,
-            pooling: Pooling::Mean,
-        })
-        .ok_or_else(|| TrainError::Setting("the teacher produced no embeddings".into()))?;
     Ok((embeddings.data, embeddings.dim))
 }
 
