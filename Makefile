@@ -14,7 +14,7 @@ REPRO := target/release/repro
 # (Debian: libopenblas-dev); otherwise through the pure-Rust gemm crate.
 FEATURES ?= $(if $(wildcard /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so),--features openblas,)
 
-.PHONY: all build release models test lint fmt sweep distill smoke bench bench-env clean-results
+.PHONY: all build release models fonts browser-env test lint fmt sweep distill paper figures report smoke bench bench-env clean-results
 
 all: build
 
@@ -30,11 +30,29 @@ models: $(MINILM)/.provisioned
 $(MINILM)/.provisioned: scripts/provision_minilm.sh
 	PYTHON=$(PYTHON) scripts/provision_minilm.sh $(MINILM)
 
-## Lint, then every test: unit, tiny-model integration, real-model and real-data tests.
-test: models
+## Charts are drawn with DejaVu Sans (Debian: fonts-dejavu-core), installed here when missing
+## and apt-get can (root); elsewhere install it yourself or set REPRO_FONT to a .ttf file.
+FONT ?= /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+
+fonts:
+	@if [ -n "$$REPRO_FONT" ] || [ -f "$(FONT)" ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-dejavu-core >/dev/null; \
+	else echo "charts need DejaVu Sans: install fonts-dejavu-core or set REPRO_FONT" >&2; exit 1; fi
+
+## The report's browser check: Debian's chromium and playwright-core (npm), as for fonts.
+browser-env:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; fi
+	@[ -x /usr/bin/chromium ] || { echo "the browser check needs chromium (Debian: apt-get install chromium)" >&2; exit 1; }
+	@[ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund
+
+## Lint, then every test: unit, tiny-model integration (the report opened in headless
+## Chromium among them), real-model and real-data tests.
+test: models fonts browser-env
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test --all-targets
+	REPRO_BROWSER_TEST=1 $(CARGO) test --all-targets
 
 lint:
 	$(CARGO) fmt --check
@@ -45,15 +63,25 @@ fmt:
 
 ## The main job: the layer sweep (every layer × pooling × input of all-MiniLM-L6-v2 on SciFact
 ## and Cranfield). Cached: a second `make sweep` runs nothing.
-sweep: models release
+sweep: models fonts release
 	$(REPRO) run experiments/layer_sweep.toml
-	$(REPRO) status layer_sweep
+	@echo "report: $$($(REPRO) --quiet report layer_sweep)"
 
 ## The distillation study: a CE teacher trained on SciFact, its layer probe, DE-2 students,
 ## CE re-ranking (about an hour cold on 2 cores; cached afterwards).
-distill: models release
+distill: models fonts release
 	$(REPRO) run experiments/distill.toml
-	$(REPRO) compare distill --sort ndcg_cut_10
+	@echo "report: $$($(REPRO) --quiet report distill)"
+
+## The paper's figures from the store (layer curves of both studies, speedup, distillation
+## table) into reports/figures; `make paper` first runs what they need.
+FIGURES_FROM ?= layer_sweep distill
+
+figures: fonts release
+	$(REPRO) figures $(FIGURES_FROM) --out reports/figures
+
+paper: sweep distill
+	$(MAKE) figures
 
 ## The smoke experiment on a tiny random BERT (seconds).
 smoke: release

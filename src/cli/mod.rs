@@ -17,6 +17,7 @@ mod dev;
 mod eval;
 mod probe;
 mod progress;
+mod report;
 mod results;
 mod run;
 
@@ -65,6 +66,10 @@ pub enum Command {
     Compare(results::CompareArgs),
     /// Write an experiment's results as CSV, Parquet or JSON.
     Export(results::ExportArgs),
+    /// Write an experiment's report: one self-contained HTML page (or Markdown tables).
+    Report(report::ReportArgs),
+    /// Regenerate the paper's figures (SVG, PNG, Markdown and LaTeX tables) from the store.
+    Figures(report::FiguresArgs),
     /// Encoder throughput (documents/s, tokens/s) of a model truncated to each depth.
     Bench(bench::BenchArgs),
     /// Helpers for developing repro (tiny test models).
@@ -90,6 +95,8 @@ pub fn main() -> ExitCode {
         Command::Dev(command) => dev::run(command),
         Command::Bench(args) => bench::run(&cli.global, args),
         Command::Export(args) => results::export(args),
+        Command::Report(args) => report::report(args),
+        Command::Figures(args) => report::figures(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -171,6 +171,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
         &experiment.description,
         &crate::util::sha256_bytes(experiment.text.as_bytes()),
     )?;
+    store.set_experiment_text(experiment_id, &experiment.text)?;
     let tasks: Vec<crate::store::TaskRecord> = plan
         .tasks
         .iter()

@@ -46,7 +46,8 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{
-    read_toml, ConfigError, LayerSelection, RerankSettings, TrainCeSettings, TrainDeSettings,
+    read_toml, BenchConfig, ConfigError, LayerSelection, RerankSettings, TrainCeSettings,
+    TrainDeSettings,
 };
 use crate::model::{InputFormat, Pooling};
 
@@ -360,6 +361,7 @@ struct ExperimentFile {
     train_ce: Option<Spanned<TrainCeSettings>>,
     train_de: Option<Spanned<TrainDeSettings>>,
     rerank: Option<Spanned<RerankSettings>>,
+    bench: Option<Spanned<BenchConfig>>,
 }
 
 /// One axis value.
@@ -430,6 +432,9 @@ pub struct Cell {
     /// Set when a cross encoder re-ranks this (dual-encoder) cell's run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerank: Option<RerankSettings>,
+    /// Set when the experiment measures encoder throughput (`[bench]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<BenchConfig>,
 }
 
 impl Cell {
@@ -480,6 +485,8 @@ pub struct Experiment {
     pub train_ce: TrainCeSettings,
     pub train_de: TrainDeSettings,
     pub rerank: RerankSettings,
+    pub bench: Option<BenchConfig>,
+    bench_span: Option<Range<usize>>,
     model_spans: BTreeMap<String, Range<usize>>,
     dataset_spans: BTreeMap<String, Range<usize>>,
     encode_span: Option<Range<usize>>,
@@ -591,6 +598,23 @@ impl Experiment {
             let span = file.rerank.as_ref().map(Spanned::span).unwrap_or(0..0);
             check_reranker(&rerank.model, &file).map_err(|message| error(span, message))?;
         }
+        let bench = file
+            .bench
+            .as_ref()
+            .map(|_| settings_table(&file.bench, "bench", BenchConfig::check, &error))
+            .transpose()?;
+        if let (Some(bench), Some(table)) = (&bench, &file.bench) {
+            if let Some(unknown) = bench
+                .datasets
+                .iter()
+                .find(|name| !file.datasets.contains_key(name.as_str()))
+            {
+                return Err(error(
+                    table.span(),
+                    format!("bench.datasets: `{unknown}` is not a declared dataset"),
+                ));
+            }
+        }
 
         let mut grids = Vec::new();
         let sweeps: Vec<&Spanned<AxesTable>> = if file.sweep.0.is_empty() {
@@ -635,6 +659,8 @@ impl Experiment {
             train_ce,
             train_de,
             rerank,
+            bench,
+            bench_span: file.bench.as_ref().map(Spanned::span),
             grids,
             text,
         })
@@ -896,6 +922,7 @@ impl Experiment {
             train_ce: None,
             train_de: None,
             rerank: None,
+            bench: self.bench.clone(),
         };
         self.apply_training(&mut cell, &mut overrides)?;
         let shape = self.shape_of(&cell, shapes)?;
@@ -916,6 +943,12 @@ impl Experiment {
                     shape.max_positions, cell.model
                 ),
             ));
+        }
+        if let Some(bench) = &cell.bench {
+            if let Err(message) = bench.depths_for(shape.depth) {
+                let span = self.bench_span.clone().unwrap_or(0..0);
+                return Err(self.error(&span, format!("{message} (model `{}`)", cell.model)));
+            }
         }
         if layer > shape.depth {
             let span = partial

@@ -92,6 +92,75 @@ pub struct RerankSettings {
     pub max_len: usize,
 }
 
+/// `[bench]`: measure encoder throughput at each depth of every model the experiment
+/// encodes, on the first `documents` of each dataset, with the cells' `max_len`, batch and
+/// input. A bench task runs alone (no other task beside it), so its timings are not skewed
+/// by the experiment's own work; like every task it is cached, so re-running the experiment
+/// does not re-measure (`--force bench` does).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchConfig {
+    #[serde(default = "default_bench_documents")]
+    pub documents: usize,
+    /// Timed runs per depth (median and spread are reported).
+    #[serde(default = "default_bench_runs")]
+    pub runs: usize,
+    /// Untimed runs before them.
+    #[serde(default = "default_bench_warmup")]
+    pub warmup: usize,
+    /// Depths measured; empty: every depth from 0 (embeddings only: the fixed cost of
+    /// tokenization and embeddings) to the model's.
+    #[serde(default)]
+    pub depths: Vec<usize>,
+    /// Datasets measured on (names of `[datasets.*]`); empty: every dataset encoded.
+    #[serde(default)]
+    pub datasets: Vec<String>,
+    /// Inputs measured; empty: every input encoded.
+    #[serde(default)]
+    pub inputs: Vec<crate::model::InputFormat>,
+}
+
+impl BenchConfig {
+    /// Whether cells on `dataset` with `input` get a bench task.
+    pub fn covers(&self, dataset: &str, input: crate::model::InputFormat) -> bool {
+        (self.datasets.is_empty() || self.datasets.iter().any(|d| d == dataset))
+            && (self.inputs.is_empty() || self.inputs.contains(&input))
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if self.documents == 0 || self.runs == 0 {
+            return Err("documents and runs must be at least 1".to_string());
+        }
+        Ok(())
+    }
+
+    /// The depths measured for a model of `depth` layers.
+    pub fn depths_for(&self, depth: usize) -> Result<Vec<usize>, String> {
+        if self.depths.is_empty() {
+            return Ok((0..=depth).collect());
+        }
+        let mut depths = self.depths.clone();
+        depths.sort_unstable();
+        depths.dedup();
+        match depths.iter().find(|&&d| d > depth) {
+            Some(beyond) => Err(format!(
+                "bench.depths: {beyond} is beyond the model's depth {depth}"
+            )),
+            None => Ok(depths),
+        }
+    }
+}
+
+fn default_bench_documents() -> usize {
+    256
+}
+fn default_bench_runs() -> usize {
+    5
+}
+fn default_bench_warmup() -> usize {
+    1
+}
+
 fn default_epochs() -> usize {
     1
 }
@@ -155,7 +224,12 @@ macro_rules! default_from_serde {
     )*};
 }
 
-default_from_serde!(TrainCeSettings, TrainDeSettings, RerankSettings);
+default_from_serde!(
+    TrainCeSettings,
+    TrainDeSettings,
+    RerankSettings,
+    BenchConfig
+);
 
 /// The optimisation settings both training stages share, as the training library takes them.
 macro_rules! optimisation_settings {

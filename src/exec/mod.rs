@@ -432,6 +432,13 @@ pub fn execute(
             });
             let Some(index) = next else { break };
             let task = &plan.tasks[index];
+            // A task that runs alone waits for the running ones, and nothing starts beside it.
+            let alone_running = running
+                .keys()
+                .any(|&other| plan.tasks[other].stage.runs_alone());
+            if alone_running || (task.stage.runs_alone() && !running.is_empty()) {
+                break;
+            }
             let upstream: BTreeMap<Stage, PathBuf> = task
                 .upstream
                 .iter()

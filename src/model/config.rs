@@ -52,6 +52,10 @@ pub struct BertConfig {
     pub id2label: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default)]
     pub num_labels: Option<usize>,
+    /// `bert` (or absent); other architectures (RoBERTa's position offsets, DistilBERT's
+    /// layout) would load wrongly or not at all, so they are refused up front.
+    #[serde(default)]
+    pub model_type: Option<String>,
 }
 
 fn default_activation() -> Activation {
@@ -95,6 +99,11 @@ impl BertConfig {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if let Some(model_type) = self.model_type.as_deref().filter(|t| *t != "bert") {
+            return Err(format!(
+                "model_type `{model_type}` is not supported: repro runs BERT-architecture encoders (model_type `bert`)"
             ));
         }
         if self.position_embedding_type != "absolute" {
@@ -152,6 +161,18 @@ mod tests {
         let message = BertConfig::from_file(&path).unwrap_err().to_string();
         assert!(message.contains("config.json"), "{message}");
         assert!(message.contains("num_attention_heads 3"), "{message}");
+    }
+
+    #[test]
+    fn refuses_other_architectures() {
+        let base = r#""vocab_size":10,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":8,"max_position_embeddings":16"#;
+        let roberta: BertConfig =
+            serde_json::from_str(&format!(r#"{{{base},"model_type":"roberta"}}"#)).unwrap();
+        let message = roberta.validate().unwrap_err();
+        assert!(message.contains("model_type `roberta`"), "{message}");
+        let bert: BertConfig =
+            serde_json::from_str(&format!(r#"{{{base},"model_type":"bert"}}"#)).unwrap();
+        assert!(bert.validate().is_ok());
     }
 
     #[test]

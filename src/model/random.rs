@@ -42,6 +42,7 @@ pub fn tiny_config(layers: usize, vocab_size: usize) -> BertConfig {
         architectures: Vec::new(),
         id2label: None,
         num_labels: None,
+        model_type: Some("bert".to_string()),
     }
 }
 

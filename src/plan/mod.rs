@@ -47,15 +47,18 @@ pub enum Stage {
     TrainDe,
     /// Re-score the top of an eval task's run with a cross encoder and score that run.
     Rerank,
+    /// Time the encoder at each depth on a dataset's first documents (runs alone).
+    Bench,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Encode,
         Stage::Eval,
         Stage::TrainCe,
         Stage::TrainDe,
         Stage::Rerank,
+        Stage::Bench,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +68,7 @@ impl Stage {
             Stage::TrainCe => "train_ce",
             Stage::TrainDe => "train_de",
             Stage::Rerank => "rerank",
+            Stage::Bench => "bench",
         }
     }
 
@@ -78,7 +82,14 @@ impl Stage {
             Stage::TrainCe => 1,
             Stage::TrainDe => 1,
             Stage::Rerank => 1,
+            Stage::Bench => 1,
         }
+    }
+
+    /// Whether a task of this stage must run with no other task beside it: timings taken
+    /// while another task shares the cores would measure the machine's load, not the code.
+    pub fn runs_alone(self) -> bool {
+        matches!(self, Stage::Bench)
     }
 }
 
@@ -217,6 +228,18 @@ pub struct EncodeSpec {
     pub depth: usize,
 }
 
+/// Time a model's encoder at several depths on the first documents of a dataset's corpus.
+/// Upstream: the model's training task when the experiment trains it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchSpec {
+    pub model: ModelLocation,
+    pub dataset_dir: PathBuf,
+    pub input: InputFormat,
+    pub max_len: usize,
+    pub batch: usize,
+    pub settings: crate::config::BenchConfig,
+}
+
 /// Retrieve with one (layer, pooling) of the upstream encode and evaluate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalSpec {
@@ -238,6 +261,7 @@ pub enum TaskSpec {
     TrainCe(TrainCeSpec),
     TrainDe(TrainDeSpec),
     Rerank(RerankSpec),
+    Bench(BenchSpec),
 }
 
 impl TaskSpec {
@@ -248,6 +272,7 @@ impl TaskSpec {
             TaskSpec::TrainCe(_) => Stage::TrainCe,
             TaskSpec::TrainDe(_) => Stage::TrainDe,
             TaskSpec::Rerank(_) => Stage::Rerank,
+            TaskSpec::Bench(_) => Stage::Bench,
         }
     }
 }
@@ -455,6 +480,14 @@ impl Plan {
                 },
             );
             cell_tasks.push((Stage::Encode, encode));
+            if let Some(bench) = cell
+                .bench
+                .as_ref()
+                .filter(|bench| bench.covers(&cell.dataset, cell.input))
+            {
+                let task = plan.add_bench(&mut by_key, &cell, &source, dataset, bench);
+                cell_tasks.push((Stage::Bench, task));
+            }
 
             let eval_spec = EvalSpec {
                 dataset_dir: dataset.dir.clone(),
@@ -598,6 +631,55 @@ impl Plan {
             by_key,
             Stage::Encode,
             TaskSpec::Encode(spec),
+            inputs,
+            upstream,
+            label,
+        )
+    }
+
+    /// The bench task of the cell's model on its dataset (shared by every cell with the same
+    /// model, dataset, input, max_len and batch).
+    fn add_bench(
+        &mut self,
+        by_key: &mut HashMap<String, usize>,
+        cell: &Cell,
+        source: &ModelSource,
+        dataset: &ResolvedDataset,
+        settings: &crate::config::BenchConfig,
+    ) -> usize {
+        let spec = BenchSpec {
+            model: source.location.clone(),
+            dataset_dir: dataset.dir.clone(),
+            input: cell.input,
+            max_len: cell.max_len(),
+            batch: cell.encode.batch,
+            settings: settings.clone(),
+        };
+        let upstream: Vec<usize> = source.task.into_iter().collect();
+        let upstream_tasks: Vec<&Task> = upstream.iter().map(|&i| &self.tasks[i]).collect();
+        let inputs = declared_inputs(
+            Stage::Bench,
+            serde_json::json!({
+                "input": spec.input,
+                "max_len": spec.max_len,
+                "batch": spec.batch,
+                "settings": spec.settings,
+            }),
+            serde_json::json!({
+                "model": source.identity,
+                // The first documents of the corpus: the dataset's content identifies them.
+                "dataset": dataset.sha256,
+            }),
+            &upstream_tasks,
+        );
+        let label = format!(
+            "bench {} × {} ({}, max_len {}, {} documents)",
+            cell.model, cell.dataset, spec.input, spec.max_len, spec.settings.documents
+        );
+        self.add(
+            by_key,
+            Stage::Bench,
+            TaskSpec::Bench(spec),
             inputs,
             upstream,
             label,

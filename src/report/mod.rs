@@ -1,11 +1,21 @@
 /*!
-Reports: tables of results built with polars from the store, and their exports.
+Reports: tables of results built with polars from the store, their exports, the HTML and
+Markdown report of an experiment and the paper's figures.
 
 This module owns turning recorded cells, parameters and measures into data frames (one row
 per cell, one column per parameter and per measure; or one row per cell × query × measure),
-the comparisons over them (only the parameters that differ), and writing them as CSV, Parquet
-or JSON. It reads the store and never writes it; it must not run tasks.
+the comparisons over them (only the parameters that differ; paired significance tests),
+charts (plotters), report pages (minijinja templates) and figure files. It reads the store and
+never writes it; it must not run tasks.
 */
+
+pub mod charts;
+pub mod figures;
+pub mod page;
+pub mod study;
+
+pub use figures::write_figures;
+pub use page::{write_report, ReportFormat};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

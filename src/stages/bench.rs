@@ -4,13 +4,17 @@
 //! " " + text`) from tokenization to pooled, normalised embeddings, as a probe does. A
 //! warm-up run comes first; then `runs` timed runs, summarised by median, minimum, maximum.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Device;
 use serde::Serialize;
 
 use super::{Observer, StageError};
-use crate::model::{encode_texts, load_model, EncodeOptions, InputFormat, Pooling};
+use crate::data::beir;
+use crate::model::{encode_texts, load_model, BertConfig, EncodeOptions, InputFormat, Pooling};
+use crate::plan::{Artifact, BenchSpec, Stage, TaskOutcome};
 
 /// What to measure.
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +117,81 @@ pub fn run_bench(
         });
     }
     Ok(timings)
+}
+
+/// The file of a bench task's output holding every run's timings (JSON).
+pub const BENCH_FILE: &str = "bench.json";
+
+/// The metric names of one depth's measurement in a bench task's outcome
+/// (`docs_per_second@3`, …): the report reads them back by these names.
+pub fn depth_metric(name: &str, depth: usize) -> String {
+    format!("{name}@{depth}")
+}
+
+/// A bench task of the DAG: [`run_bench`] on the first documents of the dataset's corpus,
+/// the timings written to [`BENCH_FILE`] and summarised as metrics per depth.
+pub(super) fn run_bench_task(
+    spec: &BenchSpec,
+    upstream: &BTreeMap<Stage, PathBuf>,
+    out: &Path,
+    observer: &dyn Observer,
+) -> Result<TaskOutcome, StageError> {
+    let model_dir = spec.model.resolve(upstream).map_err(StageError::Setting)?;
+    let config = BertConfig::from_file(&model_dir.join("config.json"))?;
+    let depths = spec
+        .settings
+        .depths_for(config.num_hidden_layers)
+        .map_err(StageError::Setting)?;
+    let corpus = beir::read_corpus(&spec.dataset_dir.join("corpus.jsonl"))?;
+    let texts: Vec<String> = corpus
+        .iter()
+        .take(spec.settings.documents)
+        .map(|document| document.full_text())
+        .collect();
+    let settings = BenchSettings {
+        documents: texts.len(),
+        max_len: spec.max_len,
+        batch: spec.batch,
+        input: spec.input,
+        depths,
+        runs: spec.settings.runs,
+        warmup: spec.settings.warmup,
+    };
+    let timings = run_bench(&model_dir, &texts, &settings, observer)?;
+    let mut outcome = TaskOutcome::default();
+    for timing in &timings {
+        let depth = timing.depth;
+        let rates = [
+            ("docs_per_second", timing.documents_per_second.median),
+            ("docs_per_second_min", timing.documents_per_second.min),
+            ("docs_per_second_max", timing.documents_per_second.max),
+            ("tokens_per_second", timing.tokens_per_second.median),
+        ];
+        for (name, value) in rates {
+            outcome.metrics.insert(depth_metric(name, depth), value);
+        }
+    }
+    outcome
+        .metrics
+        .insert("bench_documents".to_string(), texts.len() as f64);
+    outcome.metrics.insert(
+        "bench_threads".to_string(),
+        candle_core::utils::get_num_threads() as f64,
+    );
+    let path = out.join(BENCH_FILE);
+    let report = serde_json::json!({"settings": settings, "timings": timings});
+    let bytes = serde_json::to_vec_pretty(&report)
+        .map_err(|error| StageError::Setting(format!("serialising timings: {error}")))?;
+    crate::util::write_atomic(&path, &bytes).map_err(|source| StageError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    outcome.artifacts.push(Artifact {
+        name: "timings".to_string(),
+        path: BENCH_FILE.to_string(),
+        bytes: bytes.len() as u64,
+    });
+    Ok(outcome)
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ pub fn run_task(
         TaskSpec::TrainCe(spec) => training::run_train_ce(spec, upstream, out, observer)?,
         TaskSpec::TrainDe(spec) => training::run_train_de(spec, upstream, out, observer)?,
         TaskSpec::Rerank(spec) => rerank::run_rerank(spec, upstream, out, observer)?,
+        TaskSpec::Bench(spec) => super::bench::run_bench_task(spec, upstream, out, observer)?,
     };
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)

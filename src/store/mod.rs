@@ -157,6 +157,8 @@ pub struct ExperimentRow {
     pub path: String,
     pub description: String,
     pub updated_at: String,
+    /// The experiment file's text as last run (empty for stores written before it was kept).
+    pub text: String,
 }
 
 /// One active cell of an experiment with its tasks' states and its final metrics.
@@ -201,6 +203,10 @@ pub struct RunRow {
     pub tasks_run: Option<i64>,
     pub tasks_cached: Option<i64>,
     pub tasks_failed: Option<i64>,
+    pub rustc_version: String,
+    pub threads: i64,
+    pub executor: String,
+    pub jobs: i64,
 }
 
 /// Counts a run reports when it ends.
@@ -347,12 +353,25 @@ impl Store {
         self.sql(result)
     }
 
+    /// Keeps the text of the experiment file that is being run.
+    pub fn set_experiment_text(
+        &mut self,
+        experiment_id: i64,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        let result = self.conn.execute(
+            "UPDATE experiments SET text = ?2 WHERE id = ?1",
+            params![experiment_id, text],
+        );
+        self.sql(result).map(|_| ())
+    }
+
     /// The experiment called `name`, if recorded.
     pub fn experiment(&self, name: &str) -> Result<Option<ExperimentRow>, StoreError> {
         let result = self
             .conn
             .query_row(
-                "SELECT id, name, path, description, updated_at FROM experiments WHERE name = ?1",
+                "SELECT id, name, path, description, updated_at, text FROM experiments WHERE name = ?1",
                 params![name],
                 experiment_row,
             )
@@ -364,7 +383,7 @@ impl Store {
     pub fn experiments(&self) -> Result<Vec<ExperimentRow>, StoreError> {
         let result = (|| {
             let mut statement = self.conn.prepare(
-                "SELECT id, name, path, description, updated_at FROM experiments ORDER BY name",
+                "SELECT id, name, path, description, updated_at, text FROM experiments ORDER BY name",
             )?;
             let rows = statement.query_map([], experiment_row)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -874,7 +893,7 @@ impl Store {
             let mut statement = self.conn.prepare(
                 "SELECT id, status, started_at, ended_at, command, git_commit, git_dirty,
                      repro_version, hostname, cpu_model, tasks_total, tasks_run, tasks_cached,
-                     tasks_failed
+                     tasks_failed, rustc_version, threads, executor, jobs
                  FROM runs WHERE experiment_id = ?1 ORDER BY id DESC",
             )?;
             let rows = statement.query_map(params![experiment_id], |row| {
@@ -893,6 +912,10 @@ impl Store {
                     tasks_run: row.get(11)?,
                     tasks_cached: row.get(12)?,
                     tasks_failed: row.get(13)?,
+                    rustc_version: row.get(14)?,
+                    threads: row.get(15)?,
+                    executor: row.get(16)?,
+                    jobs: row.get(17)?,
                 })
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -1045,6 +1068,7 @@ fn experiment_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExperimentRow> {
         path: row.get(2)?,
         description: row.get(3)?,
         updated_at: row.get(4)?,
+        text: row.get(5)?,
     })
 }
 

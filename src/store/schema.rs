@@ -165,4 +165,9 @@ CREATE TABLE training_steps (
     PRIMARY KEY (task_key, step)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- The experiment file as last run: provenance for reports, and the model tables they read
+-- (which model is a cross encoder, which a student of which teachers).
+ALTER TABLE experiments ADD COLUMN text TEXT NOT NULL DEFAULT '';
+"#,
 ];

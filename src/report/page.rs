@@ -1,0 +1,634 @@
+//! `repro report`: one experiment's study rendered from templates (minijinja) as a single
+//! self-contained HTML page (charts inline as SVG, no scripts or downloads) or as Markdown
+//! with the same tables.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::Environment;
+use serde::Serialize;
+
+use super::charts::{Chart, Series, Stroke};
+use super::study::{
+    Comparison, DistillRow, LayerCurve, LossCurve, SpeedCurve, Study, ALPHA, HEADLINE_MEASURES,
+    PERMUTATIONS,
+};
+use super::ReportError;
+use crate::store::{ExperimentRow, Store};
+
+const HTML_TEMPLATE: &str = include_str!("templates/report.html");
+const MARKDOWN_TEMPLATE: &str = include_str!("templates/report.md");
+
+/// Formats of `repro report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Html,
+    Md,
+}
+
+/// A table as shown: header and display strings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Table {
+    pub headers: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ChartBlock {
+    title: String,
+    svg: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct MetricSection {
+    metric: String,
+    label: String,
+    charts: Vec<ChartBlock>,
+}
+
+/// What the templates receive.
+#[derive(Debug, Serialize)]
+struct PageContext {
+    experiment: ExperimentRow,
+    seeds: String,
+    runs: Table,
+    stage_times: Table,
+    layer_sections: Vec<MetricSection>,
+    best_layers: Table,
+    comparisons: Table,
+    alpha: f64,
+    permutations: usize,
+    parameters: Table,
+    constant: Vec<(String, String)>,
+    distillation: Option<Table>,
+    speed_charts: Vec<ChartBlock>,
+    speed: Option<Table>,
+    loss_charts: Vec<ChartBlock>,
+    missing_metrics: Vec<String>,
+}
+
+/// Writes `<out_dir>/index.html` (or `report.md`) for `experiment`; returns its path.
+/// `metrics` are the measures charted layer by layer (nDCG@10 first, always).
+pub fn write_report(
+    store: &Store,
+    experiment: &ExperimentRow,
+    out_dir: &Path,
+    metrics: &[String],
+    format: ReportFormat,
+) -> Result<PathBuf, ReportError> {
+    let study = Study::load(store, experiment)?;
+    let html = format == ReportFormat::Html;
+    let context = page_context(store, &study, metrics, html)?;
+    let mut environment = Environment::new();
+    let (name, source, file) = match format {
+        ReportFormat::Html => ("report.html", HTML_TEMPLATE, "index.html"),
+        ReportFormat::Md => ("report.md", MARKDOWN_TEMPLATE, "report.md"),
+    };
+    environment
+        .add_template(name, source)
+        .map_err(template_error)?;
+    let rendered = environment
+        .get_template(name)
+        .and_then(|template| template.render(minijinja::value::Serde(&context)))
+        .map_err(template_error)?;
+    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let path = out_dir.join(file);
+    crate::util::write_atomic(&path, rendered.as_bytes()).map_err(|source| ReportError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+fn template_error(error: minijinja::Error) -> ReportError {
+    ReportError::Invalid(format!("rendering the report template: {error:#}"))
+}
+
+fn page_context(
+    store: &Store,
+    study: &Study,
+    metrics: &[String],
+    draw: bool,
+) -> Result<PageContext, ReportError> {
+    let mut charted: Vec<String> = vec![HEADLINE_MEASURES[0].to_string()];
+    for metric in metrics {
+        if !charted.contains(metric) {
+            charted.push(metric.clone());
+        }
+    }
+    let missing_metrics: Vec<String> = charted
+        .iter()
+        .filter(|metric| !study.table.measures.contains(metric))
+        .cloned()
+        .collect();
+    let mut layer_sections = Vec::new();
+    for metric in charted.iter().filter(|m| !missing_metrics.contains(m)) {
+        let curves = study.layer_curves(metric);
+        let mut charts = Vec::new();
+        for dataset in study.datasets() {
+            let chart = layer_chart(&dataset, &curves, metric);
+            if chart.series.is_empty() {
+                continue;
+            }
+            charts.push(ChartBlock {
+                title: chart.title.clone(),
+                svg: if draw { chart.to_svg()? } else { String::new() },
+            });
+        }
+        layer_sections.push(MetricSection {
+            metric: metric.clone(),
+            label: measure_label(metric),
+            charts,
+        });
+    }
+    let headline = HEADLINE_MEASURES[0];
+    let curves = study.layer_curves(headline);
+    let comparisons = study.layer_comparisons(store, &curves, headline)?;
+    let distillation = study.distillation(store)?;
+    let speed = study.speed_curves();
+    let mut speed_charts = Vec::new();
+    if !speed.is_empty() && draw {
+        for chart in [speedup_chart(&speed), throughput_chart(&speed)] {
+            speed_charts.push(ChartBlock {
+                title: chart.title.clone(),
+                svg: chart.to_svg()?,
+            });
+        }
+    }
+    let mut loss_charts = Vec::new();
+    if draw {
+        for chart in loss_charts_of(&study.loss_curves()) {
+            loss_charts.push(ChartBlock {
+                title: chart.title.clone(),
+                svg: chart.to_svg()?,
+            });
+        }
+    }
+    let (headers, rows) = study.parameter_table()?;
+    Ok(PageContext {
+        experiment: study.experiment.clone(),
+        seeds: study
+            .seeds()
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        runs: runs_table(study),
+        stage_times: Table {
+            headers: vec!["stage".into(), "tasks".into(), "seconds".into()],
+            rows: study
+                .stage_seconds
+                .iter()
+                .map(|(stage, count, seconds)| {
+                    vec![stage.clone(), count.to_string(), format!("{seconds:.1}")]
+                })
+                .collect(),
+        },
+        layer_sections,
+        best_layers: best_layers_table(&curves),
+        comparisons: comparisons_table(&comparisons),
+        alpha: ALPHA,
+        permutations: PERMUTATIONS,
+        parameters: Table { headers, rows },
+        constant: study.constant.clone(),
+        distillation: (!distillation.is_empty()).then(|| distillation_table(&distillation)),
+        speed: (!speed.is_empty()).then(|| speed_table(&speed)),
+        speed_charts,
+        loss_charts,
+        missing_metrics,
+    })
+}
+
+/// How a trec_eval measure is called in the paper's tables.
+pub fn measure_label(measure: &str) -> String {
+    let (prefix, base) = match measure.strip_prefix(crate::stages::RERANKED_PREFIX) {
+        Some(base) => ("re-ranked ", base),
+        None => ("", measure),
+    };
+    let label = if let Some(k) = base.strip_prefix("ndcg_cut_") {
+        format!("nDCG@{k}")
+    } else if let Some(k) = base.strip_prefix("mrr_cut_") {
+        format!("MRR@{k}")
+    } else if let Some(k) = base.strip_prefix("success_") {
+        format!("Hits@{k}")
+    } else if let Some(k) = base.strip_prefix("recall_") {
+        format!("Recall@{k}")
+    } else if let Some(k) = base.strip_prefix("P_") {
+        format!("P@{k}")
+    } else {
+        base.to_string()
+    };
+    format!("{prefix}{label}")
+}
+
+/// The layer-wise chart of one dataset: one line per curve; cross encoders dashed.
+pub fn layer_chart(dataset: &str, curves: &[LayerCurve], metric: &str) -> Chart {
+    let series = curves
+        .iter()
+        .filter(|curve| curve.dataset == dataset)
+        .enumerate()
+        .map(|(index, curve)| Series {
+            label: curve.label(),
+            points: curve
+                .points
+                .iter()
+                .map(|point| (point.layer as f64, point.value))
+                .collect(),
+            stroke: if curve.kind == "CE" {
+                Stroke::Dashed
+            } else {
+                Stroke::Solid
+            },
+            color: index,
+        })
+        .collect();
+    Chart {
+        title: format!("{} by layer: {dataset}", measure_label(metric)),
+        x_label: "layer (0 = embeddings)".to_string(),
+        y_label: measure_label(metric),
+        series,
+        integer_x: true,
+    }
+}
+
+/// Speedup against the full depth, measured (solid) and ideal (dotted), per model/dataset.
+pub fn speedup_chart(curves: &[SpeedCurve]) -> Chart {
+    let mut series = Vec::new();
+    for (index, curve) in curves.iter().enumerate() {
+        let measured = |point: &super::study::SpeedPoint| point.depth > 0;
+        series.push(Series {
+            label: format!("{} × {}: measured", curve.model, curve.dataset),
+            points: curve
+                .depths
+                .iter()
+                .filter(|p| measured(p))
+                .map(|p| (p.depth as f64, p.speedup))
+                .collect(),
+            stroke: Stroke::Solid,
+            color: index,
+        });
+        series.push(Series {
+            label: format!("{} × {}: ideal with fixed cost", curve.model, curve.dataset),
+            points: curve
+                .depths
+                .iter()
+                .filter_map(|p| Some((p.depth as f64, p.ideal_with_fixed_cost?)))
+                .filter(|p| p.0 > 0.0)
+                .collect(),
+            stroke: Stroke::Dashed,
+            color: index,
+        });
+    }
+    if let Some(curve) = curves.first() {
+        series.push(Series {
+            label: "ideal L/k".to_string(),
+            points: curve
+                .depths
+                .iter()
+                .filter_map(|p| Some((p.depth as f64, p.ideal?)))
+                .collect(),
+            stroke: Stroke::Dotted,
+            color: 6,
+        });
+    }
+    Chart {
+        title: "Speedup of a truncated encoder".to_string(),
+        x_label: "encoder layers kept (k)".to_string(),
+        y_label: "speedup vs full depth".to_string(),
+        series,
+        integer_x: true,
+    }
+}
+
+/// Documents per second by depth.
+fn throughput_chart(curves: &[SpeedCurve]) -> Chart {
+    Chart {
+        title: "Encoder throughput".to_string(),
+        x_label: "encoder layers kept (k)".to_string(),
+        y_label: "documents/s".to_string(),
+        series: curves
+            .iter()
+            .enumerate()
+            .map(|(index, curve)| Series {
+                label: format!("{} × {}", curve.model, curve.dataset),
+                points: curve
+                    .depths
+                    .iter()
+                    .map(|p| (p.depth as f64, p.docs_per_second))
+                    .collect(),
+                stroke: Stroke::Solid,
+                color: index,
+            })
+            .collect(),
+        integer_x: true,
+    }
+}
+
+/// One chart per kind of training loss (their scales differ).
+fn loss_charts_of(curves: &[LossCurve]) -> Vec<Chart> {
+    let mut groups: Vec<&str> = curves.iter().map(|c| c.group.as_str()).collect();
+    groups.dedup();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+        .into_iter()
+        .map(|group| Chart {
+            title: format!("Training loss: {group}"),
+            x_label: "optimisation step".to_string(),
+            y_label: "loss".to_string(),
+            series: curves
+                .iter()
+                .filter(|c| c.group == group)
+                .enumerate()
+                .map(|(index, curve)| Series {
+                    label: curve.label.clone(),
+                    points: curve.points.clone(),
+                    stroke: Stroke::Solid,
+                    color: index,
+                })
+                .collect(),
+            integer_x: true,
+        })
+        .collect()
+}
+
+fn runs_table(study: &Study) -> Table {
+    Table {
+        headers: [
+            "run",
+            "status",
+            "started",
+            "ended",
+            "git commit",
+            "repro",
+            "rustc",
+            "CPU",
+            "threads",
+            "host",
+            "executor",
+            "tasks run",
+            "cached",
+            "failed",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: study
+            .runs
+            .iter()
+            .take(10)
+            .map(|run| {
+                let commit = match (&run.git_commit, run.git_dirty) {
+                    (Some(commit), Some(true)) => format!("{} (dirty)", short(commit)),
+                    (Some(commit), _) => short(commit).to_string(),
+                    (None, _) => "-".to_string(),
+                };
+                let count = |value: Option<i64>| value.map_or("-".to_string(), |v| v.to_string());
+                vec![
+                    run.id.to_string(),
+                    run.status.clone(),
+                    run.started_at.clone(),
+                    run.ended_at.clone().unwrap_or_else(|| "-".to_string()),
+                    commit,
+                    run.repro_version.clone(),
+                    run.rustc_version.clone(),
+                    run.cpu_model.clone(),
+                    run.threads.to_string(),
+                    run.hostname.clone(),
+                    format!("{} × {}", run.executor, run.jobs),
+                    count(run.tasks_run),
+                    count(run.tasks_cached),
+                    count(run.tasks_failed),
+                ]
+            })
+            .collect(),
+    }
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..10).unwrap_or(commit)
+}
+
+fn best_layers_table(curves: &[LayerCurve]) -> Table {
+    Table {
+        headers: [
+            "dataset",
+            "configuration",
+            "best layer",
+            "nDCG@10",
+            "last layer",
+            "nDCG@10 at last",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: curves
+            .iter()
+            .filter_map(|curve| {
+                let (best, last) = (curve.best()?, curve.last()?);
+                Some(vec![
+                    curve.dataset.clone(),
+                    curve.label(),
+                    best.layer.to_string(),
+                    format!("{:.4}", best.value),
+                    last.layer.to_string(),
+                    format!("{:.4}", last.value),
+                ])
+            })
+            .collect(),
+    }
+}
+
+/// `0.1234†` when the difference is significant at [`ALPHA`] by both tests.
+fn marked(value: f64, comparison: Option<&Comparison>) -> String {
+    let mark = if comparison.is_some_and(|c| c.significant) {
+        "†"
+    } else {
+        ""
+    };
+    format!("{value:.4}{mark}")
+}
+
+fn p_value(p: f64) -> String {
+    if p < 1e-4 {
+        "<0.0001".to_string()
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+fn comparisons_table(comparisons: &[Comparison]) -> Table {
+    Table {
+        headers: [
+            "dataset",
+            "comparison",
+            "A",
+            "B",
+            "measure",
+            "queries",
+            "mean A",
+            "mean B",
+            "Δ",
+            "p (t-test)",
+            "p (randomisation)",
+            "significant",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: comparisons
+            .iter()
+            .map(|c| {
+                vec![
+                    c.dataset.clone(),
+                    c.what.clone(),
+                    c.a.clone(),
+                    c.b.clone(),
+                    measure_label(&c.measure),
+                    c.result.queries.to_string(),
+                    format!("{:.4}", c.result.mean_a),
+                    format!("{:.4}", c.result.mean_b),
+                    format!("{:+.4}", c.result.mean_difference),
+                    p_value(c.result.t_test_p),
+                    p_value(c.result.randomisation_p),
+                    if c.significant { "yes †" } else { "no" }.to_string(),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// The distillation table: one row per student (and the reference DE), per dataset.
+pub fn distillation_table(rows: &[DistillRow]) -> Table {
+    let mut headers: Vec<String> = [
+        "dataset",
+        "model",
+        "role",
+        "layers",
+        "init",
+        "loss",
+        "re-ranked by",
+    ]
+    .map(String::from)
+    .to_vec();
+    headers.extend(HEADLINE_MEASURES.iter().map(|m| measure_label(m)));
+    headers.extend(
+        [
+            "docs/s",
+            "speedup",
+            "Δ nDCG@10 vs reference",
+            "p (randomisation)",
+        ]
+        .map(String::from),
+    );
+    Table {
+        headers,
+        rows: rows
+            .iter()
+            .map(|row| {
+                let mut cells = vec![
+                    row.dataset.clone(),
+                    row.model.clone(),
+                    row.role.to_string(),
+                    row.layers.to_string(),
+                    row.init.clone(),
+                    row.loss.clone(),
+                    if row.reranked_by.is_empty() {
+                        "-".to_string()
+                    } else {
+                        row.reranked_by.clone()
+                    },
+                ];
+                for (index, value) in row.values.iter().enumerate() {
+                    cells.push(match value {
+                        Some(v) if index == 0 => marked(*v, row.comparison.as_ref()),
+                        Some(v) => format!("{v:.4}"),
+                        None => "-".to_string(),
+                    });
+                }
+                cells.push(
+                    row.docs_per_second
+                        .map_or("-".into(), |v| format!("{v:.1}")),
+                );
+                cells.push(row.speedup.map_or("-".into(), |v| format!("{v:.2}×")));
+                cells.push(
+                    row.comparison
+                        .as_ref()
+                        .map_or("-".into(), |c| format!("{:+.4}", c.result.mean_difference)),
+                );
+                cells.push(
+                    row.comparison
+                        .as_ref()
+                        .map_or("-".into(), |c| p_value(c.result.randomisation_p)),
+                );
+                cells
+            })
+            .collect(),
+    }
+}
+
+fn speed_table(curves: &[SpeedCurve]) -> Table {
+    Table {
+        headers: [
+            "model",
+            "dataset",
+            "input",
+            "max_len",
+            "documents",
+            "depth",
+            "docs/s",
+            "min–max",
+            "tokens/s",
+            "speedup",
+            "ideal L/k",
+            "ideal with fixed cost",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: curves
+            .iter()
+            .flat_map(|curve| {
+                curve.depths.iter().map(move |p| {
+                    let ratio = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}×"));
+                    vec![
+                        curve.model.clone(),
+                        curve.dataset.clone(),
+                        curve.input.clone(),
+                        curve.max_len.to_string(),
+                        curve.documents.to_string(),
+                        p.depth.to_string(),
+                        format!("{:.2}", p.docs_per_second),
+                        format!("{:.2}–{:.2}", p.min, p.max),
+                        format!("{:.0}", p.tokens_per_second),
+                        format!("{:.2}×", p.speedup),
+                        ratio(p.ideal),
+                        ratio(p.ideal_with_fixed_cost),
+                    ]
+                })
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_are_labelled_as_in_the_paper() {
+        assert_eq!(measure_label("ndcg_cut_10"), "nDCG@10");
+        assert_eq!(measure_label("success_10"), "Hits@10");
+        assert_eq!(measure_label("reranked_mrr_cut_10"), "re-ranked MRR@10");
+        assert_eq!(measure_label("map"), "map");
+    }
+
+    #[test]
+    fn templates_parse() {
+        let mut environment = Environment::new();
+        environment
+            .add_template("report.html", HTML_TEMPLATE)
+            .unwrap();
+        environment
+            .add_template("report.md", MARKDOWN_TEMPLATE)
+            .unwrap();
+    }
+}

@@ -1,0 +1,758 @@
+//! What a report shows, gathered from the store for one experiment: the layer curves and
+//! their best layers, paired comparisons with significance tests, the distillation table,
+//! encoder throughput by depth, training curves and the provenance of the runs.
+//!
+//! Which model is a cross encoder, and which a student of which teachers, is read from the
+//! experiment file kept in the store with its runs (not from the file on disk, which may have
+//! changed since).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{cells_frame, CellsTable, ReportError, RESULT_STAGES};
+use crate::config::{Experiment, ModelKind, ModelOrigin};
+use crate::eval::significance::{compare_by_query, PairedComparison};
+use crate::plan::Stage;
+use crate::plan::TrainingStep;
+use crate::stages::{depth_metric, RERANKED_PREFIX};
+use crate::store::{CellRow, ExperimentRow, RunRow, Store};
+
+/// Significance level of the paired tests.
+pub const ALPHA: f64 = 0.05;
+/// Sign-flip permutations of the randomisation test, and its seed (fixed, so that a report
+/// regenerated from the same store is identical).
+pub const PERMUTATIONS: usize = 10_000;
+const PERMUTATION_SEED: u64 = 0x5EED;
+
+/// The first-stage measures of the paper, in the order tables show them.
+pub const HEADLINE_MEASURES: [&str; 3] = ["ndcg_cut_10", "mrr_cut_10", "success_10"];
+
+/// Parameters that identify a layer curve themselves, or that never separate two curves.
+const CURVE_AXES: [&str; 6] = ["model", "dataset", "layer", "pooling", "input", "seed"];
+
+/// Everything a report of one experiment shows.
+#[derive(Debug)]
+pub struct Study {
+    pub experiment: ExperimentRow,
+    /// The experiment file as run, parsed; `None` for stores that did not keep it.
+    pub spec: Option<Experiment>,
+    pub runs: Vec<RunRow>,
+    pub table: CellsTable,
+    /// Parameters whose values differ between cells, and the others with their one value.
+    pub varying: Vec<String>,
+    pub constant: Vec<(String, String)>,
+    cells: Vec<CellRow>,
+    /// Documents/s of the corpus encode serving each cell (by cell position).
+    encode_rates: BTreeMap<i64, f64>,
+    bench_cells: Vec<CellRow>,
+    /// (stage, tasks, seconds of their last attempts).
+    pub stage_seconds: Vec<(String, usize, f64)>,
+    training: Vec<(String, String, Vec<TrainingStep>)>,
+}
+
+/// One line of a layer-vs-measure chart.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerCurve {
+    pub dataset: String,
+    pub model: String,
+    /// `CE` or `DE`.
+    pub kind: &'static str,
+    pub pooling: String,
+    pub input: String,
+    /// Other parameters that tell this curve from its neighbours (`seed=1`).
+    pub extra: String,
+    pub points: Vec<CurvePoint>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CurvePoint {
+    pub layer: i64,
+    pub value: f64,
+    /// The eval task whose per-query scores back the value.
+    #[serde(skip)]
+    eval_task: Option<String>,
+}
+
+impl LayerCurve {
+    pub fn label(&self) -> String {
+        format!(
+            "{} {} · {} · {}{}",
+            self.kind, self.model, self.pooling, self.input, self.extra
+        )
+    }
+
+    pub fn best(&self) -> Option<&CurvePoint> {
+        self.points
+            .iter()
+            .max_by(|a, b| a.value.total_cmp(&b.value).then(b.layer.cmp(&a.layer)))
+    }
+
+    pub fn last(&self) -> Option<&CurvePoint> {
+        self.points.iter().max_by_key(|point| point.layer)
+    }
+}
+
+/// A paired comparison of two configurations over the queries both were scored on.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub dataset: String,
+    pub what: String,
+    pub a: String,
+    pub b: String,
+    pub measure: String,
+    pub result: PairedComparison,
+    pub significant: bool,
+}
+
+/// One row of the distillation table.
+#[derive(Debug, Clone)]
+pub struct DistillRow {
+    pub dataset: String,
+    pub model: String,
+    /// `student`, or `reference` for the teacher DE the students are measured against.
+    pub role: &'static str,
+    pub layers: i64,
+    pub init: String,
+    pub loss: String,
+    pub reranked_by: String,
+    /// nDCG@10, MRR@10, Hits@10 (of the re-ranked run where re-ranked).
+    pub values: Vec<Option<f64>>,
+    pub docs_per_second: Option<f64>,
+    pub speedup: Option<f64>,
+    /// Against the reference on nDCG@10.
+    pub comparison: Option<Comparison>,
+}
+
+/// Encoder throughput of one model at each measured depth.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpeedCurve {
+    pub model: String,
+    pub dataset: String,
+    pub input: String,
+    pub max_len: i64,
+    pub documents: i64,
+    pub depths: Vec<SpeedPoint>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SpeedPoint {
+    pub depth: usize,
+    pub docs_per_second: f64,
+    pub min: f64,
+    pub max: f64,
+    pub tokens_per_second: f64,
+    /// Against the deepest measured depth.
+    pub speedup: f64,
+    /// `L/k`: every layer costs the same and nothing else costs anything.
+    pub ideal: Option<f64>,
+    /// `L/k` corrected by the measured cost of depth 0 (tokenization, embeddings, pooling).
+    pub ideal_with_fixed_cost: Option<f64>,
+}
+
+/// The loss curve of one training task.
+#[derive(Debug, Clone, Serialize)]
+pub struct LossCurve {
+    pub stage: String,
+    pub label: String,
+    /// What separates the curves of one chart (`train_ce`, `train_de mse`, …).
+    pub group: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Study {
+    /// Reads what a report of `experiment` needs.
+    pub fn load(store: &Store, experiment: &ExperimentRow) -> Result<Self, ReportError> {
+        let spec = (!experiment.text.is_empty())
+            .then(|| Experiment::parse(Path::new(&experiment.path), &experiment.text).ok())
+            .flatten();
+        let table = cells_frame(store, std::slice::from_ref(experiment))?;
+        let varying = super::varying_parameters(&table.frame, &table.measures)?;
+        let constant = constant_parameters(&table, &varying)?;
+        let cells = store.cells(experiment.id, &RESULT_STAGES)?;
+        let encode_rates = store
+            .cells(experiment.id, &[Stage::Encode])?
+            .into_iter()
+            .filter_map(|cell| {
+                let rate = cell.metrics.get("corpus_texts_per_second").copied()?;
+                Some((cell.position, rate))
+            })
+            .collect();
+        let bench_cells = store.cells(experiment.id, &[Stage::Bench])?;
+        let mut stage_seconds: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+        let tasks = store.tasks(experiment.id)?;
+        for task in &tasks {
+            let entry = stage_seconds.entry(task.stage.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += task.seconds.unwrap_or(0.0);
+        }
+        let mut training = Vec::new();
+        for task in &tasks {
+            if matches!(task.stage.as_str(), "train_ce" | "train_de") {
+                let steps = store.training_steps(&task.key)?;
+                if !steps.is_empty() {
+                    training.push((task.stage.clone(), task.key.clone(), steps));
+                }
+            }
+        }
+        Ok(Study {
+            experiment: experiment.clone(),
+            spec,
+            runs: store.runs(experiment.id)?,
+            table,
+            varying,
+            constant,
+            cells,
+            encode_rates,
+            bench_cells,
+            stage_seconds: stage_seconds
+                .into_iter()
+                .map(|(stage, (count, seconds))| (stage, count, seconds))
+                .collect(),
+            training,
+        })
+    }
+
+    /// The seeds of the experiment file.
+    pub fn seeds(&self) -> Vec<u64> {
+        self.spec
+            .as_ref()
+            .map(|spec| spec.seeds.clone())
+            .unwrap_or_default()
+    }
+
+    /// The datasets of the cells, in name order.
+    pub fn datasets(&self) -> Vec<String> {
+        let names: BTreeSet<String> = self
+            .cells
+            .iter()
+            .filter_map(|cell| text(cell, "dataset"))
+            .collect();
+        names.into_iter().collect()
+    }
+
+    fn kind(&self, model: &str) -> &'static str {
+        match self.spec.as_ref().and_then(|spec| spec.models.get(model)) {
+            Some(spec) if spec.kind == ModelKind::Ce => "CE",
+            _ => "DE",
+        }
+    }
+
+    fn is_student(&self, model: &str) -> bool {
+        self.spec
+            .as_ref()
+            .and_then(|spec| spec.models.get(model))
+            .is_some_and(|spec| matches!(spec.origin(), ModelOrigin::TrainedDe))
+    }
+
+    /// One curve per (dataset, model, pooling, input, other varying parameters) of the
+    /// models probed layer by layer (students are in the distillation table instead), for
+    /// `measure` of the first stage.
+    pub fn layer_curves(&self, measure: &str) -> Vec<LayerCurve> {
+        let mut curves: Vec<LayerCurve> = Vec::new();
+        for cell in &self.cells {
+            let (Some(model), Some(dataset), Some(layer)) = (
+                text(cell, "model"),
+                text(cell, "dataset"),
+                cell.params.get("layer").and_then(|v| v.as_i64()),
+            ) else {
+                continue;
+            };
+            let Some(&value) = cell.metrics.get(measure) else {
+                continue;
+            };
+            if self.is_student(&model) {
+                continue;
+            }
+            let separating = self.separating_parameters(&model);
+            let extra: String = separating
+                .iter()
+                .filter_map(|name| {
+                    let value = cell.params.get(name.as_str())?;
+                    Some(format!(" · {name}={}", display_json(value)))
+                })
+                .collect();
+            let curve = LayerCurve {
+                kind: self.kind(&model),
+                pooling: text(cell, "pooling").unwrap_or_default(),
+                input: text(cell, "input").unwrap_or_default(),
+                dataset,
+                model,
+                extra,
+                points: Vec::new(),
+            };
+            let index = match curves.iter().position(|c| {
+                (&c.dataset, &c.model, &c.pooling, &c.input, &c.extra)
+                    == (
+                        &curve.dataset,
+                        &curve.model,
+                        &curve.pooling,
+                        &curve.input,
+                        &curve.extra,
+                    )
+            }) {
+                Some(index) => index,
+                None => {
+                    curves.push(curve);
+                    curves.len() - 1
+                }
+            };
+            let points = &mut curves[index].points;
+            // Cells that differ only in what follows the first stage (re-ranking) share it.
+            if !points.iter().any(|point| point.layer == layer) {
+                points.push(CurvePoint {
+                    layer,
+                    value,
+                    eval_task: task_of(cell, Stage::Eval),
+                });
+            }
+        }
+        for curve in &mut curves {
+            curve.points.sort_by_key(|point| point.layer);
+        }
+        curves
+    }
+
+    /// The parameters that tell apart two curves of `model`: those (besides the curve's own
+    /// axes) whose values differ between the model's cells. Settings of stages that do not
+    /// make the model (a re-ranker's training, the bench) never separate its curves.
+    fn separating_parameters(&self, model: &str) -> Vec<String> {
+        let trained_ce = self
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.models.get(model))
+            .is_some_and(|spec| matches!(spec.origin(), ModelOrigin::TrainedCe));
+        let relevant = |name: &str| {
+            !CURVE_AXES.contains(&name)
+                && !["rerank.", "bench.", "train_de."]
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
+                && (trained_ce || !name.starts_with("train_ce."))
+        };
+        let cells: Vec<&CellRow> = self
+            .cells
+            .iter()
+            .filter(|cell| text(cell, "model").as_deref() == Some(model))
+            .collect();
+        self.varying
+            .iter()
+            .filter(|name| relevant(name))
+            .filter(|name| {
+                let values: BTreeSet<String> = cells
+                    .iter()
+                    .map(|cell| {
+                        cell.params
+                            .get(name.as_str())
+                            .map(display_json)
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                values.len() > 1
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Paired comparisons on `measure`: each curve's best layer against its last, and per
+    /// dataset the best CE layer against the DE's last layer.
+    pub fn layer_comparisons(
+        &self,
+        store: &Store,
+        curves: &[LayerCurve],
+        measure: &str,
+    ) -> Result<Vec<Comparison>, ReportError> {
+        let mut comparisons = Vec::new();
+        for curve in curves {
+            let (Some(best), Some(last)) = (curve.best(), curve.last()) else {
+                continue;
+            };
+            if best.layer == last.layer {
+                continue;
+            }
+            let label = curve.label();
+            if let Some(result) = self.compare(store, best, last, measure)? {
+                comparisons.push(Comparison {
+                    dataset: curve.dataset.clone(),
+                    what: "best layer vs last layer".to_string(),
+                    a: format!("{label} L{}", best.layer),
+                    b: format!("{label} L{}", last.layer),
+                    measure: measure.to_string(),
+                    significant: result.significant(ALPHA),
+                    result,
+                });
+            }
+        }
+        for dataset in self.datasets() {
+            let of_kind = |kind: &'static str| {
+                curves
+                    .iter()
+                    .filter(|c| c.dataset == dataset && c.kind == kind)
+                    .collect::<Vec<_>>()
+            };
+            let best_ce = of_kind("CE")
+                .into_iter()
+                .filter_map(|curve| Some((curve, curve.best()?)))
+                .max_by(|a, b| a.1.value.total_cmp(&b.1.value));
+            let last_de = of_kind("DE")
+                .into_iter()
+                .filter_map(|curve| Some((curve, curve.last()?)))
+                .max_by(|a, b| a.1.value.total_cmp(&b.1.value));
+            let (Some((ce, ce_point)), Some((de, de_point))) = (best_ce, last_de) else {
+                continue;
+            };
+            if let Some(result) = self.compare(store, ce_point, de_point, measure)? {
+                comparisons.push(Comparison {
+                    dataset: ce.dataset.clone(),
+                    what: "best CE layer vs DE last layer".to_string(),
+                    a: format!("{} L{}", ce.label(), ce_point.layer),
+                    b: format!("{} L{}", de.label(), de_point.layer),
+                    measure: measure.to_string(),
+                    significant: result.significant(ALPHA),
+                    result,
+                });
+            }
+        }
+        Ok(comparisons)
+    }
+
+    fn compare(
+        &self,
+        store: &Store,
+        a: &CurvePoint,
+        b: &CurvePoint,
+        measure: &str,
+    ) -> Result<Option<PairedComparison>, ReportError> {
+        let (Some(task_a), Some(task_b)) = (&a.eval_task, &b.eval_task) else {
+            return Ok(None);
+        };
+        self.compare_tasks(store, (task_a, measure), (task_b, measure))
+    }
+
+    fn compare_tasks(
+        &self,
+        store: &Store,
+        (task_a, measure_a): (&str, &str),
+        (task_b, measure_b): (&str, &str),
+    ) -> Result<Option<PairedComparison>, ReportError> {
+        let scores_a = store.query_metrics(task_a, measure_a)?;
+        let scores_b = store.query_metrics(task_b, measure_b)?;
+        Ok(compare_by_query(&scores_a, &scores_b, PERMUTATIONS, PERMUTATION_SEED).ok())
+    }
+
+    /// The students of the experiment and the teacher DE they are measured against, per
+    /// dataset; empty when the experiment trains no student.
+    pub fn distillation(&self, store: &Store) -> Result<Vec<DistillRow>, ReportError> {
+        let Some(spec) = &self.spec else {
+            return Ok(Vec::new());
+        };
+        let mut rows = Vec::new();
+        for dataset in self.datasets() {
+            let of_dataset: Vec<&CellRow> = self
+                .cells
+                .iter()
+                .filter(|cell| text(cell, "dataset").as_deref() == Some(dataset.as_str()))
+                .collect();
+            let students: Vec<&CellRow> = of_dataset
+                .iter()
+                .copied()
+                .filter(|cell| text(cell, "model").is_some_and(|m| self.is_student(&m)))
+                .collect();
+            let teachers: BTreeSet<String> = students
+                .iter()
+                .filter_map(|cell| spec.models.get(&text(cell, "model")?)?.teacher_de.clone())
+                .collect();
+            for teacher in &teachers {
+                // The reference: the teacher at its deepest probed layer, first stage only,
+                // mean pooling and the sentence alone where it was probed that way.
+                let reference = of_dataset
+                    .iter()
+                    .copied()
+                    .filter(|cell| text(cell, "model").as_deref() == Some(teacher.as_str()))
+                    .filter(|cell| reranker(cell).is_none())
+                    .max_by_key(|cell| {
+                        (
+                            cell.params.get("layer").and_then(|v| v.as_i64()),
+                            text(cell, "pooling").as_deref() == Some("mean"),
+                            text(cell, "input").as_deref() == Some("single"),
+                        )
+                    });
+                let reference_rate =
+                    reference.and_then(|cell| self.encode_rates.get(&cell.position).copied());
+                let mut group: Vec<&CellRow> = of_dataset
+                    .iter()
+                    .copied()
+                    .filter(|cell| {
+                        text(cell, "model").as_deref() == Some(teacher.as_str())
+                            && reference.is_some_and(|r| {
+                                r.params.get("layer") == cell.params.get("layer")
+                                    && r.params.get("pooling") == cell.params.get("pooling")
+                                    && r.params.get("input") == cell.params.get("input")
+                            })
+                    })
+                    .collect();
+                group.extend(students.iter().copied().filter(|cell| {
+                    text(cell, "model")
+                        .and_then(|m| spec.models.get(&m)?.teacher_de.clone())
+                        .as_deref()
+                        == Some(teacher.as_str())
+                }));
+                for cell in group {
+                    rows.push(self.distill_row(store, cell, reference, reference_rate)?);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    fn distill_row(
+        &self,
+        store: &Store,
+        cell: &CellRow,
+        reference: Option<&CellRow>,
+        reference_rate: Option<f64>,
+    ) -> Result<DistillRow, ReportError> {
+        let model = text(cell, "model").unwrap_or_default();
+        let reranked_by = reranker(cell).unwrap_or_default();
+        let prefix = if reranked_by.is_empty() {
+            ""
+        } else {
+            RERANKED_PREFIX
+        };
+        let values = HEADLINE_MEASURES
+            .iter()
+            .map(|measure| cell.metrics.get(&format!("{prefix}{measure}")).copied())
+            .collect();
+        let docs_per_second = self.encode_rates.get(&cell.position).copied();
+        let is_reference = reference.is_some_and(|r| r.position == cell.position);
+        let measure = HEADLINE_MEASURES[0];
+        let comparison = match reference {
+            Some(reference) if !is_reference => {
+                let own_stage = if reranked_by.is_empty() {
+                    Stage::Eval
+                } else {
+                    Stage::Rerank
+                };
+                let own = task_of(cell, own_stage);
+                let theirs = task_of(reference, Stage::Eval);
+                let own_measure = format!("{prefix}{measure}");
+                match (own, theirs) {
+                    (Some(own), Some(theirs)) => self
+                        .compare_tasks(store, (&own, &own_measure), (&theirs, measure))?
+                        .map(|result| Comparison {
+                            dataset: text(cell, "dataset").unwrap_or_default(),
+                            what: "vs the teacher DE".to_string(),
+                            a: model.clone(),
+                            b: text(reference, "model").unwrap_or_default(),
+                            measure: own_measure,
+                            significant: result.significant(ALPHA),
+                            result,
+                        }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        Ok(DistillRow {
+            dataset: text(cell, "dataset").unwrap_or_default(),
+            role: if is_reference || !self.is_student(&model) {
+                "reference"
+            } else {
+                "student"
+            },
+            layers: cell
+                .params
+                .get("train_de.layers")
+                .or_else(|| cell.params.get("layer"))
+                .and_then(|v| v.as_i64())
+                .unwrap_or_default(),
+            init: text(cell, "train_de.init").unwrap_or_else(|| "-".to_string()),
+            loss: text(cell, "train_de.loss").unwrap_or_else(|| "-".to_string()),
+            reranked_by,
+            values,
+            docs_per_second,
+            speedup: docs_per_second.zip(reference_rate).map(|(own, r)| own / r),
+            comparison,
+            model,
+        })
+    }
+
+    /// Encoder throughput by depth, from the experiment's bench tasks.
+    pub fn speed_curves(&self) -> Vec<SpeedCurve> {
+        let mut seen = BTreeSet::new();
+        let mut curves = Vec::new();
+        for cell in &self.bench_cells {
+            let Some(task) = task_of(cell, Stage::Bench) else {
+                continue;
+            };
+            if !seen.insert(task) {
+                continue;
+            }
+            let mut depths: Vec<usize> = cell
+                .metrics
+                .keys()
+                .filter_map(|name| name.strip_prefix("docs_per_second@")?.parse().ok())
+                .collect();
+            depths.sort_unstable();
+            let metric = |name: &str, depth: usize| {
+                cell.metrics
+                    .get(&depth_metric(name, depth))
+                    .copied()
+                    .unwrap_or(f64::NAN)
+            };
+            let Some(&deepest) = depths.last() else {
+                continue;
+            };
+            let full_rate = metric("docs_per_second", deepest);
+            let fixed_seconds = depths
+                .first()
+                .filter(|&&depth| depth == 0)
+                .map(|&depth| 1.0 / metric("docs_per_second", depth));
+            let points = depths
+                .iter()
+                .map(|&depth| {
+                    let rate = metric("docs_per_second", depth);
+                    let full_seconds = 1.0 / full_rate;
+                    let ideal = (depth > 0).then(|| deepest as f64 / depth as f64);
+                    let ideal_with_fixed_cost = fixed_seconds.map(|fixed| {
+                        let per_layer = (full_seconds - fixed) / deepest as f64;
+                        full_seconds / (fixed + per_layer * depth as f64)
+                    });
+                    SpeedPoint {
+                        depth,
+                        docs_per_second: rate,
+                        min: metric("docs_per_second_min", depth),
+                        max: metric("docs_per_second_max", depth),
+                        tokens_per_second: metric("tokens_per_second", depth),
+                        speedup: rate / full_rate,
+                        ideal,
+                        ideal_with_fixed_cost,
+                    }
+                })
+                .collect();
+            curves.push(SpeedCurve {
+                model: text(cell, "model").unwrap_or_default(),
+                dataset: text(cell, "dataset").unwrap_or_default(),
+                input: text(cell, "input").unwrap_or_default(),
+                max_len: cell
+                    .params
+                    .get("encode.max_len")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or_default(),
+                documents: cell
+                    .metrics
+                    .get("bench_documents")
+                    .map(|&n| n as i64)
+                    .unwrap_or_default(),
+                depths: points,
+            });
+        }
+        curves
+    }
+
+    /// The loss curve of every training task, labelled by what the task trains.
+    pub fn loss_curves(&self) -> Vec<LossCurve> {
+        self.training
+            .iter()
+            .map(|(stage, key, steps)| {
+                let cell = self.cells.iter().find(|cell| {
+                    let trains_this_model = text(cell, "model").is_some_and(|model| {
+                        (stage == "train_de") == self.is_student(&model)
+                            || (stage == "train_ce" && self.kind(&model) == "CE")
+                    });
+                    trains_this_model && cell.tasks.iter().any(|(_, task, _)| task == key)
+                });
+                let model = cell.and_then(|c| text(c, "model")).unwrap_or_default();
+                let (label, group) = if stage == "train_de" {
+                    let setting = |name: &str| {
+                        cell.and_then(|c| text(c, name))
+                            .unwrap_or_else(|| "?".to_string())
+                    };
+                    let loss = setting("train_de.loss");
+                    (
+                        format!("{model} init={} loss={loss}", setting("train_de.init")),
+                        format!("train_de {loss}"),
+                    )
+                } else {
+                    (format!("{model} (cross encoder)"), stage.clone())
+                };
+                LossCurve {
+                    stage: stage.clone(),
+                    label,
+                    group,
+                    points: steps
+                        .iter()
+                        .map(|step| (step.step as f64, step.loss))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The cells table restricted to the parameters that differ and the measures: header
+    /// and rows as displayed.
+    pub fn parameter_table(&self) -> Result<(Vec<String>, Vec<Vec<String>>), ReportError> {
+        let mut columns: Vec<String> = self.varying.clone();
+        columns.extend(self.table.measures.iter().cloned());
+        let series: Vec<_> = columns
+            .iter()
+            .map(|name| {
+                self.table
+                    .frame
+                    .column(name)
+                    .map(|c| c.as_materialized_series().clone())
+            })
+            .collect::<Result<_, _>>()?;
+        let rows = (0..self.table.frame.height())
+            .map(|row| {
+                series
+                    .iter()
+                    .map(|s| {
+                        super::display_any(&s.get(row).unwrap_or(polars::prelude::AnyValue::Null))
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok((columns, rows))
+    }
+}
+
+/// Parameters with one value over every cell, as `(name, value)`.
+fn constant_parameters(
+    table: &CellsTable,
+    varying: &[String],
+) -> Result<Vec<(String, String)>, ReportError> {
+    let mut constant = Vec::new();
+    for name in &table.parameters {
+        if varying.contains(name) || table.frame.height() == 0 {
+            continue;
+        }
+        let series = table.frame.column(name)?.as_materialized_series();
+        let value = series.get(0).unwrap_or(polars::prelude::AnyValue::Null);
+        constant.push((name.clone(), super::display_any(&value)));
+    }
+    Ok(constant)
+}
+
+fn text(cell: &CellRow, name: &str) -> Option<String> {
+    cell.params.get(name).map(display_json)
+}
+
+fn display_json(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The cross encoder re-ranking the cell's run, if any.
+fn reranker(cell: &CellRow) -> Option<String> {
+    text(cell, "rerank.model").filter(|model| !model.is_empty())
+}
+
+fn task_of(cell: &CellRow, stage: Stage) -> Option<String> {
+    cell.tasks
+        .iter()
+        .find(|(name, _, _)| name == stage.name())
+        .map(|(_, key, _)| key.clone())
+}

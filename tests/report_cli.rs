@@ -1,0 +1,243 @@
+//! `repro report` and `repro figures` end to end, from a store built by a miniature study on
+//! a tiny random BERT: a CE teacher probed layer by layer, the DE probed layer by layer and
+//! re-ranked, two DE-2 students, bench tasks. The page is also opened in headless Chromium.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+
+use common::Fixture;
+
+const STUDY: &str = r#"
+[experiment]
+schema = 1
+name = "report_smoke"
+description = "a miniature study for the report tests"
+seeds = [0]
+
+[models.tiny]
+source = "TINY"
+max_len = 32
+
+[models.teacher]
+kind = "ce"
+base = "tiny"
+train_dataset = "tiny"
+negatives_from = "tiny"
+max_len = 32
+
+[models.student]
+teacher_de = "tiny"
+teacher_ce = "teacher"
+train_dataset = "tiny"
+max_len = 32
+
+[datasets.tiny]
+path = "DATASET"
+
+[train_ce]
+batch = 4
+max_len = 32
+mine_top_k = 4
+negatives = 2
+
+[train_de]
+batch = 4
+max_len = 32
+
+[rerank]
+top_k = 5
+batch = 4
+max_len = 32
+
+[encode]
+batch = 4
+
+[bench]
+documents = 6
+runs = 2
+warmup = 0
+inputs = ["single"]
+
+[[sweep]]
+model = ["teacher"]
+input = ["single", "self_pair"]
+
+[[sweep]]
+model = ["tiny"]
+pooling = ["mean", "cls"]
+
+[[sweep]]
+model = ["tiny"]
+layers = [3]
+rerank.model = ["teacher"]
+
+[[sweep]]
+model = ["student"]
+layers = [2]
+train_de.init = ["ce:1", "random"]
+"#;
+
+fn study() -> Fixture {
+    let fixture = Fixture::new();
+    fixture.write_experiment(STUDY);
+    let summary = fixture.run();
+    assert_eq!(summary["status"], "succeeded", "{summary}");
+    fixture
+}
+
+/// Runs `repro` with `args`, which must succeed; returns its stdout's lines.
+fn repro_lines(fixture: &Fixture, args: &[&str]) -> Vec<PathBuf> {
+    let output = fixture.repro().args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "repro {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| fixture.dir.path().join(line))
+        .collect()
+}
+
+#[test]
+fn report_figures_and_browser_check() {
+    let fixture = study();
+
+    // The HTML page: self-contained, every section present, charts inline.
+    let pages = repro_lines(&fixture, &["report", "report_smoke"]);
+    assert_eq!(pages.len(), 1);
+    assert!(
+        pages[0].ends_with("reports/report_smoke/index.html"),
+        "{pages:?}"
+    );
+    let html = std::fs::read_to_string(&pages[0]).unwrap();
+    for section in [
+        "What was run",
+        "nDCG@10 by layer",
+        "Recall@100 by layer",
+        "Best layer per configuration",
+        "Paired comparisons",
+        "Distillation",
+        "Encoder speed by depth",
+        "Training curves",
+        "Cells",
+        // Provenance: the file as run, the machine, the toolchain.
+        "[models.teacher]",
+        "rustc",
+    ] {
+        assert!(html.contains(section), "the page lacks `{section}`");
+    }
+    // nDCG@10 and Recall@100 on one dataset, speedup and throughput, CE and DE losses.
+    let charts = html.matches("<figure class=\"chart\"").count();
+    assert_eq!(charts, 2 + 2 + 2, "charts on the page");
+    assert_eq!(html.matches("<svg").count(), charts);
+    // Cross encoder and dual encoder curves are both drawn, told apart by their labels.
+    assert!(html.contains("CE teacher · mean · self_pair"));
+    assert!(html.contains("DE tiny · cls · single"));
+    // Nothing to fetch, nothing to run.
+    for forbidden in ["<script", " src=", "href=\"http", "<link"] {
+        assert!(!html.contains(forbidden), "the page contains `{forbidden}`");
+    }
+
+    // The same tables in Markdown.
+    let markdown = repro_lines(&fixture, &["report", "report_smoke", "--format", "md"]);
+    let markdown = std::fs::read_to_string(&markdown[0]).unwrap();
+    assert!(markdown.contains("| dataset | configuration | best layer |"));
+    assert!(markdown.contains("## Distillation"));
+    let distill_rows = markdown
+        .lines()
+        .filter(|line| line.starts_with("| tiny | student |"))
+        .count();
+    assert_eq!(distill_rows, 2, "{markdown}");
+
+    // Figures: fixed names, byte-identical when regenerated from the same store.
+    let out = fixture.dir.path().join("figures");
+    let out_arg = out.to_str().unwrap();
+    let first = repro_lines(&fixture, &["figures", "report_smoke", "--out", out_arg]);
+    let names: Vec<String> = first
+        .iter()
+        .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "layer_ndcg_tiny.svg",
+            "layer_ndcg_tiny.png",
+            "speedup.svg",
+            "speedup.png",
+            "distill_table.md",
+            "distill_table.tex",
+        ]
+    );
+    let bytes: Vec<Vec<u8>> = first.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let again = repro_lines(&fixture, &["figures", "report_smoke", "--out", out_arg]);
+    assert_eq!(first, again);
+    for (path, before) in again.iter().zip(&bytes) {
+        assert_eq!(
+            &std::fs::read(path).unwrap(),
+            before,
+            "{} changed",
+            path.display()
+        );
+    }
+    let table = std::fs::read_to_string(out.join("distill_table.tex")).unwrap();
+    assert!(table.starts_with("\\begin{tabular}"));
+
+    browser_check(&pages[0], charts);
+}
+
+/// Opens the page in headless Chromium (tests/browser/check_report.mjs): no console errors,
+/// no requests, every chart rendered; keeps a screenshot in target/report-screenshot.png.
+/// Required when REPRO_BROWSER_TEST=1 (as `make test` sets); otherwise skipped, saying why,
+/// when Node, Chromium or playwright-core is missing.
+fn browser_check(page: &Path, charts: usize) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("tests/browser/check_report.mjs");
+    let required = std::env::var("REPRO_BROWSER_TEST").is_ok_and(|v| v == "1");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let missing = [
+        (!root
+            .join("tests/browser/node_modules/playwright-core")
+            .is_dir())
+        .then_some("playwright-core (npm ci --prefix tests/browser)"),
+        (!Path::new(&chromium).exists()).then_some("chromium"),
+        Process::new("node")
+            .arg("--version")
+            .output()
+            .is_err()
+            .then_some("node"),
+    ];
+    let missing: Vec<&str> = missing.into_iter().flatten().collect();
+    if !missing.is_empty() {
+        assert!(
+            !required,
+            "browser check required, but missing: {missing:?}"
+        );
+        eprintln!("browser check skipped: missing {missing:?}");
+        return;
+    }
+    let screenshot = root.join("target/report-screenshot.png");
+    let output = Process::new("node")
+        .arg(&script)
+        .arg(page)
+        .arg(&screenshot)
+        .arg(charts.to_string())
+        .env("CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "browser check failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let png = std::fs::read(&screenshot).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    assert!(
+        png.len() > 10_000,
+        "a blank screenshot? {} bytes",
+        png.len()
+    );
+}
