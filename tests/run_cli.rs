@@ -854,3 +854,35 @@ fn a_distillation_study_trains_probes_and_reranks() {
     );
     assert_eq!(csv.lines().count() as i64, current_steps + 1);
 }
+
+/// `[bench]` adds one bench task per (model, dataset, input) it covers; with `--jobs 3` the
+/// bench still runs alone: no other attempt's time span overlaps its own.
+#[test]
+fn bench_tasks_run_alone_and_are_cached() {
+    let fixture = Fixture::new();
+    fixture.write_experiment(|text| {
+        format!("{text}\n[bench]\ndocuments = 5\nruns = 2\nwarmup = 0\ninputs = [\"single\"]\n")
+    });
+    let first = fixture.run(&["--jobs", "3"]);
+    assert_eq!(first["status"], "succeeded");
+    assert_eq!(summary(&first, "total"), TASKS + 1);
+    let store = fixture.store();
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM metrics m JOIN tasks t ON t.key = m.task_key
+             WHERE t.stage = 'bench' AND m.measure LIKE 'docs_per_second@%' AND m.value > 0"
+        ),
+        // Depths 0 to 3 of the tiny model.
+        4
+    );
+    let overlapping = count(
+        &store,
+        "SELECT count(*) FROM attempts b JOIN tasks t ON t.key = b.task_key AND t.stage = 'bench'
+         JOIN attempts o ON o.id != b.id
+         WHERE o.started_at < b.ended_at AND o.ended_at > b.started_at",
+    );
+    assert_eq!(overlapping, 0, "another task ran beside the bench");
+    let second = fixture.run(&["--jobs", "3"]);
+    assert_eq!(summary(&second, "executed"), 0, "bench results are cached");
+}

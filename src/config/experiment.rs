@@ -1650,12 +1650,33 @@ max_len = 32
             ("[rerank]\nmodel = \"tiny\"\n", "needs a cross encoder"),
             ("[train_de]\ninit = \"ce:5\"\n", "copies 5 layers"),
             ("[train_ce]\nnegatives = 0\n", "negatives"),
+            ("[bench]\nruns = 0\n", "bench: documents and runs"),
+            ("[bench]\ndatasets = [\"e\"]\n", "bench.datasets: `e`"),
+            (
+                "[bench]\ndepths = [2, 4]\n",
+                "4 is beyond the model's depth 3",
+            ),
+            ("[bench]\nrepeat = 2\n", "unknown field `repeat`"),
         ];
         for (extra, needle) in cases {
             let message = error_of(extra);
             assert!(message.contains("exp.toml:"), "{extra:?}: {message}");
             assert!(message.contains(needle), "{extra:?}: {message}");
         }
+    }
+
+    #[test]
+    fn bench_settings_reach_every_cell() {
+        let cells = expand("[bench]\ndocuments = 10\ninputs = [\"single\"]\n").unwrap();
+        assert!(cells.iter().all(|cell| cell
+            .bench
+            .as_ref()
+            .is_some_and(|bench| bench.documents == 10 && bench.runs == 5)));
+        let bench = cells[0].bench.as_ref().unwrap();
+        assert_eq!(bench.depths_for(3).unwrap(), vec![0, 1, 2, 3]);
+        assert!(bench.covers("d", InputFormat::Single));
+        assert!(!bench.covers("d", InputFormat::SelfPair));
+        assert!(expand("").unwrap().iter().all(|cell| cell.bench.is_none()));
     }
 
     #[test]

@@ -295,7 +295,11 @@ mod tests {
             &first[..40.min(first.len())]
         );
         for text in ["layers", "nDCG@10", "DE", "CE"] {
-            assert!(first.contains(&format!(">{text}<")), "missing {text}");
+            // plotters writes each text element's content on its own line.
+            assert!(
+                first.contains(&format!(">\n{text}\n</text>")),
+                "missing {text}"
+            );
         }
     }
 
