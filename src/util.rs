@@ -26,10 +26,13 @@ pub fn write_atomic_with(
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir)?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".repro-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".repro-").suffix(".tmp");
+    // Temporary files are private (0600) by default; what repro writes (results, reports,
+    // figures) is meant to be read by others, as a plain `File::create` would allow.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut temp = builder.tempfile_in(dir)?;
     {
         let mut writer = std::io::BufWriter::new(temp.as_file_mut());
         write(&mut writer)?;

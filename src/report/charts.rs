@@ -213,7 +213,7 @@ impl Chart {
         if self.series.iter().any(|series| !series.label.is_empty()) {
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
+                .position(SeriesLabelPosition::UpperMiddle)
                 .background_style(WHITE.mix(0.85))
                 .border_style(RGBColor(190, 190, 190))
                 .label_font((FONT_FAMILY, 12))
