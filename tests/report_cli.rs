@@ -136,6 +136,9 @@ fn report_figures_and_browser_check() {
     // Cross encoder and dual encoder curves are both drawn, told apart by their labels.
     assert!(html.contains("CE teacher · mean · self_pair"));
     assert!(html.contains("DE tiny · cls · single"));
+    // Paired comparisons: input formats of the teacher, its best layer against the DE's last.
+    assert!(html.contains("self_pair vs single (best layers)"));
+    assert!(html.contains("best CE layer vs DE last layer"));
     // Nothing to fetch, nothing to run.
     for forbidden in ["<script", " src=", "href=\"http", "<link"] {
         assert!(!html.contains(forbidden), "the page contains `{forbidden}`");

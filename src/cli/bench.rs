@@ -80,12 +80,7 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
         .map_err(|message| anyhow::anyhow!("--depth: {message}"))?;
     let dataset_dir =
         crate::data::fetch::resolve(&args.dataset, &global.data_dir, global.mirror.as_deref())?;
-    let corpus = crate::data::beir::read_corpus(&dataset_dir.join("corpus.jsonl"))?;
-    let texts: Vec<String> = corpus
-        .iter()
-        .take(args.documents)
-        .map(|d| d.full_text())
-        .collect();
+    let texts = crate::stages::first_documents(&dataset_dir, args.documents)?;
     let settings = BenchSettings {
         documents: texts.len(),
         max_len: args.max_len,

@@ -354,8 +354,8 @@ impl Study {
             .collect()
     }
 
-    /// Paired comparisons on `measure`: each curve's best layer against its last, and per
-    /// dataset the best CE layer against the DE's last layer.
+    /// Paired comparisons on `measure`: each curve's best layer against its last, `self_pair`
+    /// against `single` input, and per dataset the best CE layer against the DE's last layer.
     pub fn layer_comparisons(
         &self,
         store: &Store,
@@ -377,6 +377,32 @@ impl Study {
                     what: "best layer vs last layer".to_string(),
                     a: format!("{label} L{}", best.layer),
                     b: format!("{label} L{}", last.layer),
+                    measure: measure.to_string(),
+                    significant: result.significant(ALPHA),
+                    result,
+                });
+            }
+        }
+        // The input format the paper varies: a sentence paired with itself against the
+        // sentence alone, each at its best layer.
+        for pair in curves.iter().filter(|c| c.input == "self_pair") {
+            let single = curves.iter().find(|c| {
+                c.input == "single"
+                    && (&c.dataset, &c.model, &c.pooling, &c.extra)
+                        == (&pair.dataset, &pair.model, &pair.pooling, &pair.extra)
+            });
+            let (Some(single), Some(pair_best)) = (single, pair.best()) else {
+                continue;
+            };
+            let Some(single_best) = single.best() else {
+                continue;
+            };
+            if let Some(result) = self.compare(store, pair_best, single_best, measure)? {
+                comparisons.push(Comparison {
+                    dataset: pair.dataset.clone(),
+                    what: "self_pair vs single (best layers)".to_string(),
+                    a: format!("{} L{}", pair.label(), pair_best.layer),
+                    b: format!("{} L{}", single.label(), single_best.layer),
                     measure: measure.to_string(),
                     significant: result.significant(ALPHA),
                     result,

@@ -128,6 +128,17 @@ pub fn depth_metric(name: &str, depth: usize) -> String {
     format!("{name}@{depth}")
 }
 
+/// The texts a benchmark encodes: the first `count` documents of a BEIR dataset's corpus, as
+/// `title + " " + text`.
+pub fn first_documents(dataset_dir: &Path, count: usize) -> Result<Vec<String>, StageError> {
+    let corpus = beir::read_corpus(&dataset_dir.join("corpus.jsonl"))?;
+    Ok(corpus
+        .iter()
+        .take(count)
+        .map(|document| document.full_text())
+        .collect())
+}
+
 /// A bench task of the DAG: [`run_bench`] on the first documents of the dataset's corpus,
 /// the timings written to [`BENCH_FILE`] and summarised as metrics per depth.
 pub(super) fn run_bench_task(
@@ -142,12 +153,7 @@ pub(super) fn run_bench_task(
         .settings
         .depths_for(config.num_hidden_layers)
         .map_err(StageError::Setting)?;
-    let corpus = beir::read_corpus(&spec.dataset_dir.join("corpus.jsonl"))?;
-    let texts: Vec<String> = corpus
-        .iter()
-        .take(spec.settings.documents)
-        .map(|document| document.full_text())
-        .collect();
+    let texts = first_documents(&spec.dataset_dir, spec.settings.documents)?;
     let settings = BenchSettings {
         documents: texts.len(),
         max_len: spec.max_len,

@@ -16,7 +16,9 @@ mod rerank;
 mod tasks;
 mod training;
 
-pub use bench::{depth_metric, run_bench, BenchSettings, DepthTiming, Summary, BENCH_FILE};
+pub use bench::{
+    depth_metric, first_documents, run_bench, BenchSettings, DepthTiming, Summary, BENCH_FILE,
+};
 pub use probe::{run_probe, EncodeStats, ProbeCell, ProbeOutcome};
 pub use rerank::{run_rerank, RERANKED_PREFIX};
 pub use tasks::{run_task, EmbeddingsManifest};
