@@ -14,7 +14,7 @@ REPRO := target/release/repro
 # (Debian: libopenblas-dev); otherwise through the pure-Rust gemm crate.
 FEATURES ?= $(if $(wildcard /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so),--features openblas,)
 
-.PHONY: all build release models fonts browser-env test lint fmt sweep distill paper figures report smoke bench bench-env clean-results
+.PHONY: all build release models fonts browser-env slurm-env test lint fmt sweep distill paper figures report smoke bench bench-env clean-results
 
 all: build
 
@@ -47,12 +47,19 @@ browser-env:
 	@[ -x /usr/bin/chromium ] || { echo "the browser check needs chromium (Debian: apt-get install chromium)" >&2; exit 1; }
 	@[ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund
 
+## The Slurm executor's tests start a real single-node cluster (Debian: slurmctld slurmd
+## slurm-client munge, installed here as root). `make test SLURM_TEST=0` skips them.
+SLURM_TEST ?= 1
+
+slurm-env:
+	@if [ "$(SLURM_TEST)" = 1 ]; then scripts/slurm_local.sh install; fi
+
 ## Lint, then every test: unit, tiny-model integration (the report opened in headless
-## Chromium among them), real-model and real-data tests.
-test: models fonts browser-env
+## Chromium, the executor on a real Slurm among them), real-model and real-data tests.
+test: models fonts browser-env slurm-env
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	REPRO_BROWSER_TEST=1 $(CARGO) test --all-targets
+	REPRO_BROWSER_TEST=1 REPRO_SLURM_TEST=$(SLURM_TEST) $(CARGO) test --all-targets
 
 lint:
 	$(CARGO) fmt --check

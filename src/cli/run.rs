@@ -11,8 +11,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::GlobalArgs;
 use crate::exec::{
-    capture_environment, decide, execute, prepare, run_worker, Action, DecideOptions, ExecOptions,
-    ExecSummary, ResultsDir, RunObserver, TaskResult,
+    cancel_jobs, capture_environment, decide, execute, prepare, run_element, run_worker, Action,
+    DecideOptions, ExecOptions, ExecSummary, Executor, ResultsDir, RunObserver, TaskResult,
 };
 use crate::plan::{Stage, Task};
 use crate::store::{CellRow, RunCounts, Store};
@@ -31,7 +31,11 @@ pub struct RunArgs {
     pub experiment: PathBuf,
     #[command(flatten)]
     pub results: ResultsArgs,
-    /// Tasks running at once.
+    /// Where tasks run: worker processes here, or Slurm job arrays (settings in the
+    /// experiment's `[slurm]` table).
+    #[arg(long, value_enum, default_value_t = ExecutorName::Local)]
+    pub executor: ExecutorName,
+    /// Tasks running at once (local executor; under Slurm see `slurm.max_concurrent`).
     #[arg(long, short = 'j', default_value_t = 1)]
     pub jobs: usize,
     /// Compute threads in all (split between the running tasks). Default: every core.
@@ -52,6 +56,13 @@ pub struct RunArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--executor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorName {
+    Local,
+    Slurm,
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,11 +89,22 @@ pub struct StatusArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
-    /// The task spec written by the scheduler.
+    /// The task spec written by the scheduler (with --element: a submission's tasks.tsv).
     pub spec: PathBuf,
+    /// Run as a Slurm array element: the task on line SLURM_ARRAY_TASK_ID of SPEC, with a
+    /// result file for the scheduler.
+    #[arg(long)]
+    pub element: bool,
 }
 
 pub fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
+    if args.element {
+        let code = run_element(&args.spec)?;
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
     run_worker(&args.spec)?;
     Ok(())
 }
@@ -136,6 +158,24 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
     let results = ResultsDir::new(&args.results.results);
     let _lock = results.lock()?;
     let mut store = Store::open(&results.store_path())?;
+    // Jobs a scheduler that died left in a batch queue would write into the cache while
+    // their tasks run again.
+    let abandoned = store.abandoned_jobs()?;
+    if !abandoned.is_empty() {
+        if let Err(error) = cancel_jobs(&abandoned) {
+            eprintln!(
+                "warning: could not cancel {} Slurm job(s) of an earlier run ({}): {error}",
+                abandoned.len(),
+                abandoned.join(", ")
+            );
+        } else if !global.quiet {
+            eprintln!(
+                "note: cancelled {} Slurm job(s) of an earlier run that stopped abruptly: {}",
+                abandoned.len(),
+                abandoned.join(", ")
+            );
+        }
+    }
     let recovered = store.recover_abandoned()?;
     results.discard_partial()?;
     if recovered > 0 && !global.quiet {
@@ -149,6 +189,10 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
     )?;
     let experiment = &prepared.experiment;
     let plan = &prepared.plan;
+    let executor = match args.executor {
+        ExecutorName::Local => Executor::Local,
+        ExecutorName::Slurm => Executor::Slurm(experiment.slurm.clone()),
+    };
     let known = store.experiment(&experiment.name)?.map(|row| row.id);
     let decisions = decide(
         plan,
@@ -212,7 +256,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
     let run_id = store.begin_run(
         experiment_id,
         &command.join(" "),
-        "local",
+        executor.name(),
         jobs,
         &environment,
     )?;
@@ -226,10 +270,12 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
     let to_run = decisions.iter().filter(|d| d.action == Action::Run).count();
     let observer = BarsObserver::new(global.quiet || args.json, to_run);
     let options = ExecOptions {
+        executor,
         jobs,
         threads_per_task: (threads / jobs).max(1),
         keep_going: args.keep_going,
         program: std::env::current_exe().context("locating the repro binary")?,
+        experiment: experiment.name.clone(),
     };
     let summary = execute(
         plan, &decisions, &mut store, &results, run_id, &options, &observer, &stop,

@@ -165,10 +165,22 @@ pub struct EncodeSettings {
     /// Overrides the model's `max_len` when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_len: Option<usize>,
+    /// Encode the corpus as this many tasks (each on its own worker or node), merged for
+    /// retrieval; the embeddings are identical to an unsharded encode.
+    #[serde(default = "one_shard", skip_serializing_if = "is_one_shard")]
+    pub shards: usize,
 }
 
 fn default_batch() -> usize {
     32
+}
+
+fn one_shard() -> usize {
+    1
+}
+
+fn is_one_shard(shards: &usize) -> bool {
+    *shards == 1
 }
 
 impl Default for EncodeSettings {
@@ -176,6 +188,7 @@ impl Default for EncodeSettings {
         EncodeSettings {
             batch: default_batch(),
             max_len: None,
+            shards: one_shard(),
         }
     }
 }
@@ -362,6 +375,7 @@ struct ExperimentFile {
     train_de: Option<Spanned<TrainDeSettings>>,
     rerank: Option<Spanned<RerankSettings>>,
     bench: Option<Spanned<BenchConfig>>,
+    slurm: Option<Spanned<super::SlurmSettings>>,
 }
 
 /// One axis value.
@@ -486,6 +500,8 @@ pub struct Experiment {
     pub train_de: TrainDeSettings,
     pub rerank: RerankSettings,
     pub bench: Option<BenchConfig>,
+    /// `[slurm]`: sbatch settings for `--executor slurm` (never part of a cache key).
+    pub slurm: super::SlurmSettings,
     bench_span: Option<Range<usize>>,
     model_spans: BTreeMap<String, Range<usize>>,
     dataset_spans: BTreeMap<String, Range<usize>>,
@@ -577,9 +593,10 @@ impl Experiment {
             .as_ref()
             .map(|s| s.get_ref().clone())
             .unwrap_or_default();
-        if encode.batch == 0 {
+        if encode.batch == 0 || encode.shards == 0 {
             let span = file.encode.as_ref().map(Spanned::span).unwrap_or(0..0);
-            return Err(error(span, "encode.batch must be at least 1".to_string()));
+            let field = if encode.batch == 0 { "batch" } else { "shards" };
+            return Err(error(span, format!("encode.{field} must be at least 1")));
         }
         let eval = file
             .eval
@@ -603,6 +620,7 @@ impl Experiment {
             .as_ref()
             .map(|_| settings_table(&file.bench, "bench", BenchConfig::check, &error))
             .transpose()?;
+        let slurm = settings_table(&file.slurm, "slurm", super::SlurmSettings::check, &error)?;
         if let (Some(bench), Some(table)) = (&bench, &file.bench) {
             if let Some(unknown) = bench
                 .datasets
@@ -661,6 +679,7 @@ impl Experiment {
             rerank,
             bench,
             bench_span: file.bench.as_ref().map(Spanned::span),
+            slurm,
             grids,
             text,
         })
@@ -900,13 +919,14 @@ impl Experiment {
             eval.check()
                 .map_err(|message| self.error(span, format!("eval: {message}")))?;
         }
-        if encode.batch == 0 {
+        if encode.batch == 0 || encode.shards == 0 {
             let span = encode_overrides
                 .last()
                 .map(|o| o.2.clone())
                 .or(self.encode_span.clone())
                 .unwrap_or(0..0);
-            return Err(self.error(&span, "encode.batch must be at least 1".to_string()));
+            let field = if encode.batch == 0 { "batch" } else { "shards" };
+            return Err(self.error(&span, format!("encode.{field} must be at least 1")));
         }
         let explicit_max_len = encode.max_len.is_some();
         encode.max_len = Some(encode.max_len.unwrap_or(self.models[&model].max_len));

@@ -11,6 +11,7 @@ reported through [`ConfigError::at`].
 mod experiment;
 mod layers;
 mod probe;
+mod slurm;
 mod training;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub use experiment::{
 };
 pub use layers::LayerSelection;
 pub use probe::{ProbeFile, ProbeSettings};
+pub use slurm::SlurmSettings;
 pub use training::{BenchConfig, RerankSettings, TrainCeSettings, TrainDeSettings};
 
 /// A settings file that could not be read or does not fit its schema.

@@ -1,22 +1,137 @@
-//! Worker processes on this machine: spawn, read progress, kill.
+//! The local executor: worker processes on this machine, at most `--jobs` at a time.
 //!
 //! A worker prints one JSON object per line on stdout (`{"phase": "corpus", "total": 5183}`,
 //! `{"advance": 32}`); its stderr goes to the attempt's log file. The reader thread turns the
 //! lines into [`Event`]s and says [`Event::Closed`] when stdout ends, i.e. when the worker
 //! exits.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::ExecError;
-use crate::store::AttemptId;
+use super::schedule::{describe_failure, log_tail, Ending, Launch, Schedule};
+use super::{ExecError, ExecOptions};
+use crate::store::{AttemptEnd, Store};
+
+/// Runs the schedule's tasks as child processes until none is left to start or `stop` is set.
+pub(super) fn run(
+    schedule: &mut Schedule,
+    store: &mut Store,
+    options: &ExecOptions,
+    stop: &AtomicBool,
+) -> Result<(), ExecError> {
+    let plan = schedule.plan;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let mut running: BTreeMap<usize, RunningTask> = BTreeMap::new();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            for (_, mut task) in std::mem::take(&mut running) {
+                task.kill();
+                let ending = Ending::Failed {
+                    end: AttemptEnd::Interrupted,
+                    seconds: task.started.elapsed().as_secs_f64(),
+                    exit_code: None,
+                    error: "interrupted (Ctrl-C)".to_string(),
+                };
+                schedule.conclude(store, &task.launch, ending)?;
+            }
+            return Ok(());
+        }
+        while schedule.may_start() && running.len() < options.jobs.max(1) {
+            let Some(index) = schedule.ready().next() else {
+                break;
+            };
+            // A task that runs alone waits for the running ones, and nothing starts beside it.
+            let alone_running = running
+                .keys()
+                .any(|&other| plan.tasks[other].stage.runs_alone());
+            if alone_running || (plan.tasks[index].stage.runs_alone() && !running.is_empty()) {
+                break;
+            }
+            let launch = schedule.launch(store, index)?;
+            match spawn(
+                launch.clone(),
+                &options.program,
+                options.threads_per_task,
+                sender.clone(),
+            ) {
+                Ok(child) => {
+                    running.insert(index, child);
+                }
+                Err(err) => {
+                    let ending = Ending::Failed {
+                        end: AttemptEnd::Failed,
+                        seconds: 0.0,
+                        exit_code: None,
+                        error: err.to_string(),
+                    };
+                    schedule.conclude(store, &launch, ending)?;
+                    return Err(err);
+                }
+            }
+        }
+        if running.is_empty() {
+            return Ok(());
+        }
+        let event = match receiver.recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => event,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        match event {
+            Event::Phase { index, name, total } => schedule.observer.phase(index, &name, total),
+            Event::Advance { index, done } => schedule.observer.advance(index, done),
+            Event::Closed { index } => {
+                let Some(mut child) = running.remove(&index) else {
+                    continue;
+                };
+                let exit = child.wait();
+                let seconds = child.started.elapsed().as_secs_f64();
+                let ending = match exit {
+                    Ok(status) if status.success() => Ending::Exited { seconds },
+                    Ok(status) if stop.load(Ordering::SeqCst) => Ending::Failed {
+                        end: AttemptEnd::Interrupted,
+                        seconds,
+                        exit_code: status.code(),
+                        error: "interrupted (Ctrl-C)".to_string(),
+                    },
+                    Ok(status) => Ending::Failed {
+                        end: AttemptEnd::Failed,
+                        seconds,
+                        exit_code: status.code(),
+                        error: describe_exit(status, &child.launch.log_path),
+                    },
+                    Err(err) => Ending::Failed {
+                        end: AttemptEnd::Failed,
+                        seconds,
+                        exit_code: None,
+                        error: format!("waiting for the worker: {err}"),
+                    },
+                };
+                schedule.conclude(store, &child.launch, ending)?;
+            }
+        }
+    }
+}
+
+/// The exit status and the end of the worker's log: its error message.
+fn describe_exit(status: ExitStatus, log_path: &Path) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let how = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "unknown exit".to_string(),
+    };
+    describe_failure(&how, log_path, &log_tail(log_path, 20))
+}
 
 /// What a worker reports.
 #[derive(Debug)]
-pub(super) enum Event {
+enum Event {
     Phase {
         index: usize,
         name: String,
@@ -32,35 +147,33 @@ pub(super) enum Event {
 }
 
 /// A worker that was started.
-pub(super) struct RunningTask {
+struct RunningTask {
     child: Child,
-    pub attempt: AttemptId,
-    pub started: Instant,
-    pub log_path: PathBuf,
+    launch: Launch,
+    started: Instant,
 }
 
 impl RunningTask {
-    pub fn kill(&mut self) {
+    fn kill(&mut self) {
         // Already gone is fine.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+    fn wait(&mut self) -> std::io::Result<ExitStatus> {
         self.child.wait()
     }
 }
 
 /// Starts `program worker SPEC` with `threads` compute threads.
-pub(super) fn spawn(
-    index: usize,
+fn spawn(
+    launch: Launch,
     program: &Path,
-    spec: &Path,
-    log_path: &Path,
     threads: usize,
-    attempt: AttemptId,
     events: Sender<Event>,
 ) -> Result<RunningTask, ExecError> {
+    let index = launch.index;
+    let log_path = &launch.log_path;
     let log = std::fs::File::create(log_path).map_err(|source| ExecError::Io {
         path: log_path.to_path_buf(),
         source,
@@ -69,7 +182,7 @@ pub(super) fn spawn(
     command
         .arg("--quiet")
         .arg("worker")
-        .arg(spec)
+        .arg(&launch.spec_path)
         .env("RAYON_NUM_THREADS", threads.max(1).to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -83,22 +196,10 @@ pub(super) fn spawn(
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                let event = if let Some(name) = message["phase"].as_str() {
-                    Event::Phase {
-                        index,
-                        name: name.to_string(),
-                        total: message["total"].as_u64().unwrap_or(0) as usize,
-                    }
-                } else if let Some(done) = message["advance"].as_u64() {
-                    Event::Advance {
-                        index,
-                        done: done as usize,
-                    }
-                } else {
-                    continue;
+                let event = match parse_progress(&line) {
+                    Some(Progress::Phase { name, total }) => Event::Phase { index, name, total },
+                    Some(Progress::Advance(done)) => Event::Advance { index, done },
+                    None => continue,
                 };
                 if events.send(event).is_err() {
                     return;
@@ -109,10 +210,31 @@ pub(super) fn spawn(
     }
     Ok(RunningTask {
         child,
-        attempt,
+        launch,
         started: Instant::now(),
-        log_path: log_path.to_path_buf(),
     })
+}
+
+/// One line of a worker's progress.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Progress {
+    Phase { name: String, total: usize },
+    Advance(usize),
+}
+
+/// Reads a progress line a worker printed; `None` for anything else.
+pub(super) fn parse_progress(line: &str) -> Option<Progress> {
+    let message = serde_json::from_str::<serde_json::Value>(line).ok()?;
+    if let Some(name) = message["phase"].as_str() {
+        Some(Progress::Phase {
+            name: name.to_string(),
+            total: message["total"].as_u64().unwrap_or(0) as usize,
+        })
+    } else {
+        message["advance"]
+            .as_u64()
+            .map(|done| Progress::Advance(done as usize))
+    }
 }
 
 /// A worker must not outlive a scheduler killed with SIGKILL: it would go on writing into

@@ -4,10 +4,11 @@ Executors: deciding which tasks of a plan run, and running them.
 This module owns the results directory's layout (the store, `cache/<key>/` artifacts,
 `tasks/<key>/` specs and logs, the lock that makes one scheduler per directory), the
 decision of what runs and why ([`decide`], behind `repro run --explain`), and the scheduler
-([`execute`]), which starts each task as a `repro worker` process, reads its progress, and
-records its outcome. The scheduler is the store's only writer; workers write nothing but their
-own output directory, built in a temporary sibling and renamed into place, so a killed worker
-leaves no half-written artifacts under `cache/<key>/`.
+([`execute`]), which starts each task as a `repro worker` process (a child process, or a
+Slurm array element on a cluster node), reads its progress, and records its outcome. The
+scheduler is the store's only writer; workers write nothing but their own output directory,
+built in a temporary sibling and renamed into place, so a killed worker leaves no
+half-written artifacts under `cache/<key>/`, and under Slurm a result file beside their log.
 
 It must not know what a stage computes (that is `stages`) or how an experiment is written
 (that is `config`).
@@ -16,20 +17,24 @@ It must not know what a stage computes (that is `stages`) or how an experiment i
 mod environment;
 mod local;
 mod prepare;
+mod schedule;
+mod slurm;
 mod worker;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::plan::{input_differences, Plan, Stage, Task, TaskOutcome};
-use crate::store::{AttemptEnd, Store, StoreError, TaskStatus};
+use crate::config::SlurmSettings;
+use crate::plan::{input_differences, Plan, Stage, Task};
+use crate::store::{Store, StoreError, TaskStatus};
+use schedule::Schedule;
 
 pub use environment::capture_environment;
 pub use prepare::{prepare, PrepareError, Prepared};
+pub use slurm::{cancel_jobs, run_element};
 pub use worker::{run_worker, WorkerSpec};
 
 /// Why running a plan failed (as opposed to a task failing, which is recorded).
@@ -321,17 +326,40 @@ impl RunObserver for SilentRun {
     fn finished(&self, _index: usize, _task: &Task, _result: &TaskResult) {}
 }
 
+/// Where tasks run.
+#[derive(Debug, Clone, Default)]
+pub enum Executor {
+    /// Worker processes on this machine, `jobs` at a time.
+    #[default]
+    Local,
+    /// Slurm job arrays on a cluster that shares the results directory.
+    Slurm(SlurmSettings),
+}
+
+impl Executor {
+    /// The name recorded with a run.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Executor::Local => "local",
+            Executor::Slurm(_) => "slurm",
+        }
+    }
+}
+
 /// Knobs of [`execute`].
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
-    /// Tasks running at once.
+    pub executor: Executor,
+    /// Tasks running at once (local executor).
     pub jobs: usize,
-    /// Compute threads each task may use (`RAYON_NUM_THREADS` of its worker).
+    /// Compute threads each task may use (`RAYON_NUM_THREADS` of a local worker).
     pub threads_per_task: usize,
     /// Go on with independent tasks after a failure.
     pub keep_going: bool,
-    /// The `repro` binary that runs `repro worker`.
+    /// The `repro` binary that runs `repro worker` (on a cluster: a path every node sees).
     pub program: PathBuf,
+    /// The experiment's name, for job names.
+    pub experiment: String,
 }
 
 /// What a run did.
@@ -348,19 +376,10 @@ pub struct ExecSummary {
 
 pub(crate) const OUTCOME: &str = "outcome.json";
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum State {
-    Waiting,
-    Running,
-    Done,
-    Failed,
-    Skipped,
-}
-
-/// Runs the tasks `decisions` marks [`Action::Run`], at most `options.jobs` at a time, in
-/// dependency order, recording every attempt in `store` under `run_id`. Stops starting tasks
-/// after the first failure unless `keep_going`; stops everything when `stop` is set
-/// (Ctrl-C), recording running attempts as interrupted.
+/// Runs the tasks `decisions` marks [`Action::Run`] in dependency order with the executor of
+/// `options`, recording every attempt in `store` under `run_id`. Stops starting tasks after
+/// the first failure unless `keep_going`; stops everything when `stop` is set (Ctrl-C),
+/// recording running attempts as interrupted (local) or cancelled (Slurm).
 #[allow(clippy::too_many_arguments)]
 pub fn execute(
     plan: &Plan,
@@ -372,268 +391,17 @@ pub fn execute(
     observer: &dyn RunObserver,
     stop: &AtomicBool,
 ) -> Result<ExecSummary, ExecError> {
-    let mut summary = ExecSummary {
-        total: plan.tasks.len(),
-        ..ExecSummary::default()
-    };
-    let mut states: Vec<State> = decisions
-        .iter()
-        .map(|decision| match decision.action {
-            Action::Run => State::Waiting,
-            Action::Cached => State::Done,
-            Action::Blocked => State::Skipped,
-        })
-        .collect();
-    summary.cached = decisions
-        .iter()
-        .filter(|d| d.action == Action::Cached)
-        .count();
-    for (index, decision) in decisions.iter().enumerate() {
-        if decision.action == Action::Blocked {
-            summary.skipped += 1;
-            observer.finished(
-                index,
-                &plan.tasks[index],
-                &TaskResult::Skipped {
-                    reason: decision.reason.clone(),
-                },
-            );
-        }
+    let mut schedule = Schedule::new(
+        plan,
+        decisions,
+        results,
+        run_id,
+        observer,
+        options.keep_going,
+    );
+    match &options.executor {
+        Executor::Local => local::run(&mut schedule, store, options, stop)?,
+        Executor::Slurm(settings) => slurm::run(&mut schedule, store, options, settings, stop)?,
     }
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let mut running: BTreeMap<usize, local::RunningTask> = BTreeMap::new();
-    let mut failure_seen = false;
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            for (index, mut task) in std::mem::take(&mut running) {
-                task.kill();
-                store.record_failure(
-                    &plan.tasks[index].key,
-                    task.attempt,
-                    AttemptEnd::Interrupted,
-                    task.started.elapsed().as_secs_f64(),
-                    None,
-                    "interrupted (Ctrl-C)",
-                )?;
-                states[index] = State::Skipped;
-                summary.interrupted += 1;
-                observer.finished(index, &plan.tasks[index], &TaskResult::Interrupted);
-            }
-            break;
-        }
-        let may_start = !failure_seen || options.keep_going;
-        while may_start && running.len() < options.jobs.max(1) {
-            let next = (0..plan.tasks.len()).find(|&index| {
-                states[index] == State::Waiting
-                    && plan.tasks[index]
-                        .upstream
-                        .iter()
-                        .all(|&up| states[up] == State::Done)
-            });
-            let Some(index) = next else { break };
-            let task = &plan.tasks[index];
-            // A task that runs alone waits for the running ones, and nothing starts beside it.
-            let alone_running = running
-                .keys()
-                .any(|&other| plan.tasks[other].stage.runs_alone());
-            if alone_running || (task.stage.runs_alone() && !running.is_empty()) {
-                break;
-            }
-            let upstream: BTreeMap<Stage, PathBuf> = task
-                .upstream
-                .iter()
-                .map(|&up| (plan.tasks[up].stage, results.cache_dir(&plan.tasks[up].key)))
-                .collect();
-            let spec = WorkerSpec {
-                key: task.key.clone(),
-                task: task.spec.clone(),
-                upstream,
-                output: results.cache_dir(&task.key),
-            };
-            let task_dir = results.task_dir(&task.key);
-            std::fs::create_dir_all(&task_dir).map_err(io_error(&task_dir))?;
-            let spec_path = task_dir.join("spec.json");
-            let json = serde_json::to_vec_pretty(&spec)
-                .map_err(|err| ExecError::Worker(err.to_string()))?;
-            crate::util::write_atomic(&spec_path, &json).map_err(io_error(&spec_path))?;
-            let attempt =
-                store.start_attempt(&task.key, run_id, &task_dir.display().to_string())?;
-            let log_path = task_dir.join(format!("attempt-{}.log", attempt.number));
-            observer.started(index, task);
-            let started = local::spawn(
-                index,
-                &options.program,
-                &spec_path,
-                &log_path,
-                options.threads_per_task,
-                attempt,
-                sender.clone(),
-            );
-            match started {
-                Ok(child) => {
-                    states[index] = State::Running;
-                    summary.executed += 1;
-                    running.insert(index, child);
-                }
-                Err(err) => {
-                    store.record_failure(
-                        &task.key,
-                        attempt,
-                        AttemptEnd::Failed,
-                        0.0,
-                        None,
-                        &err.to_string(),
-                    )?;
-                    return Err(err);
-                }
-            }
-        }
-        if running.is_empty() {
-            break;
-        }
-        let event = match receiver.recv_timeout(Duration::from_millis(100)) {
-            Ok(event) => event,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        match event {
-            local::Event::Phase { index, name, total } => observer.phase(index, &name, total),
-            local::Event::Advance { index, done } => observer.advance(index, done),
-            local::Event::Closed { index } => {
-                let Some(mut child) = running.remove(&index) else {
-                    continue;
-                };
-                let exit = child.wait();
-                let task = &plan.tasks[index];
-                let seconds = child.started.elapsed().as_secs_f64();
-                let result = match exit {
-                    Ok(status) if status.success() => {
-                        match read_outcome(&results.cache_dir(&task.key)) {
-                            Ok(outcome) => {
-                                store.record_success(&task.key, child.attempt, &outcome)?;
-                                TaskResult::Succeeded {
-                                    seconds: outcome.seconds,
-                                }
-                            }
-                            Err(error) => {
-                                store.record_failure(
-                                    &task.key,
-                                    child.attempt,
-                                    AttemptEnd::Failed,
-                                    seconds,
-                                    Some(0),
-                                    &error,
-                                )?;
-                                TaskResult::Failed { error }
-                            }
-                        }
-                    }
-                    Ok(_) if stop.load(Ordering::SeqCst) => {
-                        store.record_failure(
-                            &task.key,
-                            child.attempt,
-                            AttemptEnd::Interrupted,
-                            seconds,
-                            exit.as_ref().ok().and_then(|s| s.code()),
-                            "interrupted (Ctrl-C)",
-                        )?;
-                        TaskResult::Interrupted
-                    }
-                    Ok(status) => {
-                        let error = describe_failure(status, &child.log_path);
-                        store.record_failure(
-                            &task.key,
-                            child.attempt,
-                            AttemptEnd::Failed,
-                            seconds,
-                            status.code(),
-                            &error,
-                        )?;
-                        TaskResult::Failed { error }
-                    }
-                    Err(err) => {
-                        let error = format!("waiting for the worker: {err}");
-                        store.record_failure(
-                            &task.key,
-                            child.attempt,
-                            AttemptEnd::Failed,
-                            seconds,
-                            None,
-                            &error,
-                        )?;
-                        TaskResult::Failed { error }
-                    }
-                };
-                match &result {
-                    TaskResult::Succeeded { .. } => {
-                        states[index] = State::Done;
-                        summary.succeeded += 1;
-                    }
-                    TaskResult::Interrupted => {
-                        states[index] = State::Skipped;
-                        summary.interrupted += 1;
-                    }
-                    _ => {
-                        states[index] = State::Failed;
-                        summary.failed += 1;
-                        failure_seen = true;
-                    }
-                }
-                observer.finished(index, task, &result);
-            }
-        }
-    }
-    // Whatever never started: downstream of a failure, or stopped by fail-fast or Ctrl-C.
-    for (index, state) in states.iter_mut().enumerate() {
-        if *state == State::Waiting {
-            *state = State::Skipped;
-            summary.skipped += 1;
-            let reason = if stop.load(Ordering::SeqCst) {
-                "not started: interrupted".to_string()
-            } else if plan.tasks[index]
-                .upstream
-                .iter()
-                .any(|&up| matches!(decisions[up].action, Action::Run))
-            {
-                "not started: an upstream task failed or fail-fast stopped the run".to_string()
-            } else {
-                "not started: fail-fast stopped the run (use --keep-going)".to_string()
-            };
-            observer.finished(index, &plan.tasks[index], &TaskResult::Skipped { reason });
-        }
-    }
-    Ok(summary)
-}
-
-fn read_outcome(dir: &Path) -> Result<TaskOutcome, String> {
-    let path = dir.join(OUTCOME);
-    let bytes = std::fs::read(&path).map_err(|err| {
-        format!(
-            "the worker exited 0 but {} is unreadable: {err}",
-            path.display()
-        )
-    })?;
-    serde_json::from_slice(&bytes).map_err(|err| format!("{}: {err}", path.display()))
-}
-
-/// The exit status and the end of the worker's log: its error message.
-fn describe_failure(status: std::process::ExitStatus, log_path: &Path) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    let how = match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => format!("killed by signal {signal}"),
-        (None, None) => "unknown exit".to_string(),
-    };
-    let log = std::fs::read_to_string(log_path).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(20).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    if tail.is_empty() {
-        format!("worker failed ({how}); log {}", log_path.display())
-    } else {
-        format!(
-            "worker failed ({how}); log {}:\n{}",
-            log_path.display(),
-            tail.join("\n")
-        )
-    }
+    Ok(schedule.finish(stop.load(Ordering::SeqCst)))
 }

@@ -1,13 +1,12 @@
 //! The worker side: `repro worker SPEC` runs one task and leaves its outcome in the cache.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::{io_error, ExecError, OUTCOME};
-use crate::plan::{Stage, TaskSpec};
+use crate::plan::{TaskSpec, UpstreamDirs};
 use crate::stages::{run_task, Observer};
 
 /// What the scheduler hands a worker.
@@ -16,7 +15,7 @@ pub struct WorkerSpec {
     pub key: String,
     pub task: TaskSpec,
     /// Output directories of the upstream tasks, by stage.
-    pub upstream: BTreeMap<Stage, PathBuf>,
+    pub upstream: UpstreamDirs,
     /// Where the outcome must end up (`cache/<key>`).
     pub output: PathBuf,
 }
@@ -64,8 +63,10 @@ pub fn run_worker(spec_path: &Path) -> Result<(), ExecError> {
 }
 
 /// Fault injection for tests of failure handling: a worker whose stage is named in
-/// `REPRO_FAIL_STAGE` fails before doing anything.
+/// `REPRO_FAIL_STAGE`, or whose task key starts with `REPRO_FAIL_TASK`, fails before doing
+/// anything.
 const FAIL_STAGE: &str = "REPRO_FAIL_STAGE";
+const FAIL_TASK: &str = "REPRO_FAIL_TASK";
 
 fn run_into(spec: &WorkerSpec, scratch: &Path) -> Result<(), ExecError> {
     let stage = spec.task.stage();
@@ -73,6 +74,13 @@ fn run_into(spec: &WorkerSpec, scratch: &Path) -> Result<(), ExecError> {
         return Err(ExecError::Worker(format!(
             "injected failure ({FAIL_STAGE}={stage})"
         )));
+    }
+    if let Ok(prefix) = std::env::var(FAIL_TASK) {
+        if !prefix.is_empty() && spec.key.starts_with(&prefix) {
+            return Err(ExecError::Worker(format!(
+                "injected failure ({FAIL_TASK}={prefix})"
+            )));
+        }
     }
     let outcome = run_task(&spec.task, &spec.upstream, scratch, &LineObserver)
         .map_err(|err| ExecError::Worker(err.to_string()))?;

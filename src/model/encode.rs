@@ -3,6 +3,10 @@
 //! One forward pass per batch serves every requested (layer, pooling): a layer sweep costs one
 //! encode of the corpus, not one per cell. Texts are batched by token length (longest first)
 //! so padding is small and the memory peak comes at the start.
+//!
+//! A large corpus can be encoded in shards ([`encode_shard`]): shard `i` of `n` takes every
+//! `n`-th batch of that same length order, so each of its batches is exactly a batch of the
+//! unsharded encode and the merged embeddings are bit-identical to it.
 
 use std::collections::BTreeMap;
 
@@ -59,10 +63,37 @@ impl Embeddings {
     }
 }
 
+/// Which part of a corpus an encode covers: batch `b` of the length-sorted order belongs to
+/// shard `b % count` (round robin, so every shard gets long and short texts alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    fn owns_batch(self, batch: usize) -> bool {
+        batch % self.count == self.index
+    }
+
+    /// How many of `texts` texts, in batches of `batch_size`, this shard encodes.
+    pub fn texts(self, texts: usize, batch_size: usize) -> usize {
+        let batch_size = batch_size.max(1);
+        let batches = texts.div_ceil(batch_size);
+        (0..batches)
+            .filter(|&batch| self.owns_batch(batch))
+            .map(|batch| batch_size.min(texts - batch * batch_size))
+            .sum()
+    }
+}
+
 /// The result of an encode: one matrix per (layer, pooling), and what it cost.
 #[derive(Debug, Clone)]
 pub struct PooledEmbeddings {
+    /// Row `r` of every matrix embeds input text `positions[r]`; rows are in input order.
     pub cells: BTreeMap<LayerPooling, Embeddings>,
+    /// The input index of each row: every text, or the texts of one shard.
+    pub positions: Vec<usize>,
     /// Real (non-padding) tokens processed.
     pub tokens: usize,
     /// Token positions processed including padding.
@@ -85,6 +116,27 @@ pub fn encode_texts<S: AsRef<str>>(
     options: &EncodeOptions,
     on_progress: &mut dyn FnMut(usize),
 ) -> Result<PooledEmbeddings, ModelError> {
+    encode_shard(model, tokenizer, texts, options, None, on_progress)
+}
+
+/// Like [`encode_texts`], for the texts of one `shard` only (every text when `None`);
+/// `on_progress` counts the shard's texts.
+pub fn encode_shard<S: AsRef<str>>(
+    model: &BertModel,
+    tokenizer: &TextTokenizer,
+    texts: &[S],
+    options: &EncodeOptions,
+    shard: Option<Shard>,
+    on_progress: &mut dyn FnMut(usize),
+) -> Result<PooledEmbeddings, ModelError> {
+    if let Some(shard) = shard {
+        if shard.count == 0 || shard.index >= shard.count {
+            return Err(ModelError::Setting(format!(
+                "shard {} of {} does not exist",
+                shard.index, shard.count
+            )));
+        }
+    }
     let deepest = options
         .layers
         .iter()
@@ -112,6 +164,23 @@ pub fn encode_texts<S: AsRef<str>>(
     let mut order: Vec<usize> = (0..tokenized.len()).collect();
     // Longest first, ties by position, so batches are deterministic.
     order.sort_by(|&a, &b| tokenized[b].len().cmp(&tokenized[a].len()).then(a.cmp(&b)));
+    let batches: Vec<&[usize]> = order
+        .chunks(options.batch_size)
+        .enumerate()
+        .filter(|(number, _)| shard.is_none_or(|shard| shard.owns_batch(*number)))
+        .map(|(_, chunk)| chunk)
+        .collect();
+    let mut positions: Vec<usize> = batches
+        .iter()
+        .flat_map(|chunk| chunk.iter())
+        .copied()
+        .collect();
+    positions.sort_unstable();
+    // Input index -> row of the output matrices.
+    let mut row_of = vec![usize::MAX; texts.len()];
+    for (row, &position) in positions.iter().enumerate() {
+        row_of[position] = row;
+    }
 
     let width = model.config().hidden_size;
     let mut cells: BTreeMap<LayerPooling, Embeddings> = BTreeMap::new();
@@ -119,13 +188,14 @@ pub fn encode_texts<S: AsRef<str>>(
         for &pooling in &options.poolings {
             cells.insert(
                 LayerPooling { layer, pooling },
-                Embeddings::zeros(texts.len(), width),
+                Embeddings::zeros(positions.len(), width),
             );
         }
     }
     let device = candle_core::Device::Cpu;
     let (mut tokens, mut padded_tokens) = (0, 0);
-    for chunk in order.chunks(options.batch_size) {
+    for chunk in batches {
+        let rows: Vec<usize> = chunk.iter().map(|&index| row_of[index]).collect();
         let members: Vec<_> = chunk.iter().map(|&index| &tokenized[index]).collect();
         tokens += members.iter().map(|text| text.len()).sum::<usize>();
         padded_tokens += members.len() * members.iter().map(|text| text.len()).max().unwrap_or(0);
@@ -138,12 +208,13 @@ pub fn encode_texts<S: AsRef<str>>(
             } else {
                 pooled
             };
-            scatter_rows(&pooled, chunk, matrix)?;
+            scatter_rows(&pooled, &rows, matrix)?;
         }
         on_progress(chunk.len());
     }
     Ok(PooledEmbeddings {
         cells,
+        positions,
         tokens,
         padded_tokens,
     })

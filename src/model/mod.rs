@@ -26,7 +26,8 @@ pub use bert::{BertModel, ClassifierHead, HiddenStates};
 pub use config::{Activation, BertConfig};
 pub use dropout::Dropout;
 pub use encode::{
-    encode_mean, encode_texts, Embeddings, EncodeOptions, LayerPooling, PooledEmbeddings,
+    encode_mean, encode_shard, encode_texts, Embeddings, EncodeOptions, LayerPooling,
+    PooledEmbeddings, Shard,
 };
 pub use error::ModelError;
 pub(crate) use loading::{expected_tensors, read_checkpoint, Checkpoint};

@@ -28,7 +28,7 @@ use crate::config::{
     Cell, ModelKind, ModelOrigin, ModelShape, ModelSpec, RerankSettings, TrainCeSettings,
     TrainDeSettings,
 };
-use crate::model::{InputFormat, Pooling};
+use crate::model::{InputFormat, Pooling, Shard};
 
 pub use resolve::{content_hash, dataset_files, model_files, ResolveError};
 
@@ -159,14 +159,50 @@ pub enum ModelLocation {
 
 impl ModelLocation {
     /// The model's directory, given the task's upstream output directories by stage.
-    pub fn resolve(&self, upstream: &BTreeMap<Stage, PathBuf>) -> Result<PathBuf, String> {
+    pub fn resolve(&self, upstream: &UpstreamDirs) -> Result<PathBuf, String> {
         match self {
             ModelLocation::Dir { path } => Ok(path.clone()),
             ModelLocation::Trained { stage } => upstream
-                .get(stage)
+                .first(*stage)
                 .map(|dir| dir.join(TRAINED_MODEL_DIR))
                 .ok_or_else(|| format!("the model comes from a {stage} task that is not upstream")),
         }
+    }
+}
+
+/// The output directories of a task's upstream tasks, by stage. A stage has one directory,
+/// except a sharded encode: one per shard, in shard order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UpstreamDirs(BTreeMap<Stage, Vec<PathBuf>>);
+
+impl UpstreamDirs {
+    /// Adds `dir` after the directories of `stage` already there.
+    pub fn insert(&mut self, stage: Stage, dir: PathBuf) {
+        self.0.entry(stage).or_default().push(dir);
+    }
+
+    /// The (first) directory of `stage`.
+    pub fn first(&self, stage: Stage) -> Option<&std::path::Path> {
+        self.0
+            .get(&stage)
+            .and_then(|dirs| dirs.first())
+            .map(PathBuf::as_path)
+    }
+
+    /// Every directory of `stage`, in order; empty when there is none.
+    pub fn all(&self, stage: Stage) -> &[PathBuf] {
+        self.0.get(&stage).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+impl FromIterator<(Stage, PathBuf)> for UpstreamDirs {
+    fn from_iter<I: IntoIterator<Item = (Stage, PathBuf)>>(iter: I) -> Self {
+        let mut dirs = UpstreamDirs::default();
+        for (stage, dir) in iter {
+            dirs.insert(stage, dir);
+        }
+        dirs
     }
 }
 
@@ -226,6 +262,10 @@ pub struct EncodeSpec {
     pub batch: usize,
     /// Layers run; hidden states 0..=depth are pooled.
     pub depth: usize,
+    /// The part of the corpus this task encodes when the encode is sharded (`[encode]
+    /// shards`); the queries are encoded by shard 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 /// Time a model's encoder at several depths on the first documents of a dataset's corpus.
@@ -343,9 +383,24 @@ fn declared_inputs(
     files: serde_json::Value,
     upstream: &[&Task],
 ) -> serde_json::Value {
-    let upstream: serde_json::Map<String, serde_json::Value> = upstream
-        .iter()
-        .map(|task| (task.stage.name().to_string(), task.key.clone().into()))
+    // One key per upstream stage; the shards of a sharded encode as a list, in shard order.
+    let mut by_stage: BTreeMap<&str, Vec<serde_json::Value>> = BTreeMap::new();
+    for task in upstream {
+        by_stage
+            .entry(task.stage.name())
+            .or_default()
+            .push(task.key.clone().into());
+    }
+    let upstream: serde_json::Map<String, serde_json::Value> = by_stage
+        .into_iter()
+        .map(|(stage, mut keys)| {
+            let value = if keys.len() == 1 {
+                keys.remove(0)
+            } else {
+                serde_json::Value::Array(keys)
+            };
+            (stage.to_string(), value)
+        })
         .collect();
     serde_json::json!({
         "stage": stage.name(),
@@ -381,6 +436,7 @@ struct EncodeRequest<'a> {
     max_len: usize,
     batch: usize,
     depth: usize,
+    shards: usize,
 }
 
 impl<'a> PlanInputs<'a> {
@@ -477,9 +533,10 @@ impl Plan {
                     max_len: cell.max_len(),
                     batch: cell.encode.batch,
                     depth: depths[&encode_group(&cell)],
+                    shards: cell.encode.shards,
                 },
             );
-            cell_tasks.push((Stage::Encode, encode));
+            cell_tasks.extend(encode.iter().map(|&shard| (Stage::Encode, shard)));
             if let Some(bench) = cell
                 .bench
                 .as_ref()
@@ -509,14 +566,14 @@ impl Plan {
                     "measures": eval_spec.measures,
                 }),
                 serde_json::json!({"dataset": dataset.sha256}),
-                &[&plan.tasks[encode]],
+                &plan.tasks_at(&encode),
             );
             let eval = plan.add(
                 &mut by_key,
                 Stage::Eval,
                 TaskSpec::Eval(eval_spec),
                 eval_inputs,
-                vec![encode],
+                encode,
                 format!(
                     "eval {} × {} ({}, layer {}, {})",
                     cell.model, cell.dataset, cell.input, cell.layer, cell.pooling
@@ -586,55 +643,81 @@ impl Plan {
         Ok(plan)
     }
 
-    /// The encode task of a request (shared with every equal request).
-    fn add_encode(&mut self, by_key: &mut HashMap<String, usize>, request: EncodeRequest) -> usize {
-        let spec = EncodeSpec {
-            model: request.source.location.clone(),
-            dataset_dir: request.dataset.dir.clone(),
-            split: request.dataset.split.clone(),
-            input: request.input,
-            max_len: request.max_len,
-            batch: request.batch,
-            depth: request.depth,
-        };
+    /// The encode tasks of a request (shared with every equal request): one, or one per
+    /// shard in shard order.
+    fn add_encode(
+        &mut self,
+        by_key: &mut HashMap<String, usize>,
+        request: EncodeRequest,
+    ) -> Vec<usize> {
+        let shards = request.shards.max(1);
         let upstream: Vec<usize> = request.source.task.into_iter().collect();
-        let upstream_tasks: Vec<&Task> = upstream.iter().map(|&i| &self.tasks[i]).collect();
-        let inputs = declared_inputs(
-            Stage::Encode,
-            serde_json::json!({
+        let mut tasks = Vec::with_capacity(shards);
+        for index in 0..shards {
+            let shard = (shards > 1).then_some(Shard {
+                index,
+                count: shards,
+            });
+            let spec = EncodeSpec {
+                model: request.source.location.clone(),
+                dataset_dir: request.dataset.dir.clone(),
+                split: request.dataset.split.clone(),
+                input: request.input,
+                max_len: request.max_len,
+                batch: request.batch,
+                depth: request.depth,
+                shard,
+            };
+            let mut params = serde_json::json!({
                 "split": spec.split,
                 "input": spec.input,
                 "max_len": spec.max_len,
                 "batch": spec.batch,
                 "depth": spec.depth,
-            }),
-            serde_json::json!({
-                "model": request.source.identity,
-                "dataset": request.dataset.sha256,
-            }),
-            &upstream_tasks,
-        );
-        let label = format!(
-            "encode {} × {} ({}, max_len {}, layers 0-{})",
-            request.model,
-            request
-                .dataset
-                .dir
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            spec.input,
-            spec.max_len,
-            spec.depth
-        );
-        self.add(
-            by_key,
-            Stage::Encode,
-            TaskSpec::Encode(spec),
-            inputs,
-            upstream,
-            label,
-        )
+            });
+            // Only a sharded encode names its shard, so unsharded keys stay as they were.
+            if let Some(shard) = shard {
+                params["shard"] = serde_json::json!([shard.index, shard.count]);
+            }
+            let inputs = declared_inputs(
+                Stage::Encode,
+                params,
+                serde_json::json!({
+                    "model": request.source.identity,
+                    "dataset": request.dataset.sha256,
+                }),
+                &self.tasks_at(&upstream),
+            );
+            let part = shard
+                .map(|shard| format!(", shard {}/{}", shard.index + 1, shard.count))
+                .unwrap_or_default();
+            let label = format!(
+                "encode {} × {} ({}, max_len {}, layers 0-{}{part})",
+                request.model,
+                request
+                    .dataset
+                    .dir
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                spec.input,
+                spec.max_len,
+                spec.depth
+            );
+            tasks.push(self.add(
+                by_key,
+                Stage::Encode,
+                TaskSpec::Encode(spec),
+                inputs,
+                upstream.clone(),
+                label,
+            ));
+        }
+        tasks
+    }
+
+    fn tasks_at(&self, indices: &[usize]) -> Vec<&Task> {
+        indices.iter().map(|&index| &self.tasks[index]).collect()
     }
 
     /// The bench task of the cell's model on its dataset (shared by every cell with the same
@@ -741,7 +824,7 @@ impl Plan {
                         "retriever": retriever.sha256,
                         "dataset": train_hash,
                     }),
-                    &[&self.tasks[encode]],
+                    &self.tasks_at(&encode),
                 );
                 let label = format!("train_ce {name} (seed {})", cell.seed);
                 let task = self.add(
@@ -749,7 +832,7 @@ impl Plan {
                     Stage::TrainCe,
                     TaskSpec::TrainCe(task_spec),
                     task_inputs,
-                    vec![encode],
+                    encode,
                     label,
                 );
                 Ok(self.trained(Stage::TrainCe, task))
@@ -775,7 +858,7 @@ impl Plan {
                 if settings.loss == "margin_mse" {
                     let (encode, _) =
                         self.retriever_encode(by_key, inputs, teacher_name, dataset, cell)?;
-                    upstream.push(encode);
+                    upstream.extend(encode);
                 }
                 let task_spec = TrainDeSpec {
                     teacher_de_dir: teacher.dir.clone(),
@@ -842,7 +925,7 @@ impl Plan {
         retriever_name: &str,
         dataset: &ResolvedDataset,
         cell: &Cell,
-    ) -> Result<(usize, &'m ResolvedModel), ResolveError> {
+    ) -> Result<(Vec<usize>, &'m ResolvedModel), ResolveError> {
         let retriever = inputs.model(retriever_name)?;
         let source = ModelSource {
             location: ModelLocation::Dir {
@@ -861,6 +944,7 @@ impl Plan {
                 max_len: inputs.spec(retriever_name)?.max_len,
                 batch: cell.encode.batch,
                 depth: retriever.shape.depth,
+                shards: cell.encode.shards,
             },
         );
         Ok((encode, retriever))

@@ -4,8 +4,7 @@
 //! " " + text`) from tokenization to pooled, normalised embeddings, as a probe does. A
 //! warm-up run comes first; then `runs` timed runs, summarised by median, minimum, maximum.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -14,7 +13,7 @@ use serde::Serialize;
 use super::{Observer, StageError};
 use crate::data::beir;
 use crate::model::{encode_texts, load_model, BertConfig, EncodeOptions, InputFormat, Pooling};
-use crate::plan::{Artifact, BenchSpec, Stage, TaskOutcome};
+use crate::plan::{Artifact, BenchSpec, TaskOutcome, UpstreamDirs};
 
 /// What to measure.
 #[derive(Debug, Clone, Serialize)]
@@ -143,7 +142,7 @@ pub fn first_documents(dataset_dir: &Path, count: usize) -> Result<Vec<String>, 
 /// the timings written to [`BENCH_FILE`] and summarised as metrics per depth.
 pub(super) fn run_bench_task(
     spec: &BenchSpec,
-    upstream: &BTreeMap<Stage, PathBuf>,
+    upstream: &UpstreamDirs,
     out: &Path,
     observer: &dyn Observer,
 ) -> Result<TaskOutcome, StageError> {

@@ -12,11 +12,11 @@
 //! training examples from them (that is [`super::training`]) and does not train.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use super::tasks::{io_error, matrix_name, normalize_rows, read_manifest, read_matrix};
+use super::tasks::{io_error, normalize_rows, Encoded};
 use super::{Observer, StageError};
 use crate::data::{Dataset, Qrels};
 use crate::eval::retrieval::{search, BlockSizes};
@@ -43,8 +43,8 @@ pub(super) struct Retriever<'a> {
     /// Hidden state whose mean pooling embeds both sides.
     pub layer: usize,
     pub max_len: usize,
-    /// The upstream encode task's output directory.
-    pub encoded: &'a Path,
+    /// The upstream encode task's output directories (one per shard).
+    pub encoded: &'a [PathBuf],
 }
 
 /// One sampled negative of one (query, positive) pair.
@@ -74,16 +74,17 @@ pub(super) fn retrieve(
     top_k: usize,
     observer: &dyn Observer,
 ) -> Result<Vec<Candidates>, StageError> {
-    let manifest = read_manifest(retriever.encoded)?;
-    if !manifest.layers.contains(&retriever.layer) || !manifest.poolings.contains(&Pooling::Mean) {
+    let encoded = Encoded::open(retriever.encoded)?;
+    if encoded.check_holds(retriever.layer, Pooling::Mean).is_err() {
         return Err(StageError::Setting(format!(
             "{} holds layers {:?} and poolings {:?}; mining needs layer {} with mean pooling",
-            retriever.encoded.display(),
-            manifest.layers,
-            manifest.poolings,
+            encoded.describe(),
+            encoded.manifest.layers,
+            encoded.manifest.poolings,
             retriever.layer
         )));
     }
+    let manifest = &encoded.manifest;
     let same_corpus = manifest.doc_ids.len() == dataset.corpus.len()
         && manifest
             .doc_ids
@@ -93,19 +94,13 @@ pub(super) fn retrieve(
     if !same_corpus {
         return Err(StageError::Setting(format!(
             "{} encodes a corpus of {} documents that is not the corpus of {} ({} documents)",
-            retriever.encoded.display(),
+            encoded.describe(),
             manifest.doc_ids.len(),
             dataset.dir.display(),
             dataset.corpus.len()
         )));
     }
-    let mut corpus = read_matrix(
-        &retriever
-            .encoded
-            .join(matrix_name("corpus", retriever.layer, Pooling::Mean)),
-        manifest.doc_ids.len(),
-        manifest.dim,
-    )?;
+    let mut corpus = encoded.corpus(retriever.layer, Pooling::Mean)?;
     normalize_rows(&mut corpus);
 
     let loaded = load_model(

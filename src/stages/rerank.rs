@@ -10,7 +10,7 @@
 //! the tail's scores are not the first stage's.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -20,7 +20,7 @@ use super::{Observer, StageError};
 use crate::data::{beir, trec, Run};
 use crate::eval::measures::{evaluate, parse_measures, rank_documents};
 use crate::model::{load_model, Batch, BertModel, ModelError, TokenizedText};
-use crate::plan::{Artifact, RerankSpec, Stage, TaskOutcome};
+use crate::plan::{Artifact, RerankSpec, Stage, TaskOutcome, UpstreamDirs};
 
 /// The prefix of every measure a rerank task reports.
 pub const RERANKED_PREFIX: &str = "reranked_";
@@ -31,7 +31,7 @@ pub const RERANKED_PREFIX: &str = "reranked_";
 /// `spec.cross_encoder` is a trained model.
 pub fn run_rerank(
     spec: &RerankSpec,
-    upstream: &BTreeMap<Stage, PathBuf>,
+    upstream: &UpstreamDirs,
     out: &Path,
     observer: &dyn Observer,
 ) -> Result<TaskOutcome, StageError> {
@@ -280,8 +280,9 @@ mod tests {
             first.insert(query.to_string(), docs);
         }
         trec::write_run(&eval.join(RUN_FILE), &first, "first").unwrap();
-        let upstream: BTreeMap<Stage, PathBuf> =
-            [(Stage::Eval, eval.clone()), (Stage::TrainCe, ce_task)].into();
+        let upstream: UpstreamDirs = [(Stage::Eval, eval.clone()), (Stage::TrainCe, ce_task)]
+            .into_iter()
+            .collect();
         let top_k = 5;
         let spec = RerankSpec {
             cross_encoder: ModelLocation::Trained {

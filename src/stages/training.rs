@@ -9,15 +9,16 @@
 //! seeded with the task's seed, so a task's key determines its model.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::mining::{self, Candidates, MinedNegative, Retriever};
-use super::tasks::{io_error, upstream_dir};
+use super::tasks::{io_error, upstream_dirs};
 use super::{Observer, StageError};
 use crate::data::{beir, Dataset};
 use crate::model::random::SplitMix64;
 use crate::plan::{
-    Artifact, Stage, TaskOutcome, TrainCeSpec, TrainDeSpec, TrainingStep, TRAINED_MODEL_DIR,
+    Artifact, Stage, TaskOutcome, TrainCeSpec, TrainDeSpec, TrainingStep, UpstreamDirs,
+    TRAINED_MODEL_DIR,
 };
 use crate::train::{
     train_cross_encoder, train_dual_encoder, CrossEncoderExample, DistillData, DistillLoss,
@@ -35,13 +36,13 @@ const TEXTS_STREAM: u64 = 0x7465_7874_7300_0002;
 /// among its outputs).
 pub fn run_train_ce(
     spec: &TrainCeSpec,
-    upstream: &BTreeMap<Stage, PathBuf>,
+    upstream: &UpstreamDirs,
     out: &Path,
     observer: &dyn Observer,
 ) -> Result<TaskOutcome, StageError> {
     let settings = &spec.settings;
     settings.check().map_err(StageError::Setting)?;
-    let encoded = upstream_dir(upstream, Stage::TrainCe, Stage::Encode)?;
+    let encoded = upstream_dirs(upstream, Stage::TrainCe, Stage::Encode)?;
     let dataset = load_split(&spec.dataset_dir, &spec.split)?;
     let retriever = Retriever {
         model_dir: &spec.retriever_dir,
@@ -81,7 +82,7 @@ pub fn run_train_ce(
 /// `margin_mse` the teacher DE's `encode` of the dataset (layer `teacher_de_layer`).
 pub fn run_train_de(
     spec: &TrainDeSpec,
-    upstream: &BTreeMap<Stage, PathBuf>,
+    upstream: &UpstreamDirs,
     out: &Path,
     observer: &dyn Observer,
 ) -> Result<TaskOutcome, StageError> {
@@ -114,7 +115,7 @@ pub fn run_train_de(
                 model_dir: &spec.teacher_de_dir,
                 layer: spec.teacher_de_layer,
                 max_len: spec.teacher_de_max_len,
-                encoded: upstream_dir(upstream, Stage::TrainDe, Stage::Encode)?,
+                encoded: upstream_dirs(upstream, Stage::TrainDe, Stage::Encode)?,
             };
             let candidates = mining::retrieve(retriever, &dataset, settings.mine_top_k, observer)?;
             let negatives = mining::sample_negatives(
@@ -461,7 +462,7 @@ pub(super) mod tests {
     }
 
     /// The retriever's encode of the dataset, as the plan's upstream encode task produces it.
-    fn encode(model: &Path, dataset: &Path, out: &Path) -> BTreeMap<Stage, PathBuf> {
+    fn encode(model: &Path, dataset: &Path, out: &Path) -> UpstreamDirs {
         std::fs::create_dir_all(out).unwrap();
         let spec = TaskSpec::Encode(EncodeSpec {
             model: ModelLocation::Dir {
@@ -473,9 +474,10 @@ pub(super) mod tests {
             max_len: 32,
             batch: 4,
             depth: 2,
+            shard: None,
         });
-        run_task(&spec, &BTreeMap::new(), out, &Silent).unwrap();
-        [(Stage::Encode, out.to_path_buf())].into()
+        run_task(&spec, &UpstreamDirs::default(), out, &Silent).unwrap();
+        [(Stage::Encode, out.to_path_buf())].into_iter().collect()
     }
 
     fn ce_spec(root: &Path, seed: u64) -> TrainCeSpec {
@@ -634,7 +636,7 @@ pub(super) mod tests {
         let spec = ce_spec(root.path(), 0);
         let error = run_task(
             &TaskSpec::TrainCe(spec),
-            &BTreeMap::new(),
+            &UpstreamDirs::default(),
             root.path(),
             &Silent,
         )

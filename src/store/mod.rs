@@ -80,11 +80,52 @@ impl std::fmt::Display for TaskStatus {
     }
 }
 
-/// How an attempt ended.
+/// How an attempt ended, when it did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptEnd {
+    /// The task's own error (an exit code, a signal, a bad outcome).
     Failed,
+    /// Stopped by Ctrl-C.
     Interrupted,
+    /// Cancelled in the batch system (Ctrl-C under Slurm: `scancel`).
+    Cancelled,
+    /// The batch system's time limit ended it.
+    Timeout,
+    /// The node it ran on failed.
+    NodeFailure,
+    /// The batch system's memory limit ended it.
+    OutOfMemory,
+    /// It left the batch system's queue without a result or a known reason.
+    Lost,
+}
+
+impl AttemptEnd {
+    /// The attempt's status in the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttemptEnd::Failed => "failed",
+            AttemptEnd::Interrupted => "interrupted",
+            AttemptEnd::Cancelled => "cancelled",
+            AttemptEnd::Timeout => "timeout",
+            AttemptEnd::NodeFailure => "node_failure",
+            AttemptEnd::OutOfMemory => "out_of_memory",
+            AttemptEnd::Lost => "lost",
+        }
+    }
+
+    /// The task's status after such an attempt: stopped from outside, it runs again next
+    /// time; failed (its own error or a limit it hit), only with `--retry-failed`.
+    pub fn task_status(self) -> TaskStatus {
+        match self {
+            AttemptEnd::Interrupted | AttemptEnd::Cancelled | AttemptEnd::Lost => {
+                TaskStatus::Interrupted
+            }
+            AttemptEnd::Failed
+            | AttemptEnd::Timeout
+            | AttemptEnd::NodeFailure
+            | AttemptEnd::OutOfMemory => TaskStatus::Failed,
+        }
+    }
 }
 
 /// Where and with what a run executed.
@@ -497,10 +538,12 @@ impl Store {
                      RETURNING id",
                 )
                 .map_err(&sql_error)?;
+            let mut unlink = tx
+                .prepare("DELETE FROM cell_tasks WHERE cell_id = ?1")
+                .map_err(&sql_error)?;
             let mut link = tx
                 .prepare(
-                    "INSERT INTO cell_tasks (cell_id, stage, task_key) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(cell_id, stage) DO UPDATE SET task_key = excluded.task_key",
+                    "INSERT OR IGNORE INTO cell_tasks (cell_id, stage, task_key) VALUES (?1, ?2, ?3)",
                 )
                 .map_err(&sql_error)?;
             for (position, cell) in cells.iter().enumerate() {
@@ -510,6 +553,7 @@ impl Store {
                         |row| row.get(0),
                     )
                     .map_err(&sql_error)?;
+                unlink.execute(params![cell_id]).map_err(&sql_error)?;
                 for (stage, task_key) in &cell.tasks {
                     link.execute(params![cell_id, stage.name(), task_key])
                         .map_err(&sql_error)?;
@@ -705,10 +749,6 @@ impl Store {
         exit_code: Option<i32>,
         error: &str,
     ) -> Result<(), StoreError> {
-        let status = match end {
-            AttemptEnd::Failed => "failed",
-            AttemptEnd::Interrupted => "interrupted",
-        };
         let sql_error = sqlite_error(self.path.clone());
         let tx = self.transaction()?;
         tx.execute(
@@ -716,15 +756,38 @@ impl Store {
                 "UPDATE attempts SET status = ?2, ended_at = {NOW}, seconds = ?3, exit_code = ?4,
                      error = ?5 WHERE id = ?1"
             ),
-            params![attempt.id, status, seconds, exit_code, error],
+            params![attempt.id, end.name(), seconds, exit_code, error],
         )
         .map_err(&sql_error)?;
         tx.execute(
             &format!("UPDATE tasks SET status = ?2, updated_at = {NOW} WHERE key = ?1"),
-            params![task_key, status],
+            params![task_key, end.task_status().name()],
         )
         .map_err(&sql_error)?;
         tx.commit().map_err(&sql_error)
+    }
+
+    /// Records the batch system's id of a submitted attempt.
+    pub fn set_attempt_job(&mut self, attempt: AttemptId, job_id: &str) -> Result<(), StoreError> {
+        let result = self.conn.execute(
+            "UPDATE attempts SET job_id = ?2 WHERE id = ?1",
+            params![attempt.id, job_id],
+        );
+        self.sql(result).map(|_| ())
+    }
+
+    /// The batch-system ids of attempts still marked running: jobs a scheduler that died
+    /// left in the queue, to be cancelled before their tasks run again.
+    pub fn abandoned_jobs(&self) -> Result<Vec<String>, StoreError> {
+        let result = (|| {
+            let mut statement = self.conn.prepare(
+                "SELECT job_id FROM attempts WHERE status = 'running' AND job_id IS NOT NULL
+                 ORDER BY id",
+            )?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })();
+        self.sql(result)
     }
 
     /// After a scheduler died (`kill -9`, power loss): attempts and runs still marked

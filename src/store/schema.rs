@@ -170,4 +170,18 @@ CREATE TABLE training_steps (
 -- (which model is a cross encoder, which a student of which teachers).
 ALTER TABLE experiments ADD COLUMN text TEXT NOT NULL DEFAULT '';
 "#,
+    r#"
+-- A cell's encode may be several tasks (the shards of a sharded encode).
+CREATE TABLE cell_tasks_by_key (
+    cell_id   INTEGER NOT NULL REFERENCES cells(id),
+    stage     TEXT NOT NULL,
+    task_key  TEXT NOT NULL REFERENCES tasks(key),
+    PRIMARY KEY (cell_id, stage, task_key)
+) WITHOUT ROWID;
+INSERT INTO cell_tasks_by_key SELECT cell_id, stage, task_key FROM cell_tasks;
+DROP TABLE cell_tasks;
+ALTER TABLE cell_tasks_by_key RENAME TO cell_tasks;
+-- The batch system's id of an attempt (Slurm: `<array job>_<index>`); NULL when local.
+ALTER TABLE attempts ADD COLUMN job_id TEXT;
+"#,
 ];
