@@ -405,6 +405,58 @@ fn a_failed_task_is_recorded_and_only_it_is_retried() {
 }
 
 #[test]
+fn a_sharded_encode_gives_the_unsharded_results() {
+    let fixture = Fixture::new();
+    let whole = fixture.run(&[]);
+    fixture.write_experiment(|text| text.replace("batch = 4\n", "batch = 2\nshards = 3\n"));
+    let sharded_results = fixture.dir.path().join("sharded");
+    let output = fixture
+        .repro()
+        .env("REPRO_RESULTS", &sharded_results)
+        .args(["run", "--json", "-j", "2"])
+        .arg(&fixture.experiment)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let sharded: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(sharded["encode_tasks"], 6, "2 encodes × 3 shards");
+    assert_eq!(summary(&sharded, "executed"), TASKS + 4);
+    // Same cells, same values; only the parameter naming the shards differs.
+    let values = |outcome: &Value| -> Vec<Value> {
+        outcome["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|cell| cell["metrics"].clone())
+            .collect()
+    };
+    assert_eq!(values(&sharded), values(&whole));
+    let per_query = |results: &Path| -> Vec<(String, String, f64)> {
+        let store = rusqlite::Connection::open(results.join("repro.sqlite")).unwrap();
+        let mut statement = store
+            .prepare(
+                "SELECT c.position, q.query_id, q.measure, q.value FROM query_metrics q
+                 JOIN cell_tasks ct ON ct.task_key = q.task_key AND ct.stage = 'eval'
+                 JOIN cells c ON c.id = ct.cell_id ORDER BY 1, 2, 3",
+            )
+            .unwrap();
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    format!("{}:{}", row.get::<_, i64>(0)?, row.get::<_, String>(1)?),
+                    row.get(2)?,
+                    row.get(3)?,
+                ))
+            })
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    let expected = per_query(&fixture.results());
+    assert!(!expected.is_empty());
+    assert_eq!(per_query(&sharded_results), expected, "every per-query value");
+}
+
+#[test]
 fn malformed_experiment_files_name_file_line_and_column() {
     let fixture = Fixture::new();
     let cases: Vec<(&str, String, &str)> = vec![
