@@ -718,8 +718,9 @@ fn submit(
         Ok(array) => array,
         Err(error) => {
             for (launch, _) in &launches {
+                // Never ran: the task runs again next time, once the submission is fixed.
                 let ending = Ending::Failed {
-                    end: AttemptEnd::Failed,
+                    end: AttemptEnd::Lost,
                     seconds: 0.0,
                     exit_code: None,
                     error: format!("not submitted: {error}"),
