@@ -114,7 +114,7 @@ stop() {
     done
     for daemon in slurmd slurmctld; do
         local pidfile="$dir/$daemon.pid"
-        for _ in $(seq 1 50); do
+        for _ in $(seq 1 300); do
             [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null || break
             sleep 0.1
         done

@@ -417,7 +417,11 @@ fn a_sharded_encode_gives_the_unsharded_results() {
         .arg(&fixture.experiment)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let sharded: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(sharded["encode_tasks"], 6, "2 encodes × 3 shards");
     assert_eq!(summary(&sharded, "executed"), TASKS + 4);
@@ -453,7 +457,11 @@ fn a_sharded_encode_gives_the_unsharded_results() {
     };
     let expected = per_query(&fixture.results());
     assert!(!expected.is_empty());
-    assert_eq!(per_query(&sharded_results), expected, "every per-query value");
+    assert_eq!(
+        per_query(&sharded_results),
+        expected,
+        "every per-query value"
+    );
 }
 
 #[test]
