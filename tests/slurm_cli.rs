@@ -426,7 +426,8 @@ fn a_sharded_encode_runs_as_separate_elements_with_the_unsharded_metrics() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let written = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let rows: Value = serde_json::from_slice(&std::fs::read(written).unwrap()).unwrap();
         rows.as_array()
             .unwrap()
             .iter()
