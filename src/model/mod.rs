@@ -17,6 +17,12 @@ mod encode;
 mod error;
 pub mod hub;
 mod kernels;
+
+/// See [`kernels::openblas::core_upgrade`]: the OpenBLAS kernel family to force, if any.
+#[cfg(feature = "openblas")]
+pub fn openblas_core_upgrade() -> Option<&'static str> {
+    kernels::openblas::core_upgrade()
+}
 mod loading;
 mod pooling;
 pub mod random;
