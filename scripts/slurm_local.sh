@@ -7,7 +7,8 @@
 #
 # No systemd: munged runs as the munge user, slurmctld and slurmd as the calling user, with a
 # minimal slurm.conf (proctrack/linuxproc, task/none, no accounting storage, a job-completion
-# text file) whose node line is what `slurmd -C` reports. Client commands find the cluster
+# text file) whose node line is what `slurmd -C` reports; everything talks over 127.0.0.1, so
+# the host name need not resolve. Client commands find the cluster
 # through SLURM_CONF=DIR/slurm.conf.
 set -euo pipefail
 
@@ -66,7 +67,7 @@ start() {
     user=$(id -un)
     cat > "$dir/slurm.conf" <<EOF
 ClusterName=repro-local
-SlurmctldHost=$(hostname -s)
+SlurmctldHost=$(hostname -s)(127.0.0.1)
 SlurmUser=$user
 SlurmdUser=$user
 AuthType=auth/munge
@@ -93,7 +94,7 @@ ReturnToService=2
 MinJobAge=3600
 SchedulerParameters=sched_interval=1
 KillWait=5
-$node State=UNKNOWN
+$node NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
     export SLURM_CONF="$dir/slurm.conf"
