@@ -175,7 +175,7 @@ impl<'a> Schedule<'a> {
     ) -> Result<(), ExecError> {
         let index = launch.index;
         let task = &self.plan.tasks[index];
-        let ending = match ending {
+        let (end, seconds, exit_code, error) = match ending {
             Ending::Exited { seconds } => match read_outcome(&self.results.cache_dir(&task.key)) {
                 Ok(outcome) => {
                     store.record_success(&task.key, launch.attempt, &outcome)?;
@@ -187,23 +187,14 @@ impl<'a> Schedule<'a> {
                     self.observer.finished(index, task, &result);
                     return Ok(());
                 }
-                Err(error) => Ending::Failed {
-                    end: AttemptEnd::Failed,
-                    seconds,
-                    exit_code: Some(0),
-                    error,
-                },
+                Err(error) => (AttemptEnd::Failed, seconds, Some(0), error),
             },
-            failed => failed,
-        };
-        let Ending::Failed {
-            end,
-            seconds,
-            exit_code,
-            error,
-        } = ending
-        else {
-            return Ok(());
+            Ending::Failed {
+                end,
+                seconds,
+                exit_code,
+                error,
+            } => (end, seconds, exit_code, error),
         };
         store.record_failure(&task.key, launch.attempt, end, seconds, exit_code, &error)?;
         let result = match end {

@@ -422,6 +422,8 @@ struct InFlight {
     element_output: PathBuf,
     submitted: Instant,
     gone_since: Option<Instant>,
+    /// Slurm's final word on the element once it gave one (asked once, not every poll).
+    final_state: Option<JobState>,
 }
 
 impl InFlight {
@@ -502,22 +504,17 @@ impl InFlight {
         let seconds = self.seconds();
         match state {
             Some(state) => {
-                let how = format!("Slurm job {}: {}", self.job, state.describe());
-                let end = state.outside_cause().unwrap_or(AttemptEnd::Failed);
+                let mut how = format!("Slurm job {}: {}", self.job, state.describe());
                 let end = if state.state == "COMPLETED" {
                     // Exited 0 yet no result appeared: the filesystem or the element broke.
-                    AttemptEnd::Lost
-                } else {
-                    end
-                };
-                let how = if end == AttemptEnd::Lost && state.state == "COMPLETED" {
-                    format!(
-                        "{how}, but its result file {} did not appear within {:.0} s (is the results directory on a filesystem every node shares?)",
+                    how.push_str(&format!(
+                        ", but its result file {} did not appear within {:.0} s (is the results directory on a filesystem every node shares?)",
                         self.result.display(),
                         grace.as_secs_f64()
-                    )
+                    ));
+                    AttemptEnd::Lost
                 } else {
-                    how
+                    state.outside_cause().unwrap_or(AttemptEnd::Failed)
                 };
                 Ending::Failed {
                     end,
@@ -644,7 +641,14 @@ pub(super) fn run(
                 continue;
             }
             let gone_since = *flight.gone_since.get_or_insert_with(Instant::now);
-            let state = Slurm::final_state(&flight.job);
+            if flight
+                .final_state
+                .as_ref()
+                .is_none_or(|state| !state.is_finished())
+            {
+                flight.final_state = Slurm::final_state(&flight.job);
+            }
+            let state = flight.final_state.clone();
             // A result file of a successful element may show up late on a shared filesystem.
             let waiting_for_file = state
                 .as_ref()
@@ -746,6 +750,7 @@ fn submit(
             element_output: dir.join(format!("element-{element}.out")),
             submitted: now,
             gone_since: None,
+            final_state: None,
         });
     }
     Ok(flights)
