@@ -14,7 +14,7 @@
 //!   1e-6), overwriting the projection it follows;
 //! * [`residual_layer_norm_in_place`]: the residual sum and layer norm in one pass.
 //!
-//! Hot loops are plain Rust compiled a second time with AVX2 and FMA enabled and picked at
+//! Hot loops are plain Rust compiled again with AVX2 + FMA and with AVX-512 and picked at
 //! run time, so one binary is fast on new CPUs and still runs on old ones. These ops have no
 //! backward pass: training uses candle's differentiable ops.
 
@@ -470,14 +470,19 @@ pub fn attention(
         .apply_op2_no_bwd(&mask_bias.contiguous()?, &Attention { heads, head_size })
 }
 
-/// Picks the AVX2+FMA build of a loop when the CPU has it.
+/// Picks the AVX-512 or AVX2+FMA build of a loop when the CPU has it.
 macro_rules! dispatch {
-    ($generic:ident, $fast:ident, ($($arg:expr),*)) => {{
+    ($generic:ident, $avx2:ident, $avx512:ident, ($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("fma") {
                 // SAFETY: the CPU supports the features the function was compiled for.
-                return unsafe { $fast($($arg),*) };
+                return unsafe { $avx512($($arg),*) };
+            }
+            if has!("avx2") && has!("fma") {
+                // SAFETY: as above.
+                return unsafe { $avx2($($arg),*) };
             }
         }
         $generic($($arg),*)
@@ -485,7 +490,13 @@ macro_rules! dispatch {
 }
 
 fn softmax_with_bias(row: &mut [f32], bias: &[f32]) {
-    dispatch!(softmax_generic, softmax_avx2, (row, bias))
+    dispatch!(softmax_generic, softmax_avx2, softmax_avx512, (row, bias))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn softmax_avx512(row: &mut [f32], bias: &[f32]) {
+    softmax_generic(row, bias)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -580,7 +591,13 @@ fn fast_erf(x: f32) -> f32 {
 }
 
 fn gelu_in_place(values: &mut [f32]) {
-    dispatch!(gelu_generic, gelu_avx2, (values))
+    dispatch!(gelu_generic, gelu_avx2, gelu_avx512, (values))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn gelu_avx512(values: &mut [f32]) {
+    gelu_generic(values)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -668,8 +685,21 @@ fn residual_layer_norm_rows(
     dispatch!(
         residual_layer_norm_generic,
         residual_layer_norm_avx2,
+        residual_layer_norm_avx512,
         (rows, residual, scale, shift, eps)
     )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn residual_layer_norm_avx512(
+    rows: &mut [f32],
+    residual: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    eps: f32,
+) {
+    residual_layer_norm_generic(rows, residual, scale, shift, eps)
 }
 
 #[cfg(target_arch = "x86_64")]
