@@ -855,7 +855,7 @@ mod tests {
         let qkv = Tensor::randn(0f32, 1.0, (batch, tokens, 3 * hidden), &device).unwrap();
         let mask: Vec<f32> = (0..batch * tokens)
             .map(|i| {
-                if i % tokens >= tokens - i / tokens {
+                if i % tokens + i / tokens >= tokens {
                     f32::MIN
                 } else {
                     0.0
