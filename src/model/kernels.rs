@@ -489,20 +489,35 @@ macro_rules! dispatch {
     }};
 }
 
+/// The AVX2+FMA and AVX-512 builds of a generic loop, for [`dispatch!`].
+macro_rules! target_builds {
+    ($generic:ident => $avx2:ident, $avx512:ident ($($arg:ident: $ty:ty),*)) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $avx2($($arg: $ty),*) {
+            $generic($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,fma")]
+        unsafe fn $avx512($($arg: $ty),*) {
+            $generic($($arg),*)
+        }
+    };
+}
+
+target_builds!(softmax_generic => softmax_avx2, softmax_avx512(row: &mut [f32], bias: &[f32]));
+target_builds!(gelu_generic => gelu_avx2, gelu_avx512(values: &mut [f32]));
+target_builds!(residual_layer_norm_generic => residual_layer_norm_avx2, residual_layer_norm_avx512(
+    rows: &mut [f32],
+    residual: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    eps: f32
+));
+
 fn softmax_with_bias(row: &mut [f32], bias: &[f32]) {
     dispatch!(softmax_generic, softmax_avx2, softmax_avx512, (row, bias))
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn softmax_avx512(row: &mut [f32], bias: &[f32]) {
-    softmax_generic(row, bias)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_avx2(row: &mut [f32], bias: &[f32]) {
-    softmax_generic(row, bias)
 }
 
 #[inline(always)]
@@ -594,18 +609,6 @@ fn gelu_in_place(values: &mut [f32]) {
     dispatch!(gelu_generic, gelu_avx2, gelu_avx512, (values))
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn gelu_avx512(values: &mut [f32]) {
-    gelu_generic(values)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_avx2(values: &mut [f32]) {
-    gelu_generic(values)
-}
-
 #[inline(always)]
 fn gelu_generic(values: &mut [f32]) {
     for value in values.iter_mut() {
@@ -688,30 +691,6 @@ fn residual_layer_norm_rows(
         residual_layer_norm_avx512,
         (rows, residual, scale, shift, eps)
     )
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn residual_layer_norm_avx512(
-    rows: &mut [f32],
-    residual: &[f32],
-    scale: &[f32],
-    shift: &[f32],
-    eps: f32,
-) {
-    residual_layer_norm_generic(rows, residual, scale, shift, eps)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn residual_layer_norm_avx2(
-    rows: &mut [f32],
-    residual: &[f32],
-    scale: &[f32],
-    shift: &[f32],
-    eps: f32,
-) {
-    residual_layer_norm_generic(rows, residual, scale, shift, eps)
 }
 
 #[inline(always)]
