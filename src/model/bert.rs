@@ -113,9 +113,6 @@ struct BertSelfAttention {
     query: Linear,
     key: Linear,
     value: Linear,
-    /// `query`, `key` and `value` stacked: one product projects all three.
-    fused_weight: Tensor,
-    fused_bias: Tensor,
     num_heads: usize,
     head_size: usize,
 }
@@ -123,27 +120,23 @@ struct BertSelfAttention {
 impl BertSelfAttention {
     fn load(vb: VarBuilder, config: &BertConfig) -> candle_core::Result<Self> {
         let hidden = config.hidden_size;
-        let query = linear(hidden, hidden, vb.pp("query"))?;
-        let key = linear(hidden, hidden, vb.pp("key"))?;
-        let value = linear(hidden, hidden, vb.pp("value"))?;
-        let parts = [&query, &key, &value];
-        let fused_weight = Tensor::cat(&parts.map(|p| p.weight()), 0)?;
-        let biases = parts
-            .iter()
-            .map(|p| {
-                p.bias().cloned().ok_or_else(|| {
-                    candle_core::Error::Msg("attention projection without bias".into())
-                })
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
-            fused_weight,
-            fused_bias: Tensor::cat(&biases, 0)?,
-            query,
-            key,
-            value,
+            query: linear(hidden, hidden, vb.pp("query"))?,
+            key: linear(hidden, hidden, vb.pp("key"))?,
+            value: linear(hidden, hidden, vb.pp("value"))?,
             num_heads: config.num_attention_heads,
             head_size: config.head_size(),
+        })
+    }
+
+    /// `query`, `key` and `value` stacked: one product projects all three.
+    fn fused_projection(&self) -> candle_core::Result<kernels::DenseWeights> {
+        let parts = [&self.query, &self.key, &self.value].map(kernel_weights);
+        let [query, key, value] = parts;
+        let (query, key, value) = (query?, key?, value?);
+        Ok(kernels::DenseWeights {
+            weight: Tensor::cat(&[&query.weight, &key.weight, &value.weight], 0)?,
+            bias: Tensor::cat(&[&query.bias, &key.bias, &value.bias], 0)?,
         })
     }
 
@@ -162,11 +155,6 @@ impl BertSelfAttention {
         pass: &mut Pass,
     ) -> candle_core::Result<Tensor> {
         let (batch, tokens, width) = hidden.dims3()?;
-        if pass.is_fast() {
-            let qkv = kernels::dense(hidden, &self.fused_weight, &self.fused_bias)?;
-            let mask = mask_bias.reshape((batch, tokens))?;
-            return kernels::attention(&qkv, &mask, self.num_heads, self.head_size);
-        }
         let query = self.split_heads(&self.query.forward(hidden)?)?;
         let key = self.split_heads(&self.key.forward(hidden)?)?;
         let value = self.split_heads(&self.value.forward(hidden)?)?;
@@ -188,25 +176,29 @@ impl BertSelfAttention {
 struct ResidualProjection {
     dense: Linear,
     layer_norm: LayerNorm,
-    /// The layer norm's γ and β stacked `(2, hidden)`, for [`kernels::residual_layer_norm_in_place`].
-    scale_shift: Tensor,
 }
 
 impl ResidualProjection {
     fn load(vb: VarBuilder, input: usize, config: &BertConfig) -> candle_core::Result<Self> {
-        let layer_norm = layer_norm(
-            config.hidden_size,
-            config.layer_norm_eps,
-            vb.pp("LayerNorm"),
-        )?;
-        let shift = layer_norm
-            .bias()
-            .cloned()
-            .ok_or_else(|| candle_core::Error::Msg("layer norm without bias".into()))?;
         Ok(Self {
             dense: linear(input, config.hidden_size, vb.pp("dense"))?,
-            scale_shift: Tensor::stack(&[layer_norm.weight(), &shift], 0)?,
-            layer_norm,
+            layer_norm: layer_norm(
+                config.hidden_size,
+                config.layer_norm_eps,
+                vb.pp("LayerNorm"),
+            )?,
+        })
+    }
+
+    /// The layer norm's γ and β stacked `(2, hidden)`, and its ε.
+    fn norm_weights(&self) -> candle_core::Result<kernels::NormWeights> {
+        let shift = self
+            .layer_norm
+            .bias()
+            .ok_or_else(|| candle_core::Error::Msg("layer norm without bias".into()))?;
+        Ok(kernels::NormWeights {
+            scale_shift: Tensor::stack(&[self.layer_norm.weight(), shift], 0)?,
+            eps: self.layer_norm.eps() as f32,
         })
     }
 
@@ -216,17 +208,7 @@ impl ResidualProjection {
         residual: &Tensor,
         pass: &mut Pass,
     ) -> candle_core::Result<Tensor> {
-        let projected = project(&self.dense, xs, pass)?;
-        if pass.is_fast() {
-            kernels::residual_layer_norm_in_place(
-                &projected,
-                residual,
-                &self.scale_shift,
-                self.layer_norm.eps(),
-            )?;
-            return Ok(projected);
-        }
-        let projected = pass.hidden_dropout(projected)?;
+        let projected = pass.hidden_dropout(self.dense.forward(xs)?)?;
         pass.layer_norm(&self.layer_norm, &projected.add(residual)?)
     }
 }
@@ -237,24 +219,40 @@ struct BertLayer {
     intermediate: Linear,
     activation: Activation,
     output: ResidualProjection,
+    /// The same parameters arranged for [`kernels::encoder_layer`] (shared, not copied, but
+    /// for the stacked query/key/value projection).
+    fused: kernels::LayerWeights,
 }
 
 impl BertLayer {
     fn load(vb: VarBuilder, config: &BertConfig) -> candle_core::Result<Self> {
-        Ok(Self {
-            attention: BertSelfAttention::load(vb.pp("attention").pp("self"), config)?,
-            attention_output: ResidualProjection::load(
-                vb.pp("attention").pp("output"),
-                config.hidden_size,
-                config,
-            )?,
-            intermediate: linear(
-                config.hidden_size,
-                config.intermediate_size,
-                vb.pp("intermediate").pp("dense"),
-            )?,
+        let attention = BertSelfAttention::load(vb.pp("attention").pp("self"), config)?;
+        let attention_output =
+            ResidualProjection::load(vb.pp("attention").pp("output"), config.hidden_size, config)?;
+        let intermediate = linear(
+            config.hidden_size,
+            config.intermediate_size,
+            vb.pp("intermediate").pp("dense"),
+        )?;
+        let output = ResidualProjection::load(vb.pp("output"), config.intermediate_size, config)?;
+        let fused = kernels::LayerWeights {
+            heads: config.num_attention_heads,
+            head_size: config.head_size(),
+            qkv: attention.fused_projection()?,
+            attention_output: kernel_weights(&attention_output.dense)?,
+            attention_norm: attention_output.norm_weights()?,
+            intermediate: kernel_weights(&intermediate)?,
             activation: config.hidden_act,
-            output: ResidualProjection::load(vb.pp("output"), config.intermediate_size, config)?,
+            output: kernel_weights(&output.dense)?,
+            output_norm: output.norm_weights()?,
+        };
+        Ok(Self {
+            attention,
+            attention_output,
+            intermediate,
+            activation: config.hidden_act,
+            output,
+            fused,
         })
     }
 
@@ -264,32 +262,31 @@ impl BertLayer {
         mask_bias: &Tensor,
         pass: &mut Pass,
     ) -> candle_core::Result<Tensor> {
+        if pass.is_fast() {
+            let (batch, tokens, _) = hidden.dims3()?;
+            let mask_bias = mask_bias.reshape((batch, tokens))?;
+            return kernels::encoder_layer(hidden, &mask_bias, &self.fused);
+        }
         let context = self.attention.forward(hidden, mask_bias, pass)?;
         let attended = self.attention_output.forward(&context, hidden, pass)?;
-        let intermediate = activate(
-            project(&self.intermediate, &attended, pass)?,
-            self.activation,
-            pass,
-        )?;
+        let intermediate = activate(self.intermediate.forward(&attended)?, self.activation)?;
         self.output.forward(&intermediate, &attended, pass)
     }
 }
 
-/// A linear layer, through [`kernels::dense`] on the fast path.
-fn project(layer: &Linear, xs: &Tensor, pass: &Pass) -> candle_core::Result<Tensor> {
-    match (pass.is_fast(), layer.bias()) {
-        (true, Some(bias)) => kernels::dense(xs, layer.weight(), bias),
-        _ => layer.forward(xs),
-    }
+/// A linear layer's parameters for [`kernels`], which need the bias BERT always has.
+fn kernel_weights(layer: &Linear) -> candle_core::Result<kernels::DenseWeights> {
+    let bias = layer
+        .bias()
+        .ok_or_else(|| candle_core::Error::Msg("linear layer without bias".into()))?;
+    Ok(kernels::DenseWeights {
+        weight: layer.weight().clone(),
+        bias: bias.clone(),
+    })
 }
 
-/// `xs` is a fresh projection output, so the fast path may overwrite it.
-fn activate(xs: Tensor, activation: Activation, pass: &Pass) -> candle_core::Result<Tensor> {
+fn activate(xs: Tensor, activation: Activation) -> candle_core::Result<Tensor> {
     match activation {
-        Activation::Gelu if pass.is_fast() => {
-            kernels::gelu_erf_in_place(&xs)?;
-            Ok(xs)
-        }
         Activation::Gelu => xs.gelu_erf(),
         Activation::GeluNew => xs.gelu(),
         Activation::Relu => xs.relu(),
@@ -493,4 +490,96 @@ fn attention_mask_bias(mask: &Tensor) -> candle_core::Result<Tensor> {
     let (batch, tokens) = mask.dims2()?;
     let inverted = (mask.to_dtype(DType::F32)?.affine(-1.0, 1.0))?;
     (inverted * f32::MIN as f64)?.reshape((batch, 1, 1, tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::Device;
+
+    use super::*;
+    use crate::model::loading::expected_tensors;
+    use crate::model::random::{tiny_config, SplitMix64};
+    use crate::model::tokenize::TokenizedText;
+
+    /// A random BERT whose biases and layer-norm parameters are far from 0 and 1, so the
+    /// fused kernels' handling of every parameter shows in the output.
+    fn random_model(hidden: usize, heads: usize, activation: Activation) -> BertModel {
+        let mut config = tiny_config(2, 50);
+        config.hidden_size = hidden;
+        config.num_attention_heads = heads;
+        config.intermediate_size = 4 * hidden;
+        config.hidden_act = activation;
+        let mut rng = SplitMix64::new(7);
+        let tensors: HashMap<String, Tensor> = expected_tensors(&config, 2, false)
+            .into_iter()
+            .map(|(name, shape)| {
+                let count: usize = shape.iter().product();
+                let offset = if name.ends_with("LayerNorm.weight") {
+                    1.0
+                } else {
+                    0.0
+                };
+                let values = (0..count).map(|_| offset + 0.2 * rng.normal()).collect();
+                let tensor = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
+                (name, tensor)
+            })
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        BertModel::load(vb, &config, 2, None).unwrap()
+    }
+
+    fn batch(lengths: &[usize]) -> Batch {
+        let texts: Vec<TokenizedText> = lengths
+            .iter()
+            .enumerate()
+            .map(|(row, &length)| TokenizedText {
+                ids: (0..length)
+                    .map(|i| ((i * 7 + row * 3) % 50) as u32)
+                    .collect(),
+                type_ids: (0..length).map(|i| u32::from(i >= length / 2)).collect(),
+                special: vec![false; length],
+                pooled: vec![true; length],
+            })
+            .collect();
+        let members: Vec<&TokenizedText> = texts.iter().collect();
+        Batch::new(&members, 0, &Device::Cpu).unwrap()
+    }
+
+    /// The fused encoder layer computes what candle's ops compute, hidden state by hidden
+    /// state: with the generic (head size 8) and AVX-512 (head size 32) attention, each
+    /// activation, several sequences per block and one long sequence per block, padded.
+    #[test]
+    fn fused_layers_match_candle_ops() {
+        for (hidden, heads) in [(32, 4), (64, 2)] {
+            for activation in [Activation::Gelu, Activation::GeluNew, Activation::Relu] {
+                let mut model = random_model(hidden, heads, activation);
+                for lengths in [&[60, 41, 60, 3, 59, 60, 17][..], &[300, 260, 1]] {
+                    let batch = batch(lengths);
+                    let fast = model.forward(&batch, 2).unwrap();
+                    model.set_fast_kernels(false);
+                    let ops = model.forward(&batch, 2).unwrap();
+                    model.set_fast_kernels(true);
+                    for (layer, (fast, ops)) in fast.layers.iter().zip(&ops.layers).enumerate() {
+                        let difference = (fast - ops)
+                            .unwrap()
+                            .abs()
+                            .unwrap()
+                            .flatten_all()
+                            .unwrap()
+                            .max(0)
+                            .unwrap()
+                            .to_scalar::<f32>()
+                            .unwrap();
+                        assert!(
+                            difference < 1e-4,
+                            "hidden {hidden}, {activation:?}, {lengths:?}, layer {layer}: \
+                             {difference}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,43 +1,31 @@
-//! CPU kernels for the encoder's inference path: dense layers, fused self-attention and GELU.
+//! CPU kernels for the encoder's inference path: one fused op per encoder layer.
 //!
 //! candle's generic ops spend most of a BERT forward pass outside the big matrix products:
-//! attention runs as hundreds of tiny batched products plus a separate softmax pass, and GELU
-//! calls libm's `erff` per element. These kernels keep the same mathematics with fewer passes
-//! over memory:
+//! attention runs as hundreds of tiny batched products plus a separate softmax pass, GELU
+//! calls libm's `erff` per element, and every step writes a batch-sized intermediate that
+//! the next step reads back from memory. [`encoder_layer`] keeps the same mathematics with
+//! fewer passes over memory, a block of sequences at a time (see [`layer`]):
 //!
-//! * [`dense`]: `x Wᵀ + b` as one matrix product (OpenBLAS's `sgemm` with the `openblas`
-//!   feature, the `gemm` crate otherwise), bias written first and accumulated into;
-//! * [`attention`]: per sequence, per head, `softmax(q kᵀ · scale + mask) v` reading q, k and v
-//!   in place from the fused `(batch, tokens, 3 · hidden)` projection and writing the context
-//!   straight into `(batch, tokens, hidden)` — no transposes, no copies;
-//! * [`gelu_erf_in_place`]: `x/2 · (1 + erf(x/√2))` with a rational `erf` (max error below
-//!   1e-6), overwriting the projection it follows;
-//! * [`residual_layer_norm_in_place`]: the residual sum and layer norm in one pass.
+//! * dense layers: `x Wᵀ + b` as one matrix product per block (OpenBLAS's `sgemm` with the
+//!   `openblas` feature, the `gemm` crate otherwise), bias written first and accumulated into;
+//! * attention: per sequence, per head, `softmax(q kᵀ · scale + mask) v` reading q, k and v
+//!   in place from the fused q/k/v projection and writing the context straight into its
+//!   rows, no transposes or copies (a fused AVX-512 kernel where the CPU has it);
+//! * GELU: `x/2 · (1 + erf(x/√2))` with a rational `erf` (max error below 1e-6);
+//! * the residual sum and layer norm in one pass.
 //!
 //! Hot loops are plain Rust compiled again with AVX2 + FMA and with AVX-512 and picked at
 //! run time, so one binary is fast on new CPUs and still runs on old ones. These ops have no
 //! backward pass: training uses candle's differentiable ops.
 
-use candle_core::{
-    CpuStorage, CustomOp2, CustomOp3, Error, InplaceOp1, InplaceOp3, Layout, Result, Shape, Tensor,
-};
-use rayon::prelude::*;
+use candle_core::{CpuStorage, Error, Layout, Result};
+
+use super::config::Activation;
 
 mod avx512;
+mod layer;
 
-fn contiguous_mut<'a>(
-    storage: &'a mut CpuStorage,
-    layout: &Layout,
-    what: &str,
-) -> Result<&'a mut [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        return Err(Error::Msg(format!("{what}: expected f32 storage")));
-    };
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| Error::Msg(format!("{what}: expected a contiguous tensor")))?;
-    Ok(&mut data[start..end])
-}
+pub use layer::{encoder_layer, DenseWeights, LayerWeights, NormWeights};
 
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
@@ -162,27 +150,24 @@ fn dense_product(
     product(dims, 1.0, a, b, c, c_stride, accumulate);
 }
 
-/// `c (+)= a · bᵀ` for row-major `a (m×k)`, `b (n×k)`, `c (m×n)`. Rows are split into
-/// blocks computed in parallel on rayon's pool (`RAYON_NUM_THREADS`), each block by a
-/// single-threaded product, so the BLAS keeps no thread pool of its own spinning beside
-/// rayon's.
-fn matmul_transposed(
+/// `out = x Wᵀ + bias` for one block of `m` rows: row-major `x (m×k)`, `weight (n×k)` as
+/// PyTorch stores it, `out (m×n)`. Single-threaded: callers parallelise over blocks. The
+/// bias is written first and the product accumulates onto it while the block is in cache.
+fn dense_block(
     (m, n, k): (usize, usize, usize),
-    a: &[f32],
-    b: &[f32],
-    c: &mut [f32],
-    accumulate: bool,
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
 ) {
-    let threads = rayon::current_num_threads().max(1);
-    let rows_per_block = m.div_ceil(threads).max(64);
-    c[..m * n]
-        .par_chunks_mut(rows_per_block * n)
-        .zip(a[..m * k].par_chunks(rows_per_block * k))
-        .for_each(|(c, a)| {
-            let rows = c.len() / n;
-            let (a, b) = (MatrixView::rows(a, k), MatrixView::transposed(b, k));
-            dense_product((rows, n, k), a, b, c, n, accumulate);
-        });
+    for row in out[..m * n].chunks_exact_mut(n) {
+        row.copy_from_slice(bias);
+    }
+    if k == 0 {
+        return;
+    }
+    let (x, weight) = (MatrixView::rows(x, k), MatrixView::transposed(weight, k));
+    dense_product((m, n, k), x, weight, out, n, true);
 }
 
 #[cfg(feature = "openblas")]
@@ -300,124 +285,72 @@ pub(super) mod openblas {
     }
 }
 
-/// `x Wᵀ + b` over the last dimension of `x`.
-struct Dense;
+/// The attention heads of a layer: `count` heads of `size` lanes each.
+#[derive(Clone, Copy, Debug)]
+struct Heads {
+    count: usize,
+    size: usize,
+}
 
-impl CustomOp3 for Dense {
-    fn name(&self) -> &'static str {
-        "repro-dense"
+/// Buffers one thread reuses across heads, sequences and batches.
+#[derive(Default)]
+struct AttentionScratch {
+    /// `tokens²` scores of one head (the generic path only).
+    scores: Vec<f32>,
+    fused: avx512::Scratch,
+}
+
+impl Heads {
+    fn hidden(self) -> usize {
+        self.count * self.size
     }
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xs_layout: &Layout,
-        weight: &CpuStorage,
-        weight_layout: &Layout,
-        bias: &CpuStorage,
-        bias_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(xs, xs_layout, "dense input")?;
-        let w = contiguous(weight, weight_layout, "dense weight")?;
-        let b = contiguous(bias, bias_layout, "dense bias")?;
-        let dims = xs_layout.dims();
-        let (&k, outer) = dims
-            .split_last()
-            .ok_or_else(|| Error::Msg("dense input has no dimensions".to_string()))?;
-        let (n, w_k) = weight_layout.shape().dims2()?;
-        if w_k != k || b.len() != n {
-            return Err(Error::Msg(format!(
-                "dense: input width {k}, weight {n}×{w_k}, bias {}",
-                b.len()
-            )));
+    /// Self-attention of one sequence: `qkv (tokens, 3 · hidden)` holds queries, keys and
+    /// values side by side (heads contiguous within each); `bias (tokens)` is added to every
+    /// score row. Writes the context `(tokens, hidden)` into `context`, reading q, k and v in
+    /// place: no transposes, no copies. The fused AVX-512 kernel runs where it applies.
+    fn attend(
+        self,
+        qkv: &[f32],
+        bias: &[f32],
+        context: &mut [f32],
+        scratch: &mut AttentionScratch,
+    ) {
+        let tokens = bias.len();
+        let hidden = self.hidden();
+        let fused = 3 * hidden;
+        let scale = 1.0 / (self.size as f32).sqrt();
+        match avx512::kernel(self.size) {
+            Some(kernel) => {
+                for offset in (0..hidden).step_by(self.size) {
+                    let head = avx512::Head {
+                        qkv,
+                        tokens,
+                        fused,
+                        query: offset,
+                        key: hidden + offset,
+                        value: 2 * hidden + offset,
+                        head_size: self.size,
+                        scale,
+                        bias,
+                    };
+                    kernel(&head, &mut scratch.fused, context, hidden, offset);
+                }
+            }
+            None => {
+                if scratch.scores.len() < tokens * tokens {
+                    scratch.scores.resize(tokens * tokens, 0.0);
+                }
+                for head in 0..self.count {
+                    self.one_head(qkv, bias, head, scale, &mut scratch.scores, context);
+                }
+            }
         }
-        let m: usize = outer.iter().product();
-        let mut out = Vec::with_capacity(m * n);
-        for _ in 0..m {
-            out.extend_from_slice(b);
-        }
-        matmul_transposed((m, n, k), x, w, &mut out, true);
-        let mut shape = outer.to_vec();
-        shape.push(n);
-        Ok((CpuStorage::F32(out), Shape::from(shape)))
-    }
-}
-
-/// `xs Wᵀ + b` for `xs (…, in)`, `weight (out, in)`, `bias (out)`, all f32 on the CPU.
-pub fn dense(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    xs.contiguous()?.apply_op3_no_bwd(weight, bias, &Dense)
-}
-
-/// Multi-head self-attention over a fused projection.
-struct Attention {
-    heads: usize,
-    head_size: usize,
-}
-
-impl CustomOp2 for Attention {
-    fn name(&self) -> &'static str {
-        "repro-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        qkv: &CpuStorage,
-        qkv_layout: &Layout,
-        bias: &CpuStorage,
-        bias_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let qkv = contiguous(qkv, qkv_layout, "attention input")?;
-        let bias = contiguous(bias, bias_layout, "attention mask")?;
-        let (batch, tokens, fused) = qkv_layout.shape().dims3()?;
-        let hidden = self.heads * self.head_size;
-        if fused != 3 * hidden || bias.len() != batch * tokens {
-            return Err(Error::Msg(format!(
-                "attention: input {batch}×{tokens}×{fused}, {} heads of {}, mask of {}",
-                self.heads,
-                self.head_size,
-                bias.len()
-            )));
-        }
-        let scale = 1.0 / (self.head_size as f32).sqrt();
-        let mut out = vec![0f32; batch * tokens * hidden];
-        let fused_kernel = avx512::kernel(self.head_size);
-        out.par_chunks_mut(tokens * hidden)
-            .enumerate()
-            .for_each_init(
-                || (vec![0f32; tokens * tokens], avx512::Scratch::default()),
-                |(scores, scratch), (sequence, context)| {
-                    let qkv = &qkv[sequence * tokens * fused..(sequence + 1) * tokens * fused];
-                    let bias = &bias[sequence * tokens..(sequence + 1) * tokens];
-                    for head in 0..self.heads {
-                        match fused_kernel {
-                            Some(kernel) => {
-                                let offset = head * self.head_size;
-                                let head = avx512::Head {
-                                    qkv,
-                                    tokens,
-                                    fused,
-                                    query: offset,
-                                    key: hidden + offset,
-                                    value: 2 * hidden + offset,
-                                    head_size: self.head_size,
-                                    scale,
-                                    bias,
-                                };
-                                kernel(&head, scratch, context, hidden, offset);
-                            }
-                            None => self.one_head(qkv, bias, head, scale, scores, context),
-                        }
-                    }
-                },
-            );
-        Ok((CpuStorage::F32(out), Shape::from((batch, tokens, hidden))))
-    }
-}
-
-impl Attention {
     /// Scores, masked softmax and context of one head of one sequence.
     fn one_head(
-        &self,
+        self,
         qkv: &[f32],
         bias: &[f32],
         head: usize,
@@ -426,14 +359,14 @@ impl Attention {
         context: &mut [f32],
     ) {
         let tokens = bias.len();
-        let hidden = self.heads * self.head_size;
+        let hidden = self.hidden();
         let fused = 3 * hidden;
-        let offset = head * self.head_size;
+        let offset = head * self.size;
         let (query, key, value) = (offset, hidden + offset, 2 * hidden + offset);
         let scores_view = &mut scores[..tokens * tokens];
         // scores = scale · q kᵀ
         product(
-            (tokens, tokens, self.head_size),
+            (tokens, tokens, self.size),
             scale,
             MatrixView::rows(&qkv[query..], fused),
             MatrixView::transposed(&qkv[key..], fused),
@@ -446,7 +379,7 @@ impl Attention {
         }
         // context[:, head] = probabilities · v
         product(
-            (tokens, self.head_size, tokens),
+            (tokens, self.size, tokens),
             1.0,
             MatrixView::rows(scores_view, tokens),
             MatrixView::rows(&qkv[value..], fused),
@@ -455,19 +388,6 @@ impl Attention {
             false,
         );
     }
-}
-
-/// Self-attention: `qkv (batch, tokens, 3·hidden)` holds queries, keys and values side by
-/// side (heads contiguous within each); `mask_bias (batch, tokens)` is added to every score
-/// row. Returns the context `(batch, tokens, hidden)`.
-pub fn attention(
-    qkv: &Tensor,
-    mask_bias: &Tensor,
-    heads: usize,
-    head_size: usize,
-) -> Result<Tensor> {
-    qkv.contiguous()?
-        .apply_op2_no_bwd(&mask_bias.contiguous()?, &Attention { heads, head_size })
 }
 
 /// Picks the AVX-512 or AVX2+FMA build of a loop when the CPU has it.
@@ -617,67 +537,28 @@ fn gelu_generic(values: &mut [f32]) {
     }
 }
 
-struct GeluErf;
-
-impl InplaceOp1 for GeluErf {
-    fn name(&self) -> &'static str {
-        "repro-gelu-erf"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
-        contiguous_mut(storage, layout, "gelu input")?
-            .par_chunks_mut(1 << 14)
-            .for_each(gelu_in_place);
-        Ok(())
-    }
-}
-
-/// The exact (erf) GELU of BERT, element-wise, overwriting `xs` (which must be contiguous
-/// and not needed afterwards).
-pub fn gelu_erf_in_place(xs: &Tensor) -> Result<()> {
-    xs.inplace_op1(&GeluErf)
-}
-
-/// `layer_norm(x + residual)` with `scale_shift = [γ; β]` (2 × hidden), overwriting `x`.
-struct ResidualLayerNorm {
-    eps: f32,
-}
-
-impl InplaceOp3 for ResidualLayerNorm {
-    fn name(&self) -> &'static str {
-        "repro-residual-layer-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &mut CpuStorage,
-        xs_layout: &Layout,
-        residual: &CpuStorage,
-        residual_layout: &Layout,
-        scale_shift: &CpuStorage,
-        scale_shift_layout: &Layout,
-    ) -> Result<()> {
-        let residual = contiguous(residual, residual_layout, "layer norm residual")?;
-        let scale_shift = contiguous(scale_shift, scale_shift_layout, "layer norm weights")?;
-        let xs = contiguous_mut(xs, xs_layout, "layer norm input")?;
-        let width = scale_shift.len() / 2;
-        if width == 0 || xs.len() != residual.len() || xs.len() % width != 0 {
-            return Err(Error::Msg(format!(
-                "residual layer norm: input of {}, residual of {}, width {width}",
-                xs.len(),
-                residual.len()
-            )));
+/// The layer's activation, element-wise, in place: BERT's exact (erf) GELU through the
+/// vectorised [`fast_erf`]; the tanh approximation and ReLU as candle computes them.
+fn activate_in_place(values: &mut [f32], activation: Activation) {
+    match activation {
+        Activation::Gelu => gelu_in_place(values),
+        Activation::GeluNew => {
+            const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+            for value in values.iter_mut() {
+                let x = *value;
+                *value =
+                    0.5 * x * (1.0 + (SQRT_TWO_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh());
+            }
         }
-        let (scale, shift) = scale_shift.split_at(width);
-        xs.par_chunks_mut(width * 256)
-            .zip(residual.par_chunks(width * 256))
-            .for_each(|(rows, residual)| {
-                residual_layer_norm_rows(rows, residual, scale, shift, self.eps)
-            });
-        Ok(())
+        Activation::Relu => {
+            for value in values.iter_mut() {
+                *value = value.max(0.0);
+            }
+        }
     }
 }
 
+/// `rows ← layer_norm(rows + residual) · γ + β`, row by row over `scale.len()` columns.
 fn residual_layer_norm_rows(
     rows: &mut [f32],
     residual: &[f32],
@@ -747,25 +628,14 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + tail.iter().map(|&x| f(x)).sum::<f32>()
 }
 
-/// `x ← layer_norm(x + residual) · γ + β` over the last dimension; `scale_shift` stacks γ
-/// and β as `(2, hidden)`. `x` must be contiguous and not needed afterwards.
-pub fn residual_layer_norm_in_place(
-    xs: &Tensor,
-    residual: &Tensor,
-    scale_shift: &Tensor,
-    eps: f64,
-) -> Result<()> {
-    xs.inplace_op3(
-        &residual.contiguous()?,
-        scale_shift,
-        &ResidualLayerNorm { eps: eps as f32 },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, D};
+    use candle_core::{Device, Tensor, D};
+
+    fn values(tensor: &Tensor) -> Vec<f32> {
+        tensor.flatten_all().unwrap().to_vec1().unwrap()
+    }
 
     fn close(a: &Tensor, b: &Tensor, tolerance: f32) {
         let difference = (a - b)
@@ -824,7 +694,16 @@ mod tests {
             .unwrap()
             .broadcast_add(&bias)
             .unwrap();
-        close(&dense(&xs, &weight, &bias).unwrap(), &expected, 1e-4);
+        let mut out = vec![f32::NAN; 3 * 5 * 24];
+        dense_block(
+            (15, 24, 16),
+            &values(&xs),
+            &values(&weight),
+            &values(&bias),
+            &mut out,
+        );
+        let out = Tensor::from_vec(out, (3, 5, 24), &device).unwrap();
+        close(&out, &expected, 1e-4);
     }
 
     /// Attention against candle's ops, padding the last `i` tokens of sequence `i`.
@@ -865,11 +744,23 @@ mod tests {
             .unwrap()
             .reshape((batch, tokens, hidden))
             .unwrap();
-        close(
-            &attention(&qkv, &mask, heads, head_size).unwrap(),
-            &expected,
-            1e-5,
-        );
+        let heads = Heads {
+            count: heads,
+            size: head_size,
+        };
+        let (qkv, mask) = (values(&qkv), values(&mask));
+        let mut context = vec![f32::NAN; batch * tokens * hidden];
+        let mut scratch = AttentionScratch::default();
+        for sequence in 0..batch {
+            heads.attend(
+                &qkv[sequence * tokens * 3 * hidden..][..tokens * 3 * hidden],
+                &mask[sequence * tokens..][..tokens],
+                &mut context[sequence * tokens * hidden..][..tokens * hidden],
+                &mut scratch,
+            );
+        }
+        let context = Tensor::from_vec(context, (batch, tokens, hidden), &device).unwrap();
+        close(&context, &expected, 1e-5);
     }
 
     #[test]
@@ -889,11 +780,18 @@ mod tests {
     }
 
     #[test]
-    fn gelu_matches_candle() {
+    fn activations_match_candle() {
         let xs = Tensor::randn(0f32, 3.0, (4, 1000), &Device::Cpu).unwrap();
-        let expected = xs.gelu_erf().unwrap();
-        gelu_erf_in_place(&xs).unwrap();
-        close(&xs, &expected, 1e-6);
+        for (activation, expected) in [
+            (Activation::Gelu, xs.gelu_erf().unwrap()),
+            (Activation::GeluNew, xs.gelu().unwrap()),
+            (Activation::Relu, xs.relu().unwrap()),
+        ] {
+            let mut activated = values(&xs);
+            activate_in_place(&mut activated, activation);
+            let activated = Tensor::from_vec(activated, (4, 1000), &Device::Cpu).unwrap();
+            close(&activated, &expected, 1e-6);
+        }
     }
 
     #[test]
@@ -906,8 +804,15 @@ mod tests {
         let expected =
             candle_nn::ops::layer_norm_slow(&(&xs + &residual).unwrap(), &scale, &shift, 1e-12)
                 .unwrap();
-        let scale_shift = Tensor::stack(&[&scale, &shift], 0).unwrap();
-        residual_layer_norm_in_place(&xs, &residual, &scale_shift, 1e-12).unwrap();
-        close(&xs, &expected, 1e-5);
+        let mut rows = values(&xs);
+        residual_layer_norm_rows(
+            &mut rows,
+            &values(&residual),
+            &values(&scale),
+            &values(&shift),
+            1e-12,
+        );
+        let rows = Tensor::from_vec(rows, (3, 5, 24), &device).unwrap();
+        close(&rows, &expected, 1e-5);
     }
 }

@@ -7,7 +7,7 @@
 //! Here the keys are transposed once per head (so 16 keys' lane `d` is one vector load),
 //! queries are broadcast straight from the fused projection, and values are read in place.
 //!
-//! The mathematics is [`super::Attention::one_head`]'s: `softmax(q kᵀ · scale + bias) v` with
+//! The mathematics is [`super::Heads::one_head`]'s: `softmax(q kᵀ · scale + bias) v` with
 //! the same `exp` polynomial; only the normalisation moves to the end (the context row is
 //! divided by the row sum instead of every probability), which changes results by rounding.
 
