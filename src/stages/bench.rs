@@ -1,8 +1,9 @@
 //! Encoder throughput: documents and tokens per second for a model truncated to each depth.
 //!
 //! Every measurement encodes the same texts (the first `documents` of a corpus, `title +
-//! " " + text`) from tokenization to pooled, normalised embeddings, as a probe does. A
-//! warm-up run comes first; then `runs` timed runs, summarised by median, minimum, maximum.
+//! " " + text`) from tokenization to pooled, normalised embeddings, as a probe does.
+//! Warm-up runs come first; then `runs` timed rounds (one run of every depth each),
+//! summarised per depth by median, minimum, maximum.
 
 use std::path::Path;
 use std::time::Instant;
@@ -68,6 +69,13 @@ impl Summary {
 }
 
 /// Measures `texts` through the model in `model_dir` truncated to each depth.
+///
+/// The depths take turns: every warm-up run of each depth first, then timed round after
+/// timed round, each round one run of every depth. On a machine whose speed drifts over
+/// minutes (shared cloud cores) that compares the depths side by side, where measuring one
+/// depth after the other would fold the drift into the speedups. The model is loaded once
+/// with its deepest requested layer; a pass to depth `k` runs exactly the first `k` layers,
+/// which is all a model truncated to `k` layers computes.
 pub fn run_bench(
     model_dir: &std::path::Path,
     texts: &[String],
@@ -77,9 +85,9 @@ pub fn run_bench(
     if settings.runs == 0 {
         return Err(StageError::Setting("runs must be at least 1".to_string()));
     }
-    let mut timings = Vec::with_capacity(settings.depths.len());
-    for &depth in &settings.depths {
-        let loaded = load_model(model_dir, settings.max_len, Some(depth), &Device::Cpu)?;
+    let deepest = settings.depths.iter().copied().max().unwrap_or(0);
+    let loaded = load_model(model_dir, settings.max_len, Some(deepest), &Device::Cpu)?;
+    let encode = |depth: usize| -> Result<(f64, usize), StageError> {
         let options = EncodeOptions {
             layers: vec![depth],
             poolings: vec![Pooling::Mean],
@@ -87,35 +95,51 @@ pub fn run_bench(
             batch_size: settings.batch,
             normalize: true,
         };
-        observer.phase(&format!("depth {depth}"), settings.warmup + settings.runs);
-        let mut seconds = Vec::with_capacity(settings.runs);
-        let mut tokens = 0;
-        for run in 0..settings.warmup + settings.runs {
-            let started = Instant::now();
-            let encoded = encode_texts(
-                &loaded.model,
-                &loaded.tokenizer,
-                texts,
-                &options,
-                &mut |_| {},
-            )?;
-            let elapsed = started.elapsed().as_secs_f64();
-            if run >= settings.warmup {
-                seconds.push(elapsed);
-                tokens = encoded.tokens;
-            }
+        let started = Instant::now();
+        let encoded = encode_texts(
+            &loaded.model,
+            &loaded.tokenizer,
+            texts,
+            &options,
+            &mut |_| {},
+        )?;
+        Ok((started.elapsed().as_secs_f64(), encoded.tokens))
+    };
+    let depths = settings.depths.len();
+    observer.phase("warm-up", settings.warmup * depths);
+    for _ in 0..settings.warmup {
+        for &depth in &settings.depths {
+            encode(depth)?;
             observer.advance(1);
         }
-        let rate = |count: usize| seconds.iter().map(|s| count as f64 / s).collect::<Vec<_>>();
-        timings.push(DepthTiming {
-            depth,
-            documents_per_second: Summary::of(rate(texts.len())),
-            tokens_per_second: Summary::of(rate(tokens)),
-            seconds,
-            tokens,
-        });
     }
-    Ok(timings)
+    observer.phase("timed rounds", settings.runs * depths);
+    let mut seconds = vec![Vec::with_capacity(settings.runs); depths];
+    let mut tokens = vec![0; depths];
+    for _ in 0..settings.runs {
+        for (index, &depth) in settings.depths.iter().enumerate() {
+            let (elapsed, encoded_tokens) = encode(depth)?;
+            seconds[index].push(elapsed);
+            tokens[index] = encoded_tokens;
+            observer.advance(1);
+        }
+    }
+    Ok(settings
+        .depths
+        .iter()
+        .zip(seconds)
+        .zip(tokens)
+        .map(|((&depth, seconds), tokens)| {
+            let rate = |count: usize| seconds.iter().map(|s| count as f64 / s).collect::<Vec<_>>();
+            DepthTiming {
+                depth,
+                documents_per_second: Summary::of(rate(texts.len())),
+                tokens_per_second: Summary::of(rate(tokens)),
+                seconds,
+                tokens,
+            }
+        })
+        .collect())
 }
 
 /// The file of a bench task's output holding every run's timings (JSON).

@@ -19,8 +19,9 @@ use super::{
 };
 use crate::model::config::Activation;
 
-/// Token rows per block: enough that the dense products run near their peak, few enough
-/// that a block's activations stay in L2 and a batch splits into many blocks.
+/// Token rows per block (at most; a single sequence longer than this is a block of its
+/// own): enough that the dense products run near their peak, few enough that a block's
+/// activations stay in L2 and a batch splits into many blocks.
 const BLOCK_ROWS: usize = 256;
 
 /// A linear layer's parameters: `weight (out, in)` as PyTorch stores it, `bias (out)`.
@@ -248,7 +249,7 @@ impl CustomOp2 for EncoderLayer<'_> {
         let total = batch * tokens * width;
         let mut out: Vec<f32> = Vec::with_capacity(total);
         if total > 0 {
-            let block_rows = tokens * (BLOCK_ROWS / tokens).max(1);
+            let block_rows = tokens * sequences_per_block(batch, tokens);
             out.spare_capacity_mut()[..total]
                 .par_chunks_mut(block_rows * width)
                 .enumerate()
@@ -269,6 +270,17 @@ impl CustomOp2 for EncoderLayer<'_> {
     }
 }
 
+/// About [`BLOCK_ROWS`] rows of whole sequences per block, with a block count that is a
+/// multiple of the thread count where the batch allows, so that no thread idles at the end.
+fn sequences_per_block(batch: usize, tokens: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let blocks = (batch * tokens)
+        .div_ceil(BLOCK_ROWS)
+        .next_multiple_of(threads)
+        .clamp(1, batch.max(1));
+    batch.div_ceil(blocks)
+}
+
 /// Zeroes a block of the output (the last dense product overwrites it) and returns it as
 /// initialised floats, in the thread that computes it, so the page faults of a fresh
 /// allocation are taken in parallel and the block is in cache for the product.
@@ -278,4 +290,36 @@ fn initialise(block: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     }
     // SAFETY: every element was written just above; `MaybeUninit<f32>` has `f32`'s layout.
     unsafe { std::slice::from_raw_parts_mut(block.as_mut_ptr().cast::<f32>(), block.len()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_whole_sequences_spread_over_the_threads() {
+        let threads = rayon::current_num_threads();
+        for (batch, tokens) in [
+            (32, 256),
+            (32, 20),
+            (4, 20),
+            (1, 7),
+            (3, 300),
+            (32, 1),
+            (5, 100),
+        ] {
+            let per_block = sequences_per_block(batch, tokens);
+            let blocks = batch.div_ceil(per_block);
+            assert!(per_block >= 1 && per_block <= batch, "{batch}×{tokens}");
+            // At most one sequence over the target, from rounding the count up.
+            assert!(
+                per_block * tokens <= BLOCK_ROWS + tokens,
+                "{batch}×{tokens}: {per_block} sequences per block"
+            );
+            assert!(
+                blocks >= threads.min(batch),
+                "{batch}×{tokens}: {blocks} blocks for {threads} threads"
+            );
+        }
+    }
 }
