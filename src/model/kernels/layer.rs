@@ -77,6 +77,8 @@ struct Scratch {
 }
 
 thread_local! {
+    // Borrowed for a whole block, so a block must not call into rayon: a task stolen while
+    // it waited would run on this thread and find the scratch taken.
     static SCRATCH: RefCell<Scratch> = RefCell::default();
 }
 
