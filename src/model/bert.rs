@@ -562,16 +562,7 @@ mod tests {
                     let ops = model.forward(&batch, 2).unwrap();
                     model.set_fast_kernels(true);
                     for (layer, (fast, ops)) in fast.layers.iter().zip(&ops.layers).enumerate() {
-                        let difference = (fast - ops)
-                            .unwrap()
-                            .abs()
-                            .unwrap()
-                            .flatten_all()
-                            .unwrap()
-                            .max(0)
-                            .unwrap()
-                            .to_scalar::<f32>()
-                            .unwrap();
+                        let difference = kernels::max_abs_difference(fast, ops);
                         assert!(
                             difference < 1e-4,
                             "hidden {hidden}, {activation:?}, {lengths:?}, layer {layer}: \

@@ -628,6 +628,14 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + tail.iter().map(|&x| f(x)).sum::<f32>()
 }
 
+/// The largest element-wise `|a − b|`, for tests that compare with candle's ops.
+#[cfg(test)]
+pub(super) fn max_abs_difference(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|difference| difference.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .unwrap_or(f32::NAN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,16 +646,7 @@ mod tests {
     }
 
     fn close(a: &Tensor, b: &Tensor, tolerance: f32) {
-        let difference = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let difference = max_abs_difference(a, b);
         assert!(difference <= tolerance, "max difference {difference}");
     }
 
