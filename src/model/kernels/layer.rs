@@ -3,7 +3,7 @@
 //! Run op by op over a batch, a layer writes every intermediate (the fused q/k/v projection,
 //! the 4 × hidden feed-forward activations) for the whole batch before the next step reads
 //! it back: at 32 sequences of 256 tokens that is 38 and 50 MB per step, far beyond a core's
-//! L2, each freshly allocated (and page-faulted). Here each rayon task takes a block of about
+//! L2, each freshly allocated (and page-faulted). Here each rayon task takes a block of up to
 //! [`BLOCK_ROWS`] token rows (whole sequences, which attention needs) through the whole layer
 //! with its thread's reusable scratch buffers, so the intermediates stay in cache and blocks
 //! balance across uneven cores. The mathematics is the op-by-op layer's, step for step.
@@ -39,7 +39,8 @@ pub struct NormWeights {
 }
 
 /// The parameters of one encoder layer, as [`encoder_layer`] reads them (f32, CPU,
-/// contiguous). The tensors are shared with the layer's own modules, not copied.
+/// contiguous). Weights and biases are the layer's own tensors, shared; only the stacked
+/// q/k/v projection and the stacked layer-norm parameters are copies.
 pub struct LayerWeights {
     pub heads: usize,
     pub head_size: usize,
