@@ -219,8 +219,8 @@ struct BertLayer {
     intermediate: Linear,
     activation: Activation,
     output: ResidualProjection,
-    /// The same parameters arranged for [`kernels::encoder_layer`] (shared, not copied, but
-    /// for the stacked query/key/value projection).
+    /// The same parameters arranged for [`kernels::encoder_layer`]: shared, but for the
+    /// stacked query/key/value projection and the stacked layer-norm parameters (copies).
     fused: kernels::LayerWeights,
 }
 
