@@ -448,6 +448,18 @@ impl BertModel {
         Ok(head.forward_pass(last_state(&states)?, &mut Pass::Train(dropout))?)
     }
 
+    /// The head of [`classify_train`](Self::classify_train) alone, on a last hidden state
+    /// `(batch, tokens, hidden)` computed elsewhere (the fused training pass,
+    /// [`super::backprop`]): differentiable, with dropout between pooler and classifier.
+    pub fn classify_hidden_train(
+        &self,
+        last_hidden: &Tensor,
+        dropout: &mut Dropout,
+    ) -> Result<Tensor, ModelError> {
+        let head = self.head()?;
+        Ok(head.forward_pass(last_hidden, &mut Pass::Train(dropout))?)
+    }
+
     fn head(&self) -> Result<&ClassifierHead, ModelError> {
         self.head.as_ref().ok_or_else(|| {
             ModelError::Setting(

@@ -16,9 +16,11 @@
 //!
 //! Hot loops are plain Rust compiled again with AVX2 + FMA and with AVX-512 and picked at
 //! run time, so one binary is fast on new CPUs and still runs on old ones. These ops have no
-//! backward pass: training uses candle's differentiable ops.
+//! backward pass; training's hand-written passes ([`super::backprop`]) reuse their loops and
+//! products.
 
 use candle_core::{CpuStorage, Error, Layout, Result};
+use rayon::prelude::*;
 
 use super::config::Activation;
 
@@ -40,14 +42,14 @@ fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Resul
 /// A row-major matrix inside a slice: element `(i, j)` is `data[i * row_stride + j]`, or
 /// `data[j * row_stride + i]` when `transposed`.
 #[derive(Clone, Copy)]
-struct MatrixView<'a> {
+pub(super) struct MatrixView<'a> {
     data: &'a [f32],
     row_stride: usize,
     transposed: bool,
 }
 
 impl<'a> MatrixView<'a> {
-    fn rows(data: &'a [f32], row_stride: usize) -> Self {
+    pub(super) fn rows(data: &'a [f32], row_stride: usize) -> Self {
         Self {
             data,
             row_stride,
@@ -55,11 +57,24 @@ impl<'a> MatrixView<'a> {
         }
     }
 
-    fn transposed(data: &'a [f32], row_stride: usize) -> Self {
+    pub(super) fn transposed(data: &'a [f32], row_stride: usize) -> Self {
         Self {
             data,
             row_stride,
             transposed: true,
+        }
+    }
+
+    /// The view of rows `row..` of this one.
+    fn starting_at_row(self, row: usize) -> Self {
+        let offset = if self.transposed {
+            row
+        } else {
+            row * self.row_stride
+        };
+        Self {
+            data: &self.data[offset.min(self.data.len())..],
+            ..self
         }
     }
 
@@ -78,7 +93,7 @@ impl<'a> MatrixView<'a> {
 /// `c_stride`, as one single-threaded product of the `gemm` crate. Callers parallelise over
 /// independent products themselves.
 #[allow(clippy::too_many_arguments)]
-fn product(
+pub(super) fn product(
     (m, n, k): (usize, usize, usize),
     alpha: f32,
     a: MatrixView,
@@ -124,6 +139,47 @@ fn product(
             gemm::Parallelism::None,
         );
     }
+}
+
+/// `c = a b (+ c)` as one big product over every rayon thread: training's dense layers,
+/// whose operands are batch-sized. Row slabs of `c` go to [`dense_product`]s of their own
+/// (no split of the inner dimension, so the sums and their rounding do not depend on the
+/// thread count, only the packing is repeated per slab).
+pub(super) fn parallel_product(
+    (m, n, k): (usize, usize, usize),
+    a: MatrixView,
+    b: MatrixView,
+    c: &mut [f32],
+    c_stride: usize,
+    accumulate: bool,
+) {
+    let tasks = 2 * rayon::current_num_threads();
+    let per_task = m.div_ceil(tasks).next_multiple_of(16).max(16);
+    let mut slabs = Vec::with_capacity(tasks);
+    let mut rest = c;
+    let mut row = 0;
+    while row < m {
+        let rows = per_task.min(m - row);
+        let take = if row + rows < m {
+            rows * c_stride
+        } else {
+            rest.len()
+        };
+        let (slab, tail) = rest.split_at_mut(take.min(rest.len()));
+        slabs.push((row, rows, slab));
+        rest = tail;
+        row += rows;
+    }
+    slabs.into_par_iter().for_each(|(row, rows, slab)| {
+        dense_product(
+            (rows, n, k),
+            a.starting_at_row(row),
+            b,
+            slab,
+            c_stride,
+            accumulate,
+        )
+    });
 }
 
 /// The dense layers' product: OpenBLAS's `sgemm` with the `openblas` feature (faster than
@@ -426,6 +482,8 @@ macro_rules! target_builds {
     };
 }
 
+pub(super) use {dispatch, target_builds};
+
 target_builds!(softmax_generic => softmax_avx2, softmax_avx512(row: &mut [f32], bias: &[f32]));
 target_builds!(gelu_generic => gelu_avx2, gelu_avx512(values: &mut [f32]));
 target_builds!(residual_layer_norm_generic => residual_layer_norm_avx2, residual_layer_norm_avx512(
@@ -436,7 +494,7 @@ target_builds!(residual_layer_norm_generic => residual_layer_norm_avx2, residual
     eps: f32
 ));
 
-fn softmax_with_bias(row: &mut [f32], bias: &[f32]) {
+pub(super) fn softmax_with_bias(row: &mut [f32], bias: &[f32]) {
     dispatch!(softmax_generic, softmax_avx2, softmax_avx512, (row, bias))
 }
 
@@ -480,7 +538,7 @@ fn softmax_generic(row: &mut [f32], bias: &[f32]) {
 /// 1.5 · 2²³ trick (so `n` is read from the sum's bits), a degree-6 polynomial in `r`, and
 /// `2^n` built in the exponent bits. Only arithmetic and bit operations: it vectorises.
 #[inline(always)]
-fn fast_exp(x: f32) -> f32 {
+pub(super) fn fast_exp(x: f32) -> f32 {
     const ROUNDER: f32 = 12_582_912.0; // 1.5 · 2²³
     let x = x.clamp(-87.3, 88.3);
     let shifted = x.mul_add(std::f32::consts::LOG2_E, ROUNDER);
@@ -506,7 +564,7 @@ fn fast_exp(x: f32) -> f32 {
 /// `erf(x)` as a ratio of odd and even polynomials on [-4, 4] (the approximation Eigen and
 /// XLA use for f32), error below 1e-6; ±1 beyond.
 #[inline(always)]
-fn fast_erf(x: f32) -> f32 {
+pub(super) fn fast_erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10f32;
@@ -539,7 +597,7 @@ fn gelu_generic(values: &mut [f32]) {
 
 /// The layer's activation, element-wise, in place: BERT's exact (erf) GELU through the
 /// vectorised [`fast_erf`]; the tanh approximation and ReLU as candle computes them.
-fn activate_in_place(values: &mut [f32], activation: Activation) {
+pub(super) fn activate_in_place(values: &mut [f32], activation: Activation) {
     match activation {
         Activation::Gelu => gelu_in_place(values),
         Activation::GeluNew => {
@@ -617,7 +675,7 @@ fn residual_layer_norm_row(
 
 /// `Σ f(x)` with eight independent accumulators, so the loop vectorises.
 #[inline(always)]
-fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+pub(super) fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let (body, tail) = values.as_chunks::<8>();
     let mut lanes = [0f32; 8];
     for chunk in body {

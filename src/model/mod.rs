@@ -10,6 +10,7 @@ The model code mirrors the Hugging Face module tree (`embeddings`, `encoder.laye
 model code; speed work belongs behind small named functions, not inside the layer code.
 */
 
+pub mod backprop;
 mod bert;
 mod config;
 mod dropout;

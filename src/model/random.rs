@@ -130,11 +130,26 @@ impl SplitMix64 {
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
+        self.0 = self.0.wrapping_add(Self::GAMMA);
+        Self::mix(self.0)
+    }
+
+    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    #[inline(always)]
+    fn mix(mut z: u64) -> u64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// Reserves the next `count` draws and returns them as a [`DrawRange`] whose draws can be
+    /// computed in any order and on any thread: SplitMix64's state advances by a constant,
+    /// so draw `i` is a function of the starting state and `i` alone.
+    pub(crate) fn reserve(&mut self, count: u64) -> DrawRange {
+        let start = self.0;
+        self.0 = self.0.wrapping_add(Self::GAMMA.wrapping_mul(count));
+        DrawRange { start }
     }
 
     /// Uniform in (0, 1].
@@ -146,6 +161,43 @@ impl SplitMix64 {
     pub(crate) fn normal(&mut self) -> f32 {
         let (u, v) = (self.uniform(), self.uniform());
         ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+    }
+}
+
+/// Draws `0, 1, …` of a [`SplitMix64`] stream from a fixed point, by index: the same values
+/// `next_u64` would have returned one after the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DrawRange {
+    start: u64,
+}
+
+impl DrawRange {
+    #[inline(always)]
+    pub(crate) fn draw(&self, index: u64) -> u64 {
+        SplitMix64::mix(
+            self.start
+                .wrapping_add(SplitMix64::GAMMA.wrapping_mul(index.wrapping_add(1))),
+        )
+    }
+}
+
+#[cfg(test)]
+mod draw_range_tests {
+    use super::*;
+
+    #[test]
+    fn reserved_draws_are_the_serial_draws() {
+        let mut serial = SplitMix64::new(42);
+        let mut jumping = SplitMix64::new(42);
+        let range = jumping.reserve(5);
+        let expected: Vec<u64> = (0..5).map(|_| serial.next_u64()).collect();
+        let by_index: Vec<u64> = (0..5).map(|i| range.draw(i)).collect();
+        assert_eq!(by_index, expected);
+        assert_eq!(
+            jumping.next_u64(),
+            serial.next_u64(),
+            "the stream continues after the range"
+        );
     }
 }
 

@@ -77,10 +77,14 @@ pub fn fit_cross_encoder(
         settings,
         started,
         on_step,
-        &mut |batch, dropout| {
+        &mut |batch, pass| {
             let members: Vec<&TokenizedText> = batch.iter().map(|&i| &pairs[i]).collect();
             let inputs = Batch::new(&members, tokenizer.pad_id(), &device)?;
-            let logits = model.model().classify_train(&inputs, dropout)?.squeeze(1)?;
+            let hidden = pass.encode(&inputs)?;
+            let logits = model
+                .model()
+                .classify_hidden_train(&hidden, pass.dropout())?
+                .squeeze(1)?;
             let labels: Vec<f32> = batch.iter().map(|&i| examples[i].label).collect();
             let labels = Tensor::from_vec(labels, batch.len(), &device)?;
             Ok(bce_with_logits(&logits, &labels)?)

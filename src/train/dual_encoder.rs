@@ -13,10 +13,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::loss::{margin_mse, mean_pool, mnrl, mse, MNRL_SCALE};
 use super::params::{StudentInit, TrainableBert};
+use super::step::TrainingPass;
 use super::{stream_seed, trainer, StepRecord, Stream, TrainError, TrainingLog, TrainingSettings};
-use crate::model::{
-    encode_mean, load_model, Batch, Dropout, InputFormat, TextTokenizer, TokenizedText,
-};
+use crate::model::{encode_mean, load_model, Batch, InputFormat, TextTokenizer, TokenizedText};
 
 /// Batch size of the teachers' (inference-only) passes.
 const TEACHER_BATCH: usize = 32;
@@ -172,7 +171,6 @@ pub fn fit_dual_encoder(
     check_data(spec.loss, data)?;
     let tokenizer = student.tokenizer(settings.max_len)?;
     let embedder = Embedder {
-        student,
         tokenizer: &tokenizer,
         device: student.device().clone(),
     };
@@ -208,8 +206,8 @@ pub fn fit_dual_encoder(
                 settings,
                 started,
                 on_step,
-                &mut |batch, dropout| {
-                    let embedded = embedder.embed(&inputs, batch, dropout)?;
+                &mut |batch, pass| {
+                    let embedded = embedder.embed(&inputs, batch, pass)?;
                     let rows: Vec<f32> = batch
                         .iter()
                         .flat_map(|&i| {
@@ -233,9 +231,9 @@ pub fn fit_dual_encoder(
                 settings,
                 started,
                 on_step,
-                &mut |batch, dropout| {
-                    let q = embedder.embed(&queries, batch, dropout)?;
-                    let p = embedder.embed(&positives, batch, dropout)?;
+                &mut |batch, pass| {
+                    let q = embedder.embed(&queries, batch, pass)?;
+                    let p = embedder.embed(&positives, batch, pass)?;
                     Ok(mnrl(&q, &p, MNRL_SCALE)?)
                 },
             )
@@ -248,10 +246,10 @@ pub fn fit_dual_encoder(
                 settings,
                 started,
                 on_step,
-                &mut |batch, dropout| {
-                    let q = embedder.embed(&queries, batch, dropout)?;
-                    let p = embedder.embed(&positives, batch, dropout)?;
-                    let n = embedder.embed(&negatives, batch, dropout)?;
+                &mut |batch, pass| {
+                    let q = embedder.embed(&queries, batch, pass)?;
+                    let p = embedder.embed(&positives, batch, pass)?;
+                    let n = embedder.embed(&negatives, batch, pass)?;
                     Ok(mnrl(&q, &Tensor::cat(&[p, n], 0)?, MNRL_SCALE)?)
                 },
             )
@@ -266,10 +264,10 @@ pub fn fit_dual_encoder(
                 settings,
                 started,
                 on_step,
-                &mut |batch, dropout| {
-                    let q = embedder.embed(&queries, batch, dropout)?;
-                    let p = embedder.embed(&positives, batch, dropout)?;
-                    let n = embedder.embed(&negatives, batch, dropout)?;
+                &mut |batch, pass| {
+                    let q = embedder.embed(&queries, batch, pass)?;
+                    let p = embedder.embed(&positives, batch, pass)?;
+                    let n = embedder.embed(&negatives, batch, pass)?;
                     let target: Vec<f32> = batch.iter().map(|&i| margins[i]).collect();
                     let target = Tensor::from_vec(target, batch.len(), &embedder.device)?;
                     Ok(margin_mse(&q, &p, &n, &target)?)
@@ -303,7 +301,6 @@ fn mismatch(loss: DistillLoss, data: &DistillData) -> TrainError {
 
 /// The student's differentiable sentence embedding.
 struct Embedder<'a> {
-    student: &'a TrainableBert,
     tokenizer: &'a TextTokenizer,
     device: Device,
 }
@@ -314,17 +311,12 @@ impl Embedder<'_> {
         &self,
         inputs: &[TokenizedText],
         batch: &[usize],
-        dropout: &mut Dropout,
+        pass: &mut TrainingPass,
     ) -> Result<Tensor, TrainError> {
         let members: Vec<&TokenizedText> = batch.iter().map(|&i| &inputs[i]).collect();
         let padded = Batch::new(&members, self.tokenizer.pad_id(), &self.device)?;
-        let model = self.student.model();
-        let states = model.forward_train(&padded, model.depth(), dropout)?;
-        let last = states
-            .layers
-            .last()
-            .ok_or_else(|| TrainError::Setting("the student produced no hidden states".into()))?;
-        Ok(mean_pool(last, &padded.pooled_mask)?)
+        let last = pass.encode(&padded)?;
+        Ok(mean_pool(&last, &padded.pooled_mask)?)
     }
 }
 

@@ -24,6 +24,7 @@ pub mod loss;
 pub mod optim;
 mod params;
 mod save;
+mod step;
 mod trainer;
 
 pub use cross_encoder::{fit_cross_encoder, train_cross_encoder, CrossEncoderExample};
@@ -32,6 +33,7 @@ pub use dual_encoder::{
 };
 pub use error::TrainError;
 pub use params::{StudentInit, TrainableBert};
+pub use step::TrainingPass;
 
 use serde::Serialize;
 

@@ -1,11 +1,11 @@
 //! The optimiser (AdamW in two parameter groups), the learning-rate schedule and gradient
 //! clipping by global norm, each as Hugging Face's `Trainer` and sentence-transformers do them.
 
-use candle_core::backprop::GradStore;
-use candle_core::Var;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use std::cell::RefCell;
 
-use super::loss::scalar;
+use candle_core::{CpuStorage, InplaceOp1, Layout, Var};
+use rayon::prelude::*;
+
 use super::TrainError;
 
 /// AdamW's ε. PyTorch's `torch.optim.AdamW` default, which Hugging Face's `Trainer`
@@ -51,66 +51,161 @@ impl LinearSchedule {
 
 /// AdamW with weight decay on weight matrices and embeddings only: biases and LayerNorm
 /// parameters are not decayed (the `no_decay` groups of Hugging Face's examples and
-/// sentence-transformers' `fit`). candle's `AdamW` decays every variable it holds, so the two
-/// groups are two optimisers stepped together.
-pub(crate) struct GroupedAdamW {
-    decayed: AdamW,
-    undecayed: AdamW,
+/// sentence-transformers' `fit`). One fused, in-place pass per variable over every thread —
+/// moments, bias correction, decay and update per element, no temporaries — computing what
+/// candle's `AdamW` computes, operation for operation.
+pub(crate) struct FusedAdamW {
+    decayed: Vec<bool>,
+    first_moments: Vec<Vec<f32>>,
+    second_moments: Vec<Vec<f32>>,
+    weight_decay: f64,
+    steps: i32,
 }
 
-impl GroupedAdamW {
+/// Elements per parallel task of an update.
+const CHUNK: usize = 1 << 15;
+
+impl FusedAdamW {
     /// `vars` as (name, variable); the name decides the group.
-    pub(crate) fn new(vars: &[(String, Var)], weight_decay: f64) -> Result<Self, TrainError> {
-        let (undecayed, decayed): (Vec<_>, Vec<_>) = vars
+    pub(crate) fn new(vars: &[(String, Var)], weight_decay: f64) -> Self {
+        let decayed = vars
             .iter()
-            .partition(|(name, _)| name.contains("bias") || name.contains("LayerNorm"));
-        let params = |weight_decay| ParamsAdamW {
-            lr: 0.0,
-            beta1: ADAM_BETAS.0,
-            beta2: ADAM_BETAS.1,
-            eps: ADAM_EPSILON,
-            weight_decay,
+            .map(|(name, _)| !(name.contains("bias") || name.contains("LayerNorm")))
+            .collect();
+        let zeros = || {
+            vars.iter()
+                .map(|(_, var)| vec![0f32; var.elem_count()])
+                .collect()
         };
-        let vars_of = |group: &[&(String, Var)]| group.iter().map(|(_, var)| var.clone()).collect();
-        Ok(GroupedAdamW {
-            decayed: AdamW::new(vars_of(&decayed), params(weight_decay))?,
-            undecayed: AdamW::new(vars_of(&undecayed), params(0.0))?,
-        })
+        FusedAdamW {
+            decayed,
+            first_moments: zeros(),
+            second_moments: zeros(),
+            weight_decay,
+            steps: 0,
+        }
     }
 
-    pub(crate) fn step(&mut self, grads: &GradStore, learning_rate: f64) -> Result<(), TrainError> {
-        self.decayed.set_learning_rate(learning_rate);
-        self.undecayed.set_learning_rate(learning_rate);
-        self.decayed.step(grads)?;
-        self.undecayed.step(grads)?;
+    /// One update of every variable with its gradient (`gradients[i]` for `vars[i]`).
+    pub(crate) fn step(
+        &mut self,
+        vars: &[(String, Var)],
+        gradients: &[Vec<f32>],
+        learning_rate: f64,
+    ) -> Result<(), TrainError> {
+        if vars.len() != gradients.len() || vars.len() != self.decayed.len() {
+            return Err(TrainError::Setting(format!(
+                "optimiser of {} variables stepped with {} variables and {} gradients",
+                self.decayed.len(),
+                vars.len(),
+                gradients.len()
+            )));
+        }
+        self.steps += 1;
+        let (beta1, beta2) = ADAM_BETAS;
+        let constants = Constants {
+            beta1: beta1 as f32,
+            one_minus_beta1: (1.0 - beta1) as f32,
+            beta2: beta2 as f32,
+            one_minus_beta2: (1.0 - beta2) as f32,
+            scale_first: (1.0 / (1.0 - beta1.powi(self.steps))) as f32,
+            scale_second: (1.0 / (1.0 - beta2.powi(self.steps))) as f32,
+            learning_rate: learning_rate as f32,
+            eps: ADAM_EPSILON as f32,
+            keep: 1.0,
+        };
+        let moments = self.first_moments.iter_mut().zip(&mut self.second_moments);
+        for ((((name, var), gradient), decayed), (first, second)) in
+            vars.iter().zip(gradients).zip(&self.decayed).zip(moments)
+        {
+            let keep = if *decayed {
+                (1.0 - learning_rate * self.weight_decay) as f32
+            } else {
+                1.0
+            };
+            let constants = Constants { keep, ..constants };
+            let update = InPlace::new(|theta: &mut [f32]| {
+                if theta.len() != gradient.len() {
+                    return Err(candle_core::Error::Msg(format!(
+                        "{name}: {} values, gradient of {}",
+                        theta.len(),
+                        gradient.len()
+                    )));
+                }
+                theta
+                    .par_chunks_mut(CHUNK)
+                    .zip(gradient.par_chunks(CHUNK))
+                    .zip(first.par_chunks_mut(CHUNK))
+                    .zip(second.par_chunks_mut(CHUNK))
+                    .for_each(|(((theta, g), m), v)| constants.update(theta, g, m, v));
+                Ok(())
+            });
+            var.as_tensor().inplace_op1(&update)?;
+        }
         Ok(())
     }
 }
 
-/// Scales the gradients of `vars` so that their global L2 norm is at most `max_norm`, and
-/// returns the norm before clipping (`torch.nn.utils.clip_grad_norm_`, including its 1e-6 in
-/// the scale). Norms are summed in the order of `vars`, so the result is reproducible.
-pub fn clip_grad_norm(
-    grads: &mut GradStore,
-    vars: &[(String, Var)],
-    max_norm: f64,
-) -> Result<f64, TrainError> {
-    let mut squares = 0.0;
-    for (_, var) in vars {
-        if let Some(grad) = grads.get(var) {
-            squares += scalar(&grad.sqr()?.sum_all()?)?;
+#[derive(Debug, Clone, Copy)]
+struct Constants {
+    beta1: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    scale_first: f32,
+    scale_second: f32,
+    learning_rate: f32,
+    eps: f32,
+    /// `1 − lr · λ` for a decayed variable, 1 otherwise.
+    keep: f32,
+}
+
+impl Constants {
+    /// candle's `AdamW::step`, element by element: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+    /// `θ ← θ(1 − lr·λ) − lr · m̂ / (√v̂ + ε)`.
+    #[inline(always)]
+    fn update(&self, theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        for (((theta, &g), m), v) in theta.iter_mut().zip(g).zip(m).zip(v) {
+            *m = *m * self.beta1 + g * self.one_minus_beta1;
+            *v = *v * self.beta2 + g * g * self.one_minus_beta2;
+            let adjusted = (*m * self.scale_first) / ((*v * self.scale_second).sqrt() + self.eps);
+            *theta = *theta * self.keep - adjusted * self.learning_rate;
         }
     }
-    let norm = squares.sqrt();
-    let scale = max_norm / (norm + 1e-6);
-    if scale < 1.0 {
-        for (_, var) in vars {
-            if let Some(grad) = grads.remove(var) {
-                grads.insert(var, (grad * scale)?);
-            }
+}
+
+/// A variable's storage updated in place by a closure (candle's `InplaceOp1`, CPU only).
+struct InPlace<F> {
+    update: RefCell<Option<F>>,
+}
+
+impl<F> InPlace<F> {
+    fn new(update: F) -> Self {
+        InPlace {
+            update: RefCell::new(Some(update)),
         }
     }
-    Ok(norm)
+}
+
+impl<F: FnOnce(&mut [f32]) -> candle_core::Result<()>> InplaceOp1 for InPlace<F> {
+    fn name(&self) -> &'static str {
+        "adamw-in-place"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            return Err(candle_core::Error::Msg("AdamW needs f32 variables".into()));
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("AdamW needs contiguous variables".into()))?;
+        let update = self
+            .update
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("an in-place update runs once".into()))?;
+        update(&mut data[start..end])
+    }
 }
 
 #[cfg(test)]
@@ -137,65 +232,86 @@ mod tests {
         assert_eq!(flat.rate(2), 1e-5);
     }
 
-    fn vars_with_grads() -> (Vec<(String, Var)>, GradStore) {
-        let a = Var::from_tensor(&Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap()).unwrap();
-        let b = Var::from_tensor(&Tensor::new(&[3f32], &Device::Cpu).unwrap()).unwrap();
-        // loss = 3·a₀ + 4·b: gradients (3, 0) and (4), global norm 5.
-        let loss = (a.narrow(0, 0, 1).unwrap() * 3.0)
-            .unwrap()
-            .sum_all()
-            .unwrap();
-        let loss = (loss + (b.as_tensor() * 4.0).unwrap().sum_all().unwrap()).unwrap();
-        let grads = loss.backward().unwrap();
-        (vec![("a".into(), a), ("b.bias".into(), b)], grads)
+    fn named_ones(names: &[&str]) -> Vec<(String, Var)> {
+        let one = Tensor::ones(3, candle_core::DType::F32, &Device::Cpu).unwrap();
+        names
+            .iter()
+            .map(|name| (name.to_string(), Var::from_tensor(&one).unwrap()))
+            .collect()
     }
 
-    #[test]
-    fn clipping_rescales_to_the_max_norm_and_reports_the_norm_before() {
-        let (vars, mut grads) = vars_with_grads();
-        let norm = clip_grad_norm(&mut grads, &vars, 1.0).unwrap();
-        assert!((norm - 5.0).abs() < 1e-6);
-        let a = grads.get(&vars[0].1).unwrap().to_vec1::<f32>().unwrap();
-        let b = grads.get(&vars[1].1).unwrap().to_vec1::<f32>().unwrap();
-        let scale = 1.0 / (5.0 + 1e-6);
-        assert!((a[0] as f64 - 3.0 * scale).abs() < 1e-6 && a[1] == 0.0);
-        assert!((b[0] as f64 - 4.0 * scale).abs() < 1e-6);
-
-        let (vars, mut grads) = vars_with_grads();
-        let norm = clip_grad_norm(&mut grads, &vars, 10.0).unwrap();
-        assert!((norm - 5.0).abs() < 1e-6);
-        let b = grads.get(&vars[1].1).unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(
-            b,
-            vec![4.0],
-            "below the maximum the gradients are untouched"
-        );
+    fn values(vars: &[(String, Var)]) -> Vec<Vec<f32>> {
+        vars.iter()
+            .map(|(_, var)| var.as_tensor().to_vec1::<f32>().unwrap())
+            .collect()
     }
 
     #[test]
     fn weight_decay_spares_biases_and_layer_norms() {
-        let zero = Tensor::zeros(1, candle_core::DType::F32, &Device::Cpu).unwrap();
-        let one = Tensor::ones(1, candle_core::DType::F32, &Device::Cpu).unwrap();
-        let named = |name: &str| (name.to_string(), Var::from_tensor(&one).unwrap());
-        let vars = vec![
-            named("encoder.layer.0.output.dense.weight"),
-            named("encoder.layer.0.output.dense.bias"),
-            named("encoder.layer.0.output.LayerNorm.weight"),
-        ];
-        let mut optimizer = GroupedAdamW::new(&vars, 0.5).unwrap();
+        let vars = named_ones(&[
+            "encoder.layer.0.output.dense.weight",
+            "encoder.layer.0.output.dense.bias",
+            "encoder.layer.0.output.LayerNorm.weight",
+        ]);
+        let mut optimizer = FusedAdamW::new(&vars, 0.5);
         // A zero gradient isolates the decay: θ ← θ·(1 − lr·λ).
-        let loss = vars
-            .iter()
-            .map(|(_, var)| var.as_tensor().mul(&zero).unwrap().sum_all().unwrap())
-            .reduce(|a, b| (a + b).unwrap())
-            .unwrap();
-        let grads = loss.backward().unwrap();
-        optimizer.step(&grads, 0.1).unwrap();
-        let values: Vec<f32> = vars
-            .iter()
-            .map(|(_, var)| var.as_tensor().to_vec1::<f32>().unwrap()[0])
-            .collect();
-        assert!((values[0] - 0.95).abs() < 1e-6, "{values:?}");
-        assert_eq!(&values[1..], &[1.0, 1.0]);
+        optimizer.step(&vars, &vec![vec![0f32; 3]; 3], 0.1).unwrap();
+        let values = values(&vars);
+        assert!(
+            values[0].iter().all(|v| (v - 0.95).abs() < 1e-6),
+            "{values:?}"
+        );
+        assert_eq!(&values[1..], &[vec![1.0; 3], vec![1.0; 3]]);
+    }
+
+    /// The fused update is candle's `AdamW` (which training used before it), step for step,
+    /// with the two parameter groups and a changing learning rate.
+    #[test]
+    fn fused_updates_equal_candle_adamw() {
+        use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+        let names = ["a.weight", "a.bias"];
+        let fused_vars = named_ones(&names);
+        let candle_vars = named_ones(&names);
+        let params = |weight_decay| ParamsAdamW {
+            lr: 0.0,
+            beta1: ADAM_BETAS.0,
+            beta2: ADAM_BETAS.1,
+            eps: ADAM_EPSILON,
+            weight_decay,
+        };
+        let mut decayed = AdamW::new(vec![candle_vars[0].1.clone()], params(0.01)).unwrap();
+        let mut undecayed = AdamW::new(vec![candle_vars[1].1.clone()], params(0.0)).unwrap();
+        let mut fused = FusedAdamW::new(&fused_vars, 0.01);
+        for step in 0..5 {
+            let gradients: Vec<Vec<f32>> = (0..2)
+                .map(|var| {
+                    (0..3)
+                        .map(|i| ((step * 7 + var * 3 + i) as f32 * 0.7).sin())
+                        .collect()
+                })
+                .collect();
+            // A loss whose gradient is `gradients`: Σ g ⊙ θ.
+            let loss = candle_vars
+                .iter()
+                .zip(&gradients)
+                .map(|((_, var), g)| {
+                    let g = Tensor::new(g.as_slice(), &Device::Cpu).unwrap();
+                    var.as_tensor().mul(&g).unwrap().sum_all().unwrap()
+                })
+                .reduce(|a, b| (a + b).unwrap())
+                .unwrap();
+            let grads = loss.backward().unwrap();
+            let rate = 1e-2 * (step + 1) as f64;
+            for optimizer in [&mut decayed, &mut undecayed] {
+                optimizer.set_learning_rate(rate);
+                optimizer.step(&grads).unwrap();
+            }
+            fused.step(&fused_vars, &gradients, rate).unwrap();
+        }
+        let (ours, theirs) = (values(&fused_vars), values(&candle_vars));
+        for (a, b) in ours.iter().flatten().zip(theirs.iter().flatten()) {
+            assert!((a - b).abs() < 1e-6, "{ours:?} vs {theirs:?}");
+        }
+        assert_ne!(ours[0], vec![1.0; 3], "the test moves the parameters");
     }
 }

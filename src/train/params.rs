@@ -226,6 +226,18 @@ impl TrainableBert {
         &self.vars
     }
 
+    /// Where each tensor of the encoder sits in [`vars`](Self::vars), for the fused
+    /// training pass.
+    pub(crate) fn encoder_layout(
+        &self,
+    ) -> Result<crate::model::backprop::EncoderTensors<usize>, TrainError> {
+        crate::model::backprop::EncoderTensors::from_names(self.config.num_hidden_layers, |name| {
+            self.vars
+                .binary_search_by(|(candidate, _)| candidate.as_str().cmp(name))
+                .map_err(|_| TrainError::Setting(format!("the model has no variable `{name}`")))
+        })
+    }
+
     pub fn var(&self, name: &str) -> Option<&Var> {
         self.vars
             .iter()

@@ -6,19 +6,21 @@ use std::time::Instant;
 use candle_core::Tensor;
 
 use super::loss::scalar;
-use super::optim::{clip_grad_norm, GroupedAdamW, LinearSchedule};
+use super::optim::{FusedAdamW, LinearSchedule};
 use super::params::TrainableBert;
+use super::step::{Gradients, TrainingPass};
 use super::{stream_seed, StepRecord, Stream, TrainError, TrainingLog, TrainingSettings};
 use crate::model::random::SplitMix64;
 use crate::model::Dropout;
 
-/// The loss of one batch: the examples' indices and the run's dropout in, a scalar out.
+/// The loss of one batch: the examples' indices and the step's training pass in, a scalar
+/// out.
 pub(crate) type BatchLoss<'a> =
-    dyn FnMut(&[usize], &mut Dropout) -> Result<Tensor, TrainError> + 'a;
+    dyn FnMut(&[usize], &mut TrainingPass) -> Result<Tensor, TrainError> + 'a;
 
 /// Runs `settings.epochs` epochs over `examples` examples (indices `0..examples`, reshuffled
-/// every epoch). `loss_of` gets a batch's indices and the run's dropout and returns the
-/// scalar loss. `started` is when the run began (preparation before the loop counts).
+/// every epoch). `loss_of` gets a batch's indices and the step's [`TrainingPass`] and returns
+/// the scalar loss. `started` is when the run began (preparation before the loop counts).
 pub(crate) fn run(
     model: &TrainableBert,
     examples: usize,
@@ -38,7 +40,9 @@ pub(crate) fn run(
         settings.warmup_fraction,
         steps_per_epoch * settings.epochs,
     );
-    let mut optimizer = GroupedAdamW::new(model.vars(), settings.weight_decay)?;
+    let layout = model.encoder_layout()?;
+    let mut gradients = Gradients::zeros(model);
+    let mut optimizer = FusedAdamW::new(model.vars(), settings.weight_decay);
     let mut shuffle = SplitMix64::new(stream_seed(settings.seed, Stream::Shuffle));
     let mut dropout =
         Dropout::from_config(model.config(), stream_seed(settings.seed, Stream::Dropout));
@@ -49,7 +53,8 @@ pub(crate) fn run(
         shuffle_in_place(&mut order, &mut shuffle);
         for batch in order.chunks(settings.batch_size) {
             let step = steps.len();
-            let loss = loss_of(batch, &mut dropout)?;
+            let mut pass = TrainingPass::new(model, &layout, &mut dropout);
+            let loss = loss_of(batch, &mut pass)?;
             let loss_value = scalar(&loss)?;
             if !loss_value.is_finite() {
                 return Err(TrainError::Diverged {
@@ -58,8 +63,9 @@ pub(crate) fn run(
                     value: loss_value,
                 });
             }
-            let mut grads = loss.backward()?;
-            let grad_norm = clip_grad_norm(&mut grads, model.vars(), settings.max_grad_norm)?;
+            gradients.clear();
+            pass.backward(&loss.backward()?, &mut gradients)?;
+            let grad_norm = gradients.clip(settings.max_grad_norm);
             if !grad_norm.is_finite() {
                 return Err(TrainError::Diverged {
                     step,
@@ -68,7 +74,7 @@ pub(crate) fn run(
                 });
             }
             let learning_rate = schedule.rate(step);
-            optimizer.step(&grads, learning_rate)?;
+            optimizer.step(model.vars(), gradients.buffers(), learning_rate)?;
             examples_seen += batch.len();
             let record = StepRecord {
                 step,

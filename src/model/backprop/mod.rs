@@ -1,0 +1,635 @@
+/*!
+The encoder's training pass on the CPU: a forward pass that keeps what its backward pass
+needs (a [`Tape`]) and a hand-written backward pass into gradient buffers.
+
+Through candle's autograd a BERT training step is hundreds of generic ops, most of them on
+one thread, each allocating its output and again its gradient. Here each step of a layer —
+a dense product, attention per sequence, residual + layer norm, activation, dropout — is one
+pass over every thread, reusing the encoder's vectorised loops, and dropout masks are never
+stored: the backward pass draws them again from the same counter-based stream
+([`DropoutMask`]).
+
+It computes what [`super::BertModel::forward_train`] computes (candle's differentiable ops,
+kept as the reference the tests compare with) for f32 on the CPU, and owns only that:
+parameters and gradients come in as slices arranged by [`EncoderTensors`], named by the
+caller; the head and the loss on top of the hidden states are the caller's.
+*/
+
+mod attention;
+mod rows;
+
+use super::config::{Activation, BertConfig};
+use super::dropout::{Dropout, DropoutMask};
+use super::ModelError;
+use attention::Geometry;
+use rows::SavedNorm;
+
+/// A linear layer: `weight (out, in)` as PyTorch stores it, `bias (out)`.
+#[derive(Debug, Clone)]
+pub struct Dense<T> {
+    pub weight: T,
+    pub bias: T,
+}
+
+/// A layer norm's γ and β.
+#[derive(Debug, Clone)]
+pub struct Norm<T> {
+    pub scale: T,
+    pub shift: T,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddingTensors<T> {
+    pub words: T,
+    pub positions: T,
+    pub token_types: T,
+    pub norm: Norm<T>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerTensors<T> {
+    pub query: Dense<T>,
+    pub key: Dense<T>,
+    pub value: Dense<T>,
+    pub attention_output: Dense<T>,
+    pub attention_norm: Norm<T>,
+    pub intermediate: Dense<T>,
+    pub output: Dense<T>,
+    pub output_norm: Norm<T>,
+}
+
+/// One `T` per tensor of a BERT encoder (embeddings and layers, no pooler): the parameters
+/// as slices, their gradients as mutable slices, or where a caller keeps them.
+#[derive(Debug, Clone)]
+pub struct EncoderTensors<T> {
+    pub embeddings: EmbeddingTensors<T>,
+    pub layers: Vec<LayerTensors<T>>,
+}
+
+impl<T> Dense<T> {
+    fn try_map<U, E>(self, f: &mut impl FnMut(T) -> Result<U, E>) -> Result<Dense<U>, E> {
+        Ok(Dense {
+            weight: f(self.weight)?,
+            bias: f(self.bias)?,
+        })
+    }
+}
+
+impl<T> Norm<T> {
+    fn try_map<U, E>(self, f: &mut impl FnMut(T) -> Result<U, E>) -> Result<Norm<U>, E> {
+        Ok(Norm {
+            scale: f(self.scale)?,
+            shift: f(self.shift)?,
+        })
+    }
+}
+
+impl<T> EncoderTensors<T> {
+    /// One value per tensor from its Hugging Face name (`embeddings.word_embeddings.weight`,
+    /// `encoder.layer.{i}.attention.self.query.bias`, …), for `layers` layers.
+    pub fn from_names<E>(
+        layers: usize,
+        mut of: impl FnMut(&str) -> Result<T, E>,
+    ) -> Result<Self, E> {
+        let embeddings = EmbeddingTensors {
+            words: of("embeddings.word_embeddings.weight")?,
+            positions: of("embeddings.position_embeddings.weight")?,
+            token_types: of("embeddings.token_type_embeddings.weight")?,
+            norm: Norm {
+                scale: of("embeddings.LayerNorm.weight")?,
+                shift: of("embeddings.LayerNorm.bias")?,
+            },
+        };
+        let mut dense = |prefix: &str| -> Result<Dense<T>, E> {
+            Ok(Dense {
+                weight: of(&format!("{prefix}.weight"))?,
+                bias: of(&format!("{prefix}.bias"))?,
+            })
+        };
+        let layers = (0..layers)
+            .map(|index| {
+                let layer = format!("encoder.layer.{index}");
+                Ok(LayerTensors {
+                    query: dense(&format!("{layer}.attention.self.query"))?,
+                    key: dense(&format!("{layer}.attention.self.key"))?,
+                    value: dense(&format!("{layer}.attention.self.value"))?,
+                    attention_output: dense(&format!("{layer}.attention.output.dense"))?,
+                    attention_norm: norm_of(dense(&format!("{layer}.attention.output.LayerNorm"))?),
+                    intermediate: dense(&format!("{layer}.intermediate.dense"))?,
+                    output: dense(&format!("{layer}.output.dense"))?,
+                    output_norm: norm_of(dense(&format!("{layer}.output.LayerNorm"))?),
+                })
+            })
+            .collect::<Result<Vec<_>, E>>()?;
+        Ok(EncoderTensors { embeddings, layers })
+    }
+
+    /// The same arrangement with every value replaced by `f` of it.
+    pub fn try_map<U, E>(
+        self,
+        mut f: impl FnMut(T) -> Result<U, E>,
+    ) -> Result<EncoderTensors<U>, E> {
+        let f = &mut f;
+        let embeddings = EmbeddingTensors {
+            words: f(self.embeddings.words)?,
+            positions: f(self.embeddings.positions)?,
+            token_types: f(self.embeddings.token_types)?,
+            norm: self.embeddings.norm.try_map(f)?,
+        };
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|layer| {
+                Ok(LayerTensors {
+                    query: layer.query.try_map(f)?,
+                    key: layer.key.try_map(f)?,
+                    value: layer.value.try_map(f)?,
+                    attention_output: layer.attention_output.try_map(f)?,
+                    attention_norm: layer.attention_norm.try_map(f)?,
+                    intermediate: layer.intermediate.try_map(f)?,
+                    output: layer.output.try_map(f)?,
+                    output_norm: layer.output_norm.try_map(f)?,
+                })
+            })
+            .collect::<Result<Vec<_>, E>>()?;
+        Ok(EncoderTensors { embeddings, layers })
+    }
+}
+
+impl<T: Copy> EncoderTensors<T> {
+    /// Every value, embeddings first, then layer by layer.
+    pub fn values(&self) -> Vec<T> {
+        let mut values = Vec::new();
+        let _ = self.clone().try_map(|value| {
+            values.push(value);
+            Ok::<_, std::convert::Infallible>(())
+        });
+        values
+    }
+}
+
+/// A layer norm's `weight` and `bias`, which [`EncoderTensors::from_names`] reads as a dense
+/// layer's.
+fn norm_of<T>(dense: Dense<T>) -> Norm<T> {
+    Norm {
+        scale: dense.weight,
+        shift: dense.bias,
+    }
+}
+
+/// A padded batch as the training pass reads it: `(batch, tokens)` row-major ids and token
+/// types, and each sequence's number of real tokens (a prefix, as [`super::Batch`] pads).
+#[derive(Debug, Clone)]
+pub struct TrainingInput {
+    pub batch: usize,
+    pub tokens: usize,
+    pub ids: Vec<u32>,
+    pub token_types: Vec<u32>,
+    pub lengths: Vec<usize>,
+}
+
+impl TrainingInput {
+    /// From a [`super::Batch`]; its attention mask must mark a prefix of each row.
+    pub fn from_batch(batch: &super::Batch) -> Result<Self, ModelError> {
+        let (rows, tokens) = batch.input_ids.dims2()?;
+        let ids = batch.input_ids.flatten_all()?.to_vec1::<u32>()?;
+        let token_types = batch.token_type_ids.flatten_all()?.to_vec1::<u32>()?;
+        let mask = batch.attention_mask.flatten_all()?.to_vec1::<u32>()?;
+        let lengths = mask
+            .chunks(tokens.max(1))
+            .take(rows)
+            .enumerate()
+            .map(|(row, mask)| {
+                let length = mask.iter().take_while(|&&m| m != 0).count();
+                if mask[length..].iter().any(|&m| m != 0) {
+                    return Err(ModelError::Setting(format!(
+                        "row {row} of the attention mask is not a prefix of real tokens"
+                    )));
+                }
+                Ok(length)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TrainingInput {
+            batch: rows,
+            tokens,
+            ids,
+            token_types,
+            lengths,
+        })
+    }
+
+    fn rows(&self) -> usize {
+        self.batch * self.tokens
+    }
+}
+
+/// What one training forward pass keeps for its backward pass.
+pub struct Tape {
+    input: TrainingInput,
+    embedding_norm: SavedNorm,
+    embedding_dropout: DropoutMask,
+    layers: Vec<LayerTape>,
+}
+
+struct LayerTape {
+    /// The hidden state the layer read.
+    input: Vec<f32>,
+    qkv: Vec<f32>,
+    probabilities: Vec<f32>,
+    probability_dropout: DropoutMask,
+    context: Vec<f32>,
+    attention_dropout: DropoutMask,
+    attention_norm: SavedNorm,
+    /// The attention block's output, the feed-forward block's input and residual.
+    attended: Vec<f32>,
+    /// Before the activation.
+    intermediate: Vec<f32>,
+    activated: Vec<f32>,
+    output_dropout: DropoutMask,
+    output_norm: SavedNorm,
+}
+
+/// The sizes the pass needs from a model's configuration.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    hidden: usize,
+    intermediate: usize,
+    heads: usize,
+    head_size: usize,
+    activation: Activation,
+    eps: f32,
+}
+
+impl Sizes {
+    fn of(config: &BertConfig) -> Self {
+        Sizes {
+            hidden: config.hidden_size,
+            intermediate: config.intermediate_size,
+            heads: config.num_attention_heads,
+            head_size: config.head_size(),
+            activation: config.hidden_act,
+            eps: config.layer_norm_eps as f32,
+        }
+    }
+}
+
+/// Checks every length the pass relies on: tensor sizes against the configuration, ids and
+/// positions against the embedding tables.
+fn check(
+    config: &BertConfig,
+    params: &EncoderTensors<&[f32]>,
+    input: &TrainingInput,
+) -> Result<(), ModelError> {
+    let sizes = Sizes::of(config);
+    let (hidden, inner) = (sizes.hidden, sizes.intermediate);
+    let bad = |what: String| Err(ModelError::Setting(format!("training pass: {what}")));
+    if sizes.heads == 0 || sizes.heads * sizes.head_size != hidden {
+        return bad(format!(
+            "{} heads do not divide hidden size {hidden}",
+            sizes.heads
+        ));
+    }
+    let embeddings = &params.embeddings;
+    let expect = |name: &str, actual: usize, expected: usize| {
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(ModelError::Setting(format!(
+                "training pass: {name} has {actual} values, expected {expected}"
+            )))
+        }
+    };
+    expect(
+        "word embeddings",
+        embeddings.words.len(),
+        config.vocab_size * hidden,
+    )?;
+    expect(
+        "position embeddings",
+        embeddings.positions.len(),
+        config.max_position_embeddings * hidden,
+    )?;
+    expect(
+        "token type embeddings",
+        embeddings.token_types.len(),
+        config.type_vocab_size * hidden,
+    )?;
+    let norm = |name: &str, norm: &Norm<&[f32]>| {
+        expect(name, norm.scale.len(), hidden)?;
+        expect(name, norm.shift.len(), hidden)
+    };
+    let dense = |name: &str, dense: &Dense<&[f32]>, out: usize, input: usize| {
+        expect(name, dense.weight.len(), out * input)?;
+        expect(name, dense.bias.len(), out)
+    };
+    norm("embedding layer norm", &embeddings.norm)?;
+    for layer in &params.layers {
+        dense("query", &layer.query, hidden, hidden)?;
+        dense("key", &layer.key, hidden, hidden)?;
+        dense("value", &layer.value, hidden, hidden)?;
+        dense("attention output", &layer.attention_output, hidden, hidden)?;
+        norm("attention layer norm", &layer.attention_norm)?;
+        dense("intermediate", &layer.intermediate, inner, hidden)?;
+        dense("output", &layer.output, hidden, inner)?;
+        norm("output layer norm", &layer.output_norm)?;
+    }
+    let rows = input.rows();
+    expect("input ids", input.ids.len(), rows)?;
+    expect("token types", input.token_types.len(), rows)?;
+    expect("sequence lengths", input.lengths.len(), input.batch)?;
+    if input.tokens > config.max_position_embeddings {
+        return bad(format!(
+            "{} tokens exceed {} position embeddings",
+            input.tokens, config.max_position_embeddings
+        ));
+    }
+    if let Some(id) = input
+        .ids
+        .iter()
+        .find(|&&id| id as usize >= config.vocab_size)
+    {
+        return bad(format!(
+            "token id {id} outside the vocabulary of {}",
+            config.vocab_size
+        ));
+    }
+    if let Some(t) = input
+        .token_types
+        .iter()
+        .find(|&&t| t as usize >= config.type_vocab_size)
+    {
+        return bad(format!(
+            "token type {t} outside {} types",
+            config.type_vocab_size
+        ));
+    }
+    if let Some(length) = input.lengths.iter().find(|&&l| l == 0 || l > input.tokens) {
+        return bad(format!(
+            "a sequence of {length} real tokens in rows of {}",
+            input.tokens
+        ));
+    }
+    Ok(())
+}
+
+/// The training forward pass of the embeddings and every layer of `params`, with `dropout`
+/// where Hugging Face's BERT applies it (masks reserved in the order the candle pass draws
+/// them). Returns the last hidden state `(batch · tokens) × hidden` and the tape.
+pub fn forward(
+    config: &BertConfig,
+    params: &EncoderTensors<&[f32]>,
+    input: TrainingInput,
+    dropout: &mut Dropout,
+) -> Result<(Vec<f32>, Tape), ModelError> {
+    check(config, params, &input)?;
+    let sizes = Sizes::of(config);
+    let summed = embed(params, &input, sizes.hidden);
+    let (mut hidden, embedding_norm) =
+        rows::layer_norm_forward(summed, &params.embeddings.norm, sizes.eps);
+    let embedding_dropout = dropout.hidden_mask(hidden.len());
+    rows::apply_dropout(&mut hidden, &embedding_dropout);
+    let mut layers = Vec::with_capacity(params.layers.len());
+    for layer in &params.layers {
+        let (output, tape) = layer_forward(sizes, layer, &input, hidden, dropout);
+        layers.push(tape);
+        hidden = output;
+    }
+    let tape = Tape {
+        input,
+        embedding_norm,
+        embedding_dropout,
+        layers,
+    };
+    Ok((hidden, tape))
+}
+
+/// `word + token type + position` embedding of every row.
+fn embed(params: &EncoderTensors<&[f32]>, input: &TrainingInput, hidden: usize) -> Vec<f32> {
+    let embeddings = &params.embeddings;
+    let mut summed = vec![0f32; input.rows() * hidden];
+    for (row, out) in summed.chunks_exact_mut(hidden).enumerate() {
+        let word = &embeddings.words[input.ids[row] as usize * hidden..][..hidden];
+        let kind = &embeddings.token_types[input.token_types[row] as usize * hidden..][..hidden];
+        let position = &embeddings.positions[(row % input.tokens) * hidden..][..hidden];
+        for (((out, w), t), p) in out.iter_mut().zip(word).zip(kind).zip(position) {
+            *out = (w + t) + p;
+        }
+    }
+    summed
+}
+
+fn layer_forward(
+    sizes: Sizes,
+    layer: &LayerTensors<&[f32]>,
+    input: &TrainingInput,
+    x: Vec<f32>,
+    dropout: &mut Dropout,
+) -> (Vec<f32>, LayerTape) {
+    let rows = input.rows();
+    let hidden = sizes.hidden;
+    let mut qkv = vec![0f32; rows * 3 * hidden];
+    for (part, dense) in [&layer.query, &layer.key, &layer.value]
+        .into_iter()
+        .enumerate()
+    {
+        rows::dense_forward_into(&x, dense, &mut qkv, (3 * hidden, part * hidden));
+    }
+    let geometry = Geometry {
+        tokens: input.tokens,
+        heads: sizes.heads,
+        head_size: sizes.head_size,
+    };
+    let mut context = vec![0f32; rows * hidden];
+    let mut probabilities = vec![0f32; input.batch * sizes.heads * input.tokens * input.tokens];
+    let probability_dropout = dropout.attention_mask(probabilities.len());
+    attention::forward(
+        geometry,
+        &qkv,
+        &input.lengths,
+        &probability_dropout,
+        &mut context,
+        &mut probabilities,
+    );
+    let mut projected = rows::dense_forward(&context, &layer.attention_output);
+    let attention_dropout = dropout.hidden_mask(projected.len());
+    rows::apply_dropout(&mut projected, &attention_dropout);
+    rows::add_into(&mut projected, &x);
+    let (attended, attention_norm) =
+        rows::layer_norm_forward(projected, &layer.attention_norm, sizes.eps);
+    let intermediate = rows::dense_forward(&attended, &layer.intermediate);
+    let activated = rows::activate(&intermediate, sizes.activation);
+    let mut projected = rows::dense_forward(&activated, &layer.output);
+    let output_dropout = dropout.hidden_mask(projected.len());
+    rows::apply_dropout(&mut projected, &output_dropout);
+    rows::add_into(&mut projected, &attended);
+    let (output, output_norm) = rows::layer_norm_forward(projected, &layer.output_norm, sizes.eps);
+    let tape = LayerTape {
+        input: x,
+        qkv,
+        probabilities,
+        probability_dropout,
+        context,
+        attention_dropout,
+        attention_norm,
+        attended,
+        intermediate,
+        activated,
+        output_dropout,
+        output_norm,
+    };
+    (output, tape)
+}
+
+/// The backward pass of [`forward`]: `d_output`, the gradient of the last hidden state, is
+/// taken back through every layer and the embeddings, and every parameter's gradient is
+/// added to `gradients`.
+pub fn backward(
+    config: &BertConfig,
+    params: &EncoderTensors<&[f32]>,
+    tape: &Tape,
+    mut d_output: Vec<f32>,
+    gradients: &mut EncoderTensors<&mut [f32]>,
+) -> Result<(), ModelError> {
+    let sizes = Sizes::of(config);
+    let rows = tape.input.rows();
+    if d_output.len() != rows * sizes.hidden
+        || params.layers.len() != tape.layers.len()
+        || gradients.layers.len() != tape.layers.len()
+    {
+        return Err(ModelError::Setting(format!(
+            "training backward pass: a gradient of {} values for {rows} rows of {}, {} layers \
+             taped",
+            d_output.len(),
+            sizes.hidden,
+            tape.layers.len()
+        )));
+    }
+    for ((layer, saved), grads) in params
+        .layers
+        .iter()
+        .zip(&tape.layers)
+        .zip(gradients.layers.iter_mut())
+        .rev()
+    {
+        d_output = layer_backward(sizes, layer, saved, &tape.input, d_output, grads);
+    }
+    rows::apply_dropout(&mut d_output, &tape.embedding_dropout);
+    let embeddings = &mut gradients.embeddings;
+    rows::layer_norm_backward(
+        &mut d_output,
+        &tape.embedding_norm,
+        params.embeddings.norm.scale,
+        &mut embeddings.norm,
+    );
+    let hidden = sizes.hidden;
+    for (row, d) in d_output.chunks_exact(hidden).enumerate() {
+        let input = &tape.input;
+        let targets = [
+            (&mut *embeddings.words, input.ids[row] as usize),
+            (
+                &mut *embeddings.token_types,
+                input.token_types[row] as usize,
+            ),
+            (&mut *embeddings.positions, row % input.tokens),
+        ];
+        for (table, index) in targets {
+            for (g, d) in table[index * hidden..][..hidden].iter_mut().zip(d) {
+                *g += d;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn layer_backward(
+    sizes: Sizes,
+    layer: &LayerTensors<&[f32]>,
+    saved: &LayerTape,
+    input: &TrainingInput,
+    mut d_output: Vec<f32>,
+    grads: &mut LayerTensors<&mut [f32]>,
+) -> Vec<f32> {
+    let (hidden, inner) = (sizes.hidden, sizes.intermediate);
+    let rows = input.rows();
+    // Output block: layer norm, residual, dropout, dense, activation, dense.
+    rows::layer_norm_backward(
+        &mut d_output,
+        &saved.output_norm,
+        layer.output_norm.scale,
+        &mut grads.output_norm,
+    );
+    let mut d_attended = d_output.clone();
+    rows::apply_dropout(&mut d_output, &saved.output_dropout);
+    rows::dense_parameter_gradients(&d_output, (hidden, 0), &saved.activated, &mut grads.output);
+    let mut d_intermediate = vec![0f32; rows * inner];
+    rows::dense_input_gradient(
+        &d_output,
+        (hidden, 0),
+        layer.output.weight,
+        &mut d_intermediate,
+        false,
+    );
+    rows::activation_backward(&mut d_intermediate, &saved.intermediate, sizes.activation);
+    rows::dense_parameter_gradients(
+        &d_intermediate,
+        (inner, 0),
+        &saved.attended,
+        &mut grads.intermediate,
+    );
+    rows::dense_input_gradient(
+        &d_intermediate,
+        (inner, 0),
+        layer.intermediate.weight,
+        &mut d_attended,
+        true,
+    );
+    drop(d_intermediate);
+    // Attention block: layer norm, residual, dropout, dense, attention, q/k/v.
+    rows::layer_norm_backward(
+        &mut d_attended,
+        &saved.attention_norm,
+        layer.attention_norm.scale,
+        &mut grads.attention_norm,
+    );
+    let mut d_input = d_attended.clone();
+    rows::apply_dropout(&mut d_attended, &saved.attention_dropout);
+    rows::dense_parameter_gradients(
+        &d_attended,
+        (hidden, 0),
+        &saved.context,
+        &mut grads.attention_output,
+    );
+    let mut d_context = vec![0f32; rows * hidden];
+    rows::dense_input_gradient(
+        &d_attended,
+        (hidden, 0),
+        layer.attention_output.weight,
+        &mut d_context,
+        false,
+    );
+    let mut d_qkv = vec![0f32; rows * 3 * hidden];
+    attention::backward(
+        Geometry {
+            tokens: input.tokens,
+            heads: sizes.heads,
+            head_size: sizes.head_size,
+        },
+        &saved.qkv,
+        &input.lengths,
+        &saved.probability_dropout,
+        &saved.probabilities,
+        &d_context,
+        &mut d_qkv,
+    );
+    let parts = [
+        (&layer.query, &mut grads.query),
+        (&layer.key, &mut grads.key),
+        (&layer.value, &mut grads.value),
+    ];
+    for (part, (dense, grads)) in parts.into_iter().enumerate() {
+        let columns = (3 * hidden, part * hidden);
+        rows::dense_parameter_gradients(&d_qkv, columns, &saved.input, grads);
+        rows::dense_input_gradient(&d_qkv, columns, dense.weight, &mut d_input, true);
+    }
+    d_input
+}
