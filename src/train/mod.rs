@@ -33,7 +33,7 @@ pub use dual_encoder::{
 };
 pub use error::TrainError;
 pub use params::{StudentInit, TrainableBert};
-pub use step::TrainingPass;
+pub use step::{loss_and_gradients, TrainingPass};
 
 use serde::Serialize;
 

@@ -179,6 +179,22 @@ impl<'a> TrainingPass<'a> {
     }
 }
 
+/// The loss `loss_of` builds on one training pass of `model` and its gradient with respect to
+/// every variable (in [`TrainableBert::vars`] order), without an update: gradient checks
+/// against other implementations, and what a training step computes before clipping.
+pub fn loss_and_gradients(
+    model: &TrainableBert,
+    dropout: &mut Dropout,
+    loss_of: impl FnOnce(&mut TrainingPass) -> Result<Tensor, TrainError>,
+) -> Result<(f64, Vec<Vec<f32>>), TrainError> {
+    let layout = model.encoder_layout()?;
+    let mut pass = TrainingPass::new(model, &layout, dropout);
+    let loss = loss_of(&mut pass)?;
+    let mut gradients = Gradients::zeros(model);
+    pass.backward(&loss.backward()?, &mut gradients)?;
+    Ok((super::loss::scalar(&loss)?, gradients.buffers))
+}
+
 /// Runs `f` on the encoder's parameters as slices of the variables' own storage (read-locked
 /// meanwhile).
 fn with_parameters<R>(
