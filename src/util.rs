@@ -1,5 +1,6 @@
 /*!
-Small file-system helpers shared by every module: atomic writes and content hashes.
+Small helpers shared by every module: atomic writes, content hashes, the process's peak
+memory.
 
 Nothing here knows about models, datasets or measures.
 */
@@ -63,6 +64,21 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The peak resident set size of this process so far, in bytes (`getrusage`'s `ru_maxrss`);
+/// `None` where the platform does not report it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+            // Linux reports kibibytes.
+            return u64::try_from(usage.ru_maxrss).ok().map(|kib| kib * 1024);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +105,16 @@ mod tests {
         let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         assert_eq!(sha256_file(&path).unwrap(), expected);
         assert_eq!(sha256_bytes(b"abc"), expected);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn peak_memory_grows_with_what_was_touched() {
+        let before = super::peak_rss_bytes().unwrap();
+        // More than the peak so far: freed memory the allocator reuses would not count.
+        let touched = vec![1u8; before as usize + (64 << 20)];
+        std::hint::black_box(&touched);
+        let after = super::peak_rss_bytes().unwrap();
+        assert!(after >= before + (32 << 20), "{before} -> {after}");
     }
 }

@@ -323,12 +323,10 @@ fn training_outcome(
     metrics.insert("train_examples".to_string(), examples as f64);
     metrics.insert("train_steps".to_string(), log.steps.len() as f64);
     metrics.insert("train_seconds".to_string(), log.seconds);
-    let rate = if log.seconds > 0.0 {
-        log.examples_seen as f64 / log.seconds
-    } else {
-        0.0
-    };
-    metrics.insert("examples_per_second".to_string(), rate);
+    metrics.insert("examples_per_second".to_string(), log.examples_per_second());
+    if let Some(bytes) = log.peak_rss_bytes {
+        metrics.insert("peak_rss_mib".to_string(), bytes as f64 / (1 << 20) as f64);
+    }
     if let Some(&loss) = log.epoch_losses().last() {
         metrics.insert("final_loss".to_string(), loss);
     }

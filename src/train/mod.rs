@@ -138,9 +138,20 @@ pub struct TrainingLog {
     /// Wall-clock seconds of the training loop (teacher targets and tokenization included,
     /// loading and saving excluded).
     pub seconds: f64,
+    /// The process's peak resident memory at the end of the loop, where the platform says.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 impl TrainingLog {
+    /// Training examples per second of the loop (0 for a run that took no time).
+    pub fn examples_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.examples_seen as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
     /// The mean loss of each epoch.
     pub fn epoch_losses(&self) -> Vec<f64> {
         let epochs = self.steps.iter().map(|s| s.epoch + 1).max().unwrap_or(0);
@@ -255,6 +266,7 @@ mod tests {
             steps: vec![record(0, 0, 1.0), record(1, 0, 3.0), record(2, 1, 0.5)],
             examples_seen: 6,
             seconds: 0.0,
+            peak_rss_bytes: None,
         };
         assert_eq!(log.epoch_losses(), vec![2.0, 0.5]);
     }

@@ -91,6 +91,7 @@ pub(crate) fn run(
         steps,
         examples_seen,
         seconds: started.elapsed().as_secs_f64(),
+        peak_rss_bytes: crate::util::peak_rss_bytes(),
     })
 }
 
