@@ -153,7 +153,7 @@ pub(super) fn parallel_product(
     c_stride: usize,
     accumulate: bool,
 ) {
-    let tasks = 2 * rayon::current_num_threads();
+    let tasks = rayon::current_num_threads();
     let per_task = m.div_ceil(tasks).next_multiple_of(16).max(16);
     let mut slabs = Vec::with_capacity(tasks);
     let mut rest = c;

@@ -384,8 +384,9 @@ pub fn forward(
     check(config, params, &input)?;
     let sizes = Sizes::of(config);
     let summed = embed(params, &input, sizes.hidden);
+    let no_dropout = (&DropoutMask::Identity, &[][..]);
     let (mut hidden, embedding_norm) =
-        rows::layer_norm_forward(summed, &params.embeddings.norm, sizes.eps);
+        rows::layer_norm_forward(summed, no_dropout, &params.embeddings.norm, sizes.eps);
     let embedding_dropout = dropout.hidden_mask(hidden.len());
     rows::apply_dropout(&mut hidden, &embedding_dropout);
     let mut layers = Vec::with_capacity(params.layers.len());
@@ -427,13 +428,7 @@ fn layer_forward(
 ) -> (Vec<f32>, LayerTape) {
     let rows = input.rows();
     let hidden = sizes.hidden;
-    let mut qkv = vec![0f32; rows * 3 * hidden];
-    for (part, dense) in [&layer.query, &layer.key, &layer.value]
-        .into_iter()
-        .enumerate()
-    {
-        rows::dense_forward_into(&x, dense, &mut qkv, (3 * hidden, part * hidden));
-    }
+    let qkv = rows::dense_forward(&x, &[&layer.query, &layer.key, &layer.value]);
     let geometry = Geometry {
         tokens: input.tokens,
         heads: sizes.heads,
@@ -450,19 +445,24 @@ fn layer_forward(
         &mut context,
         &mut probabilities,
     );
-    let mut projected = rows::dense_forward(&context, &layer.attention_output);
+    let projected = rows::dense_forward(&context, &[&layer.attention_output]);
     let attention_dropout = dropout.hidden_mask(projected.len());
-    rows::apply_dropout(&mut projected, &attention_dropout);
-    rows::add_into(&mut projected, &x);
-    let (attended, attention_norm) =
-        rows::layer_norm_forward(projected, &layer.attention_norm, sizes.eps);
-    let intermediate = rows::dense_forward(&attended, &layer.intermediate);
+    let (attended, attention_norm) = rows::layer_norm_forward(
+        projected,
+        (&attention_dropout, &x),
+        &layer.attention_norm,
+        sizes.eps,
+    );
+    let intermediate = rows::dense_forward(&attended, &[&layer.intermediate]);
     let activated = rows::activate(&intermediate, sizes.activation);
-    let mut projected = rows::dense_forward(&activated, &layer.output);
+    let projected = rows::dense_forward(&activated, &[&layer.output]);
     let output_dropout = dropout.hidden_mask(projected.len());
-    rows::apply_dropout(&mut projected, &output_dropout);
-    rows::add_into(&mut projected, &attended);
-    let (output, output_norm) = rows::layer_norm_forward(projected, &layer.output_norm, sizes.eps);
+    let (output, output_norm) = rows::layer_norm_forward(
+        projected,
+        (&output_dropout, &attended),
+        &layer.output_norm,
+        sizes.eps,
+    );
     let tape = LayerTape {
         input: x,
         qkv,

@@ -16,38 +16,34 @@ use super::{Dense, Norm};
 /// Rows per parallel task of the element-wise passes and per partial sum of the column sums.
 const ROW_BLOCK: usize = 32;
 
-/// `x Wᵀ + b` for `x (rows × in)` and `weight (out × in)` as PyTorch stores it, written into
-/// the columns `offset..offset + out` of `into`, whose rows are `stride` wide.
-pub(super) fn dense_forward_into(
-    x: &[f32],
-    dense: &Dense<&[f32]>,
-    into: &mut [f32],
-    (stride, offset): (usize, usize),
-) {
-    let out = dense.bias.len();
-    let width = dense.weight.len() / out.max(1);
+/// `x Wᵀ + b` for `x (rows × in)` and each dense layer's `weight (out × in)` as PyTorch stores
+/// it, the layers' outputs side by side in each row (one layer, or the stacked q/k/v).
+pub(super) fn dense_forward(x: &[f32], layers: &[&Dense<&[f32]>]) -> Vec<f32> {
+    let row_bias: Vec<f32> = layers
+        .iter()
+        .flat_map(|dense| dense.bias.iter())
+        .copied()
+        .collect();
+    let stride = row_bias.len();
+    let width = layers
+        .first()
+        .map_or(1, |dense| dense.weight.len() / dense.bias.len().max(1));
     let rows = x.len() / width.max(1);
-    into.par_chunks_mut(stride * ROW_BLOCK).for_each(|block| {
-        for row in block.chunks_exact_mut(stride) {
-            row[offset..offset + out].copy_from_slice(dense.bias);
-        }
-    });
-    parallel_product(
-        (rows, out, width),
-        MatrixView::rows(x, width),
-        MatrixView::transposed(dense.weight, width),
-        &mut into[offset..],
-        stride,
-        true,
-    );
-}
-
-/// [`dense_forward_into`] into a new `rows × out` buffer.
-pub(super) fn dense_forward(x: &[f32], dense: &Dense<&[f32]>) -> Vec<f32> {
-    let out = dense.bias.len();
-    let rows = x.len() / (dense.weight.len() / out.max(1)).max(1);
-    let mut into = vec![0f32; rows * out];
-    dense_forward_into(x, dense, &mut into, (out, 0));
+    // Starting from the biases, the products accumulate onto them: one pass, no zeroing.
+    let mut into = row_bias.repeat(rows);
+    let mut offset = 0;
+    for dense in layers {
+        let out = dense.bias.len();
+        parallel_product(
+            (rows, out, width),
+            MatrixView::rows(x, width),
+            MatrixView::transposed(dense.weight, width),
+            &mut into[offset..],
+            stride,
+            true,
+        );
+        offset += out;
+    }
     into
 }
 
@@ -192,24 +188,30 @@ pub(super) struct SavedNorm {
     pub inverse_deviation: Vec<f32>,
 }
 
-/// `y = layer_norm(sum) · γ + β` row by row (the variance from centred values, as candle's
-/// layer norm takes it); returns `y` and what the backward pass needs.
+/// `y = layer_norm(x ⊙ mask + residual) · γ + β` row by row (the variance from centred
+/// values, as candle's layer norm takes it; `residual` empty for none); returns `y` and what
+/// the backward pass needs.
 pub(super) fn layer_norm_forward(
-    sum: Vec<f32>,
+    x: Vec<f32>,
+    (mask, residual): (&DropoutMask, &[f32]),
     norm: &Norm<&[f32]>,
     eps: f32,
 ) -> (Vec<f32>, SavedNorm) {
     let width = norm.scale.len();
-    let rows = sum.len() / width.max(1);
-    let mut normalized = sum;
+    let rows = x.len() / width.max(1);
+    let mut normalized = x;
     let mut output = vec![0f32; normalized.len()];
     let mut inverse_deviation = vec![0f32; rows];
     normalized
         .par_chunks_mut(width * ROW_BLOCK)
         .zip(output.par_chunks_mut(width * ROW_BLOCK))
         .zip(inverse_deviation.par_chunks_mut(ROW_BLOCK))
-        .for_each(|((xs, ys), deviations)| {
-            layer_norm_block(xs, ys, deviations, norm.scale, norm.shift, eps)
+        .enumerate()
+        .for_each(|(block, ((xs, ys), deviations))| {
+            let first = block * width * ROW_BLOCK;
+            let residual = residual.get(first..first + xs.len()).unwrap_or(&[]);
+            let inputs = (mask, residual, first);
+            layer_norm_block(xs, ys, deviations, inputs, norm.scale, norm.shift, eps)
         });
     let saved = SavedNorm {
         normalized,
@@ -222,6 +224,7 @@ fn layer_norm_block(
     xs: &mut [f32],
     ys: &mut [f32],
     deviations: &mut [f32],
+    inputs: (&DropoutMask, &[f32], usize),
     scale: &[f32],
     shift: &[f32],
     eps: f32,
@@ -230,21 +233,29 @@ fn layer_norm_block(
         layer_norm_generic,
         layer_norm_avx2,
         layer_norm_avx512,
-        (xs, ys, deviations, scale, shift, eps)
+        (xs, ys, deviations, inputs, scale, shift, eps)
     )
 }
 
-/// Rows of `xs` become `x̂`, rows of `ys` `x̂ · γ + β`.
+/// Rows of `xs` (first masked and added to their residual, when given) become `x̂`, rows of
+/// `ys` `x̂ · γ + β`.
 #[inline(always)]
 fn layer_norm_generic(
     xs: &mut [f32],
     ys: &mut [f32],
     deviations: &mut [f32],
+    (mask, residual, first): (&DropoutMask, &[f32], usize),
     scale: &[f32],
     shift: &[f32],
     eps: f32,
 ) {
     let width = scale.len();
+    mask.apply(xs, first);
+    if !residual.is_empty() {
+        for (x, r) in xs.iter_mut().zip(residual) {
+            *x += r;
+        }
+    }
     for ((x, y), deviation) in xs
         .chunks_exact_mut(width)
         .zip(ys.chunks_exact_mut(width))
@@ -398,13 +409,6 @@ fn activation_derivative(x: f32, activation: Activation) -> f32 {
     }
 }
 
-/// `into += values`, element-wise, in parallel.
-pub(super) fn add_into(into: &mut [f32], values: &[f32]) {
-    into.par_chunks_mut(8192)
-        .zip(values.par_chunks(8192))
-        .for_each(|(into, values)| add_block(into, values));
-}
-
 fn add_block(into: &mut [f32], values: &[f32]) {
     dispatch!(add_generic, add_avx2, add_avx512, (into, values))
 }
@@ -431,6 +435,7 @@ target_builds!(layer_norm_generic => layer_norm_avx2, layer_norm_avx512(
     xs: &mut [f32],
     ys: &mut [f32],
     deviations: &mut [f32],
+    inputs: (&DropoutMask, &[f32], usize),
     scale: &[f32],
     shift: &[f32],
     eps: f32
