@@ -14,7 +14,7 @@ REPRO := target/release/repro
 # (Debian: libopenblas-dev); otherwise through the pure-Rust gemm crate.
 FEATURES ?= $(if $(wildcard /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so),--features openblas,)
 
-.PHONY: all build release models fonts browser-env slurm-env test lint fmt sweep distill paper figures report smoke bench bench-env clean-results
+.PHONY: all build release models fonts browser-env slurm-env test lint fmt sweep distill paper figures report smoke bench bench-env bench-train clean-results
 
 all: build
 
@@ -118,6 +118,27 @@ bench: models bench-env
 	done
 	$(PYTHON) scripts/bench_ratio.py target/bench
 	$(REPRO) --quiet bench --model $(MINILM) --dataset scifact --documents 256 --depth all --runs 5
+
+## Training speed and memory: repro's trainer against a plain PyTorch loop (the Hugging Face
+## recipe: AdamW, 10% warm-up, clipping at 1, dropout on) on SciFact's train split, every core.
+## ce: the MiniLM cross encoder on BENCH_TRAIN_PAIRS (query, document, label) lines, batch 16;
+## de: a 2-layer MiniLM student (MNRL) on as many (query, positive) pairs, batch 32; max_len
+## 128, lr 5e-5, one epoch. The two alternate, one run each per round; the ratio is over the
+## rounds' medians of examples/s (model loading excluded, tokenization included), and of peak RSS.
+BENCH_TRAIN_ROUNDS ?= 3
+BENCH_TRAIN_PAIRS ?= 480
+
+bench-train: models bench-env
+	$(MAKE) release
+	rm -rf target/bench-train && mkdir -p target/bench-train
+	$(PYTHON) scripts/bench_train_data.py --mirror $(REPRO_MIRROR) --out target/bench-train
+	for round in $$(seq $(BENCH_TRAIN_ROUNDS)); do \
+		$(REPRO) --quiet dev train-ce --base $(MINILM) --data target/bench-train/ce_pairs.tsv --out target/bench-train/ce-model --limit $(BENCH_TRAIN_PAIRS) --batch 16 --max-len 128 --learning-rate 5e-5 --epochs 1 > target/bench-train/repro-ce-$$round.json && \
+		$(BENCH_PYTHON) scripts/bench_train_pytorch.py --kind ce --model $(MINILM) --data target/bench-train/ce_pairs.tsv --limit $(BENCH_TRAIN_PAIRS) --batch 16 --max-len 128 --learning-rate 5e-5 --epochs 1 > target/bench-train/pytorch-ce-$$round.json && \
+		$(REPRO) --quiet dev train-de --teacher-de $(MINILM) --layers 2 --init de:2 --loss mnrl --data target/bench-train/de_pairs.tsv --out target/bench-train/de-model --limit $(BENCH_TRAIN_PAIRS) --batch 32 --max-len 128 --learning-rate 5e-5 --epochs 1 > target/bench-train/repro-de-$$round.json && \
+		$(BENCH_PYTHON) scripts/bench_train_pytorch.py --kind de --model $(MINILM) --data target/bench-train/de_pairs.tsv --limit $(BENCH_TRAIN_PAIRS) --batch 32 --max-len 128 --learning-rate 5e-5 --epochs 1 > target/bench-train/pytorch-de-$$round.json || exit 1; \
+	done
+	$(PYTHON) scripts/bench_train_ratio.py target/bench-train
 
 clean-results:
 	rm -rf results reports
