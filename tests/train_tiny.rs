@@ -83,6 +83,7 @@ fn settings(epochs: usize, batch_size: usize, seed: u64) -> TrainingSettings {
         max_grad_norm: 1.0,
         max_len: 32,
         seed,
+        head_learning_rate: None,
     }
 }
 

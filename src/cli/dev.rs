@@ -93,6 +93,10 @@ pub struct SettingsArgs {
     max_len: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Peak learning rate of a cross encoder's pooler and classifier (default: the
+    /// learning rate).
+    #[arg(long)]
+    head_learning_rate: Option<f64>,
     /// Use only the first N lines of the data.
     #[arg(long)]
     limit: Option<usize>,
@@ -106,6 +110,7 @@ impl SettingsArgs {
             learning_rate: self.learning_rate,
             max_len: self.max_len,
             seed: self.seed,
+            head_learning_rate: self.head_learning_rate,
             ..TrainingSettings::default()
         }
     }

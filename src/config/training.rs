@@ -33,6 +33,10 @@ pub struct TrainCeSettings {
     /// Hard negatives per positive pair.
     #[serde(default = "default_negatives")]
     pub negatives: usize,
+    /// The pooler's and classifier's peak learning rate (unset: `learning_rate`). Left out of
+    /// the cache key when unset, so stores made before the setting existed stay cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_learning_rate: Option<f64>,
 }
 
 /// `[train_de]`: a dual-encoder student distilled from the teachers of its model table.
@@ -233,9 +237,10 @@ default_from_serde!(
 
 /// The optimisation settings both training stages share, as the training library takes them.
 macro_rules! optimisation_settings {
-    ($($settings:ty),*) => {$(
+    ($($settings:ty => $head:expr),*) => {$(
         impl $settings {
             pub fn training(&self, seed: u64) -> crate::train::TrainingSettings {
+                let head_learning_rate: fn(&Self) -> Option<f64> = $head;
                 crate::train::TrainingSettings {
                     epochs: self.epochs,
                     batch_size: self.batch,
@@ -245,13 +250,17 @@ macro_rules! optimisation_settings {
                     max_grad_norm: self.max_grad_norm,
                     max_len: self.max_len,
                     seed,
+                    head_learning_rate: head_learning_rate(self),
                 }
             }
         }
     )*};
 }
 
-optimisation_settings!(TrainCeSettings, TrainDeSettings);
+optimisation_settings!(
+    TrainCeSettings => |settings| settings.head_learning_rate,
+    TrainDeSettings => |_| None
+);
 
 impl TrainCeSettings {
     /// Value checks serde cannot express.
@@ -265,6 +274,11 @@ impl TrainCeSettings {
         )?;
         if self.negatives == 0 || self.mine_top_k == 0 {
             return Err("negatives and mine_top_k must be at least 1".to_string());
+        }
+        if let Some(rate) = self.head_learning_rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(format!("head_learning_rate must be positive, got {rate}"));
+            }
         }
         Ok(())
     }
@@ -346,6 +360,18 @@ fn common_checks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unset_head_learning_rate_leaves_the_cache_key_as_it_was() {
+        // The settings are serialised whole into the train_ce task's cache key.
+        let unset = serde_json::to_value(TrainCeSettings::default()).unwrap();
+        assert!(unset.get("head_learning_rate").is_none(), "{unset}");
+        let set: TrainCeSettings = toml::from_str("head_learning_rate = 1e-3").unwrap();
+        assert_eq!(set.training(0).head_learning_rate, Some(1e-3));
+        assert!(set.check().is_ok());
+        let zero: TrainCeSettings = toml::from_str("head_learning_rate = 0.0").unwrap();
+        assert!(zero.check().unwrap_err().contains("head_learning_rate"));
+    }
 
     #[test]
     fn defaults_pass_their_checks() {

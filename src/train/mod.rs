@@ -54,6 +54,11 @@ pub struct TrainingSettings {
     /// Tokens per input (per pair for a cross encoder).
     pub max_len: usize,
     pub seed: u64,
+    /// The peak learning rate of the variables outside the encoder (a cross encoder's pooler
+    /// and classifier), on the same schedule; `None`: `learning_rate`. A head added to a
+    /// dual-encoder checkpoint starts from nothing (or, as all-MiniLM-L6-v2's pooler, from
+    /// weights never trained) and learns at the encoder's fine-tuning rate too slowly.
+    pub head_learning_rate: Option<f64>,
 }
 
 impl Default for TrainingSettings {
@@ -69,6 +74,7 @@ impl Default for TrainingSettings {
             max_grad_norm: 1.0,
             max_len: 256,
             seed: 0,
+            head_learning_rate: None,
         }
     }
 }
@@ -106,6 +112,11 @@ impl TrainingSettings {
                 "max_grad_norm must be positive, got {}",
                 self.max_grad_norm
             ));
+        }
+        if let Some(rate) = self.head_learning_rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return bad(format!("head_learning_rate must be positive, got {rate}"));
+            }
         }
         if self.max_len < 4 {
             return bad(format!("max_len must be at least 4, got {}", self.max_len));
@@ -214,6 +225,10 @@ mod tests {
             },
             TrainingSettings {
                 max_len: 2,
+                ..Default::default()
+            },
+            TrainingSettings {
+                head_learning_rate: Some(0.0),
                 ..Default::default()
             },
         ];

@@ -56,6 +56,8 @@ impl LinearSchedule {
 /// candle's `AdamW` computes, operation for operation.
 pub(crate) struct FusedAdamW {
     decayed: Vec<bool>,
+    /// Each variable's learning rate relative to the scheduled one.
+    rate_factors: Vec<f64>,
     first_moments: Vec<Vec<f32>>,
     second_moments: Vec<Vec<f32>>,
     weight_decay: f64,
@@ -66,12 +68,14 @@ pub(crate) struct FusedAdamW {
 const CHUNK: usize = 1 << 15;
 
 impl FusedAdamW {
-    /// `vars` as (name, variable); the name decides the group.
+    /// `vars` as (name, variable); the name decides the group. Every variable learns at the
+    /// scheduled rate; see [`with_rate_factors`](Self::with_rate_factors).
     pub(crate) fn new(vars: &[(String, Var)], weight_decay: f64) -> Self {
         let decayed = vars
             .iter()
             .map(|(name, _)| !(name.contains("bias") || name.contains("LayerNorm")))
             .collect();
+        let rate_factors = vec![1.0; vars.len()];
         let zeros = || {
             vars.iter()
                 .map(|(_, var)| vec![0f32; var.elem_count()])
@@ -79,11 +83,26 @@ impl FusedAdamW {
         };
         FusedAdamW {
             decayed,
+            rate_factors,
             first_moments: zeros(),
             second_moments: zeros(),
             weight_decay,
             steps: 0,
         }
+    }
+
+    /// Variable `i` learns at `factors[i]` times the scheduled rate (decay scales with it, as
+    /// in a PyTorch parameter group with its own `lr`).
+    pub(crate) fn with_rate_factors(mut self, factors: Vec<f64>) -> Result<Self, TrainError> {
+        if factors.len() != self.rate_factors.len() {
+            return Err(TrainError::Setting(format!(
+                "{} learning-rate factors for {} variables",
+                factors.len(),
+                self.rate_factors.len()
+            )));
+        }
+        self.rate_factors = factors;
+        Ok(self)
     }
 
     /// One update of every variable with its gradient (`gradients[i]` for `vars[i]`).
@@ -110,20 +129,26 @@ impl FusedAdamW {
             one_minus_beta2: (1.0 - beta2) as f32,
             scale_first: (1.0 / (1.0 - beta1.powi(self.steps))) as f32,
             scale_second: (1.0 / (1.0 - beta2.powi(self.steps))) as f32,
-            learning_rate: learning_rate as f32,
+            learning_rate: 0.0,
             eps: ADAM_EPSILON as f32,
             keep: 1.0,
         };
         let moments = self.first_moments.iter_mut().zip(&mut self.second_moments);
-        for ((((name, var), gradient), decayed), (first, second)) in
-            vars.iter().zip(gradients).zip(&self.decayed).zip(moments)
+        let groups = self.decayed.iter().zip(&self.rate_factors);
+        for ((((name, var), gradient), (decayed, factor)), (first, second)) in
+            vars.iter().zip(gradients).zip(groups).zip(moments)
         {
+            let rate = learning_rate * factor;
             let keep = if *decayed {
-                (1.0 - learning_rate * self.weight_decay) as f32
+                (1.0 - rate * self.weight_decay) as f32
             } else {
                 1.0
             };
-            let constants = Constants { keep, ..constants };
+            let constants = Constants {
+                keep,
+                learning_rate: rate as f32,
+                ..constants
+            };
             let update = InPlace::new(|theta: &mut [f32]| {
                 if theta.len() != gradient.len() {
                     return Err(candle_core::Error::Msg(format!(
@@ -265,7 +290,8 @@ mod tests {
     }
 
     /// The fused update is candle's `AdamW` (which training used before it), step for step,
-    /// with the two parameter groups and a changing learning rate.
+    /// with the two parameter groups, a changing learning rate, and a rate factor (the bias
+    /// learns at three times the rate, as a parameter group with its own `lr`).
     #[test]
     fn fused_updates_equal_candle_adamw() {
         use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -281,7 +307,9 @@ mod tests {
         };
         let mut decayed = AdamW::new(vec![candle_vars[0].1.clone()], params(0.01)).unwrap();
         let mut undecayed = AdamW::new(vec![candle_vars[1].1.clone()], params(0.0)).unwrap();
-        let mut fused = FusedAdamW::new(&fused_vars, 0.01);
+        let mut fused = FusedAdamW::new(&fused_vars, 0.01)
+            .with_rate_factors(vec![1.0, 3.0])
+            .unwrap();
         for step in 0..5 {
             let gradients: Vec<Vec<f32>> = (0..2)
                 .map(|var| {
@@ -302,8 +330,8 @@ mod tests {
                 .unwrap();
             let grads = loss.backward().unwrap();
             let rate = 1e-2 * (step + 1) as f64;
-            for optimizer in [&mut decayed, &mut undecayed] {
-                optimizer.set_learning_rate(rate);
+            for (optimizer, factor) in [(&mut decayed, 1.0), (&mut undecayed, 3.0)] {
+                optimizer.set_learning_rate(rate * factor);
                 optimizer.step(&grads).unwrap();
             }
             fused.step(&fused_vars, &gradients, rate).unwrap();

@@ -10,6 +10,7 @@ use super::optim::{FusedAdamW, LinearSchedule};
 use super::params::TrainableBert;
 use super::step::{Gradients, TrainingPass};
 use super::{stream_seed, StepRecord, Stream, TrainError, TrainingLog, TrainingSettings};
+use crate::model::backprop::EncoderTensors;
 use crate::model::random::SplitMix64;
 use crate::model::Dropout;
 
@@ -42,7 +43,8 @@ pub(crate) fn run(
     );
     let layout = model.encoder_layout()?;
     let mut gradients = Gradients::zeros(model);
-    let mut optimizer = FusedAdamW::new(model.vars(), settings.weight_decay);
+    let mut optimizer = FusedAdamW::new(model.vars(), settings.weight_decay)
+        .with_rate_factors(rate_factors(model, &layout, settings))?;
     let mut shuffle = SplitMix64::new(stream_seed(settings.seed, Stream::Shuffle));
     let mut dropout =
         Dropout::from_config(model.config(), stream_seed(settings.seed, Stream::Dropout));
@@ -93,6 +95,22 @@ pub(crate) fn run(
         seconds: started.elapsed().as_secs_f64(),
         peak_rss_bytes: crate::util::peak_rss_bytes(),
     })
+}
+
+/// Each variable's learning rate relative to the schedule's: `head_learning_rate /
+/// learning_rate` for the variables outside the encoder, 1 for the encoder's.
+fn rate_factors(
+    model: &TrainableBert,
+    layout: &EncoderTensors<usize>,
+    settings: &TrainingSettings,
+) -> Vec<f64> {
+    let encoder = layout.values();
+    let head = settings
+        .head_learning_rate
+        .map_or(1.0, |rate| rate / settings.learning_rate);
+    (0..model.vars().len())
+        .map(|index| if encoder.contains(&index) { 1.0 } else { head })
+        .collect()
 }
 
 /// A training step builds a graph of several gigabytes of tensors and frees it all after the
