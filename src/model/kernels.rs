@@ -482,7 +482,7 @@ macro_rules! target_builds {
     };
 }
 
-pub(super) use {dispatch, target_builds};
+pub(crate) use {dispatch, target_builds};
 
 target_builds!(softmax_generic => softmax_avx2, softmax_avx512(row: &mut [f32], bias: &[f32]));
 target_builds!(gelu_generic => gelu_avx2, gelu_avx512(values: &mut [f32]));

@@ -37,6 +37,7 @@ pub use encode::{
     PooledEmbeddings, Shard,
 };
 pub use error::ModelError;
+pub(crate) use kernels::{dispatch, target_builds};
 pub(crate) use loading::{expected_tensors, read_checkpoint, Checkpoint};
 pub use loading::{load_model, LoadedModel, ModelFiles, TensorNaming};
 pub use pooling::{l2_normalize_rows, pool, Pooling};

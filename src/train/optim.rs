@@ -60,12 +60,20 @@ pub(crate) struct FusedAdamW {
     rate_factors: Vec<f64>,
     first_moments: Vec<Vec<f32>>,
     second_moments: Vec<Vec<f32>>,
+    /// Per block of [`BLOCK`] elements: whether any gradient in it has been non-zero yet.
+    /// Until then its moments are exactly 0 and its update is exactly the decay `θ · (1 −
+    /// lr·λ)`, so untouched blocks (most of the word embeddings' rows, most steps) skip the
+    /// moments' memory without changing a bit of the result.
+    touched: Vec<Vec<bool>>,
     weight_decay: f64,
     steps: i32,
 }
 
 /// Elements per parallel task of an update.
 const CHUNK: usize = 1 << 15;
+
+/// Elements per flag of [`FusedAdamW::touched`].
+const BLOCK: usize = 256;
 
 impl FusedAdamW {
     /// `vars` as (name, variable); the name decides the group. Every variable learns at the
@@ -81,11 +89,16 @@ impl FusedAdamW {
                 .map(|(_, var)| vec![0f32; var.elem_count()])
                 .collect()
         };
+        let touched = vars
+            .iter()
+            .map(|(_, var)| vec![false; var.elem_count().div_ceil(BLOCK)])
+            .collect();
         FusedAdamW {
             decayed,
             rate_factors,
             first_moments: zeros(),
             second_moments: zeros(),
+            touched,
             weight_decay,
             steps: 0,
         }
@@ -105,12 +118,16 @@ impl FusedAdamW {
         Ok(self)
     }
 
-    /// One update of every variable with its gradient (`gradients[i]` for `vars[i]`).
+    /// One update of every variable with its gradient (`gradients[i]` for `vars[i]`), each
+    /// gradient multiplied by `gradient_scale` first (clipping, without a pass of its own).
+    /// The gradients are consumed: they are left zero, ready for the next step's backward
+    /// pass (cleared where they were read, instead of in a pass of their own).
     pub(crate) fn step(
         &mut self,
         vars: &[(String, Var)],
-        gradients: &[Vec<f32>],
+        gradients: &mut [Vec<f32>],
         learning_rate: f64,
+        gradient_scale: f32,
     ) -> Result<(), TrainError> {
         if vars.len() != gradients.len() || vars.len() != self.decayed.len() {
             return Err(TrainError::Setting(format!(
@@ -132,11 +149,19 @@ impl FusedAdamW {
             learning_rate: 0.0,
             eps: ADAM_EPSILON as f32,
             keep: 1.0,
+            gradient_scale,
         };
-        let moments = self.first_moments.iter_mut().zip(&mut self.second_moments);
+        let moments = self
+            .first_moments
+            .iter_mut()
+            .zip(&mut self.second_moments)
+            .zip(&mut self.touched);
         let groups = self.decayed.iter().zip(&self.rate_factors);
-        for ((((name, var), gradient), (decayed, factor)), (first, second)) in
-            vars.iter().zip(gradients).zip(groups).zip(moments)
+        for ((((name, var), gradient), (decayed, factor)), ((first, second), touched)) in vars
+            .iter()
+            .zip(gradients.iter_mut())
+            .zip(groups)
+            .zip(moments)
         {
             let rate = learning_rate * factor;
             let keep = if *decayed {
@@ -159,10 +184,13 @@ impl FusedAdamW {
                 }
                 theta
                     .par_chunks_mut(CHUNK)
-                    .zip(gradient.par_chunks(CHUNK))
+                    .zip(gradient.par_chunks_mut(CHUNK))
                     .zip(first.par_chunks_mut(CHUNK))
                     .zip(second.par_chunks_mut(CHUNK))
-                    .for_each(|(((theta, g), m), v)| constants.update(theta, g, m, v));
+                    .zip(touched.par_chunks_mut(CHUNK / BLOCK))
+                    .for_each(|((((theta, g), m), v), touched)| {
+                        update_chunk(&constants, theta, g, (m, v), touched)
+                    });
                 Ok(())
             });
             var.as_tensor().inplace_op1(&update)?;
@@ -183,7 +211,66 @@ struct Constants {
     eps: f32,
     /// `1 − lr · λ` for a decayed variable, 1 otherwise.
     keep: f32,
+    /// Clipping's factor on every gradient.
+    gradient_scale: f32,
 }
+
+/// [`Constants::update`] over a chunk, block by block, skipping the moments of blocks whose
+/// gradient has always been zero (see [`FusedAdamW::touched`]).
+fn update_chunk(
+    constants: &Constants,
+    theta: &mut [f32],
+    g: &mut [f32],
+    (m, v): (&mut [f32], &mut [f32]),
+    touched: &mut [bool],
+) {
+    let blocks = theta
+        .chunks_mut(BLOCK)
+        .zip(g.chunks_mut(BLOCK))
+        .zip(m.chunks_mut(BLOCK).zip(v.chunks_mut(BLOCK)));
+    for (((theta, g), (m, v)), touched) in blocks.zip(touched) {
+        if !*touched {
+            if g.iter().all(|&g| g == 0.0) {
+                let keep = constants.keep;
+                for theta in theta.iter_mut() {
+                    *theta *= keep;
+                }
+                continue;
+            }
+            *touched = true;
+        }
+        update_block(constants, theta, g, m, v);
+        g.fill(0.0);
+    }
+}
+
+fn update_block(constants: &Constants, theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    crate::model::dispatch!(
+        update_generic,
+        update_avx2,
+        update_avx512,
+        (constants, theta, g, m, v)
+    )
+}
+
+#[inline(always)]
+fn update_generic(
+    constants: &Constants,
+    theta: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    constants.update(theta, g, m, v)
+}
+
+crate::model::target_builds!(update_generic => update_avx2, update_avx512(
+    constants: &Constants,
+    theta: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32]
+));
 
 impl Constants {
     /// candle's `AdamW::step`, element by element: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
@@ -191,6 +278,7 @@ impl Constants {
     #[inline(always)]
     fn update(&self, theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         for (((theta, &g), m), v) in theta.iter_mut().zip(g).zip(m).zip(v) {
+            let g = g * self.gradient_scale;
             *m = *m * self.beta1 + g * self.one_minus_beta1;
             *v = *v * self.beta2 + g * g * self.one_minus_beta2;
             let adjusted = (*m * self.scale_first) / ((*v * self.scale_second).sqrt() + self.eps);
@@ -280,7 +368,9 @@ mod tests {
         ]);
         let mut optimizer = FusedAdamW::new(&vars, 0.5);
         // A zero gradient isolates the decay: θ ← θ·(1 − lr·λ).
-        optimizer.step(&vars, &vec![vec![0f32; 3]; 3], 0.1).unwrap();
+        optimizer
+            .step(&vars, &mut vec![vec![0f32; 3]; 3], 0.1, 1.0)
+            .unwrap();
         let values = values(&vars);
         assert!(
             values[0].iter().all(|v| (v - 0.95).abs() < 1e-6),
@@ -334,12 +424,63 @@ mod tests {
                 optimizer.set_learning_rate(rate * factor);
                 optimizer.step(&grads).unwrap();
             }
-            fused.step(&fused_vars, &gradients, rate).unwrap();
+            fused
+                .step(&fused_vars, &mut gradients.clone(), rate, 1.0)
+                .unwrap();
         }
         let (ours, theirs) = (values(&fused_vars), values(&candle_vars));
         for (a, b) in ours.iter().flatten().zip(theirs.iter().flatten()) {
             assert!((a - b).abs() < 1e-6, "{ours:?} vs {theirs:?}");
         }
         assert_ne!(ours[0], vec![1.0; 3], "the test moves the parameters");
+    }
+
+    /// Blocks whose gradient has always been zero skip their moments; the parameters come
+    /// out as candle's `AdamW` makes them, before and after the block is first touched, and
+    /// with a clipping factor.
+    #[test]
+    fn untouched_blocks_and_clipping_change_nothing() {
+        use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+        let start = Tensor::ones(600, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let fused_vars = vec![("e.weight".to_string(), Var::from_tensor(&start).unwrap())];
+        let candle_var = Var::from_tensor(&start).unwrap();
+        let params = ParamsAdamW {
+            lr: 0.0,
+            beta1: ADAM_BETAS.0,
+            beta2: ADAM_BETAS.1,
+            eps: ADAM_EPSILON,
+            weight_decay: 0.01,
+        };
+        let mut reference = AdamW::new(vec![candle_var.clone()], params).unwrap();
+        let mut fused = FusedAdamW::new(&fused_vars, 0.01);
+        let scale = 0.5f32;
+        for step in 0..6 {
+            // The second block (elements 256..512) is first touched at step 3.
+            let gradient: Vec<f32> = (0..600)
+                .map(|i| {
+                    if (256..512).contains(&i) && step < 3 {
+                        0.0
+                    } else {
+                        ((step * 600 + i) as f32 * 0.37).sin()
+                    }
+                })
+                .collect();
+            let scaled: Vec<f32> = gradient.iter().map(|g| g * scale).collect();
+            let g = Tensor::new(scaled.as_slice(), &Device::Cpu).unwrap();
+            let loss = candle_var.as_tensor().mul(&g).unwrap().sum_all().unwrap();
+            reference.set_learning_rate(0.01);
+            reference.step(&loss.backward().unwrap()).unwrap();
+            let mut consumed = [gradient];
+            fused.step(&fused_vars, &mut consumed, 0.01, scale).unwrap();
+            assert!(
+                consumed[0].iter().all(|&g| g == 0.0),
+                "the gradients are left zero"
+            );
+            let ours = values(&fused_vars).remove(0);
+            let theirs = candle_var.as_tensor().to_vec1::<f32>().unwrap();
+            for (a, b) in ours.iter().zip(&theirs) {
+                assert!((a - b).abs() < 1e-6, "step {step}: {a} vs {b}");
+            }
+        }
     }
 }

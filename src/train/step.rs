@@ -35,16 +35,14 @@ impl Gradients {
         Gradients { buffers }
     }
 
-    pub(crate) fn clear(&mut self) {
-        for buffer in &mut self.buffers {
-            buffer
-                .par_chunks_mut(CHUNK)
-                .for_each(|chunk| chunk.fill(0.0));
-        }
-    }
-
+    #[cfg(test)]
     pub(crate) fn buffers(&self) -> &[Vec<f32>] {
         &self.buffers
+    }
+
+    /// For the optimiser, which reads them and leaves them zero.
+    pub(crate) fn buffers_mut(&mut self) -> &mut [Vec<f32>] {
+        &mut self.buffers
     }
 
     /// The global L2 norm, summed in f64 in fixed chunks and variable order (reproducible on
@@ -64,22 +62,13 @@ impl Gradients {
         squares.sqrt()
     }
 
-    /// Rescales the gradients so that their global norm is at most `max_norm` and returns
-    /// the norm before clipping (`torch.nn.utils.clip_grad_norm_`, with its 1e-6).
-    pub(crate) fn clip(&mut self, max_norm: f64) -> f64 {
+    /// The norm before clipping and the factor that brings the global norm to at most
+    /// `max_norm` (`torch.nn.utils.clip_grad_norm_`, with its 1e-6; 1 below the maximum),
+    /// which the optimiser applies as it reads each gradient.
+    pub(crate) fn clipping(&self, max_norm: f64) -> (f64, f32) {
         let norm = self.norm();
         let scale = max_norm / (norm + 1e-6);
-        if scale < 1.0 {
-            let scale = scale as f32;
-            for buffer in &mut self.buffers {
-                buffer.par_chunks_mut(CHUNK).for_each(|chunk| {
-                    for g in chunk {
-                        *g *= scale;
-                    }
-                });
-            }
-        }
-        norm
+        (norm, if scale < 1.0 { scale as f32 } else { 1.0 })
     }
 
     /// The encoder's buffers as mutable slices, arranged by `layout`.
@@ -377,17 +366,15 @@ mod tests {
     }
 
     #[test]
-    fn clipping_rescales_to_the_max_norm_and_reports_the_norm_before() {
-        let mut gradients = Gradients {
+    fn clipping_scales_to_the_max_norm_and_reports_the_norm_before() {
+        let gradients = Gradients {
             buffers: vec![vec![3.0, 0.0], vec![4.0]],
         };
-        assert!((gradients.clip(10.0) - 5.0).abs() < 1e-9);
-        assert_eq!(gradients.buffers, vec![vec![3.0, 0.0], vec![4.0]]);
-        assert!((gradients.clip(1.0) - 5.0).abs() < 1e-9);
-        let scale = (1.0 / (5.0 + 1e-6)) as f32;
-        assert_eq!(
-            gradients.buffers,
-            vec![vec![3.0 * scale, 0.0], vec![4.0 * scale]]
-        );
+        let (norm, scale) = gradients.clipping(10.0);
+        assert!((norm - 5.0).abs() < 1e-9);
+        assert_eq!(scale, 1.0, "below the maximum the gradients are untouched");
+        let (norm, scale) = gradients.clipping(1.0);
+        assert!((norm - 5.0).abs() < 1e-9);
+        assert_eq!(scale, (1.0 / (5.0 + 1e-6)) as f32);
     }
 }

@@ -65,9 +65,8 @@ pub(crate) fn run(
                     value: loss_value,
                 });
             }
-            gradients.clear();
             pass.backward(&loss.backward()?, &mut gradients)?;
-            let grad_norm = gradients.clip(settings.max_grad_norm);
+            let (grad_norm, gradient_scale) = gradients.clipping(settings.max_grad_norm);
             if !grad_norm.is_finite() {
                 return Err(TrainError::Diverged {
                     step,
@@ -76,7 +75,12 @@ pub(crate) fn run(
                 });
             }
             let learning_rate = schedule.rate(step);
-            optimizer.step(model.vars(), gradients.buffers(), learning_rate)?;
+            optimizer.step(
+                model.vars(),
+                gradients.buffers_mut(),
+                learning_rate,
+                gradient_scale,
+            )?;
             examples_seen += batch.len();
             let record = StepRecord {
                 step,
