@@ -182,6 +182,30 @@ pub(super) fn parallel_product(
     });
 }
 
+/// A small product with `alpha` on OpenBLAS's `sgemm` with the `openblas` feature, [`product`]
+/// otherwise: training's attention products, one thread each.
+pub(super) fn blas_product(
+    dims: (usize, usize, usize),
+    alpha: f32,
+    a: MatrixView,
+    b: MatrixView,
+    c: &mut [f32],
+    c_stride: usize,
+    accumulate: bool,
+) {
+    #[cfg(feature = "openblas")]
+    {
+        let (m, n, k) = dims;
+        assert!(
+            a.holds(m, k) && b.holds(k, n) && MatrixView::rows(c, c_stride).holds(m, n),
+            "matrix product {m}×{k} · {k}×{n}: a view exceeds its slice"
+        );
+        openblas::sgemm(dims, alpha, a, b, c, c_stride, accumulate);
+    }
+    #[cfg(not(feature = "openblas"))]
+    product(dims, alpha, a, b, c, c_stride, accumulate);
+}
+
 /// The dense layers' product: OpenBLAS's `sgemm` with the `openblas` feature (faster than
 /// the `gemm` crate at these sizes), [`product`] otherwise. Attention's small per-head
 /// products stay on the `gemm` crate, which measured faster there than OpenBLAS.

@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use super::super::dropout::DropoutMask;
-use super::super::kernels::{product, softmax_with_bias, MatrixView};
+use super::super::kernels::{blas_product as product, softmax_with_bias, MatrixView};
 use super::rows::{apply_mask, softmax_backward_row};
 
 /// The shape of one attention call.
