@@ -3,8 +3,9 @@
 //!
 //! Needs the real model: `make models` provisions it (CI does this before `make test`).
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use repro::model::{
@@ -13,20 +14,6 @@ use repro::model::{
 use serde_json::Value;
 
 const TOLERANCE: f32 = 1e-4;
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("REPRO_MINILM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
-        });
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} is not provisioned: run `make models` first",
-        dir.display()
-    );
-    dir
-}
 
 fn reference() -> Value {
     let path = concat!(
@@ -71,7 +58,7 @@ fn hidden_states_and_poolings_match_transformers() {
         let text = case["text"].as_str().unwrap();
         let input: InputFormat = case["input"].as_str().unwrap().parse().unwrap();
         let max_len = case["max_len"].as_u64().unwrap() as usize;
-        let loaded = load_model(&model_dir(), max_len, None, &Device::Cpu).unwrap();
+        let loaded = load_model(&common::minilm_dir(), max_len, None, &Device::Cpu).unwrap();
         let label = format!(
             "{input} max_len {max_len} `{}`",
             &text[..text.len().min(30)]
@@ -148,7 +135,7 @@ fn sentence_embeddings_match_sentence_transformers() {
         .map(|v| v.as_str().unwrap())
         .collect();
     let max_len = reference["max_len"].as_u64().unwrap() as usize;
-    let loaded = load_model(&model_dir(), max_len, None, &Device::Cpu).unwrap();
+    let loaded = load_model(&common::minilm_dir(), max_len, None, &Device::Cpu).unwrap();
     let options = EncodeOptions {
         layers: vec![6],
         poolings: vec![Pooling::Mean],
@@ -184,7 +171,7 @@ fn sentence_embeddings_match_sentence_transformers() {
 #[test]
 fn cross_encoder_logits_match_transformers() {
     let reference = &reference()["cross_encoder"];
-    let source = model_dir();
+    let source = common::minilm_dir();
     let dir = tempfile::tempdir().unwrap();
     let tensors =
         candle_core::safetensors::load(source.join("model.safetensors"), &Device::Cpu).unwrap();

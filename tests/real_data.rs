@@ -4,20 +4,12 @@
 //! Needs `make models` and the mirror (`REPRO_MIRROR`, default `../shared/data`). These are the
 //! slowest tests of the suite (minutes): they encode whole corpora.
 
+mod common;
+
 use std::path::PathBuf;
 
 use assert_cmd::Command;
 use serde_json::Value;
-
-fn minilm() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} is not provisioned: run `make models` first",
-        dir.display()
-    );
-    dir
-}
 
 fn mirror() -> PathBuf {
     let dir = std::env::var_os("REPRO_MIRROR")
@@ -40,7 +32,7 @@ fn probe(data_dir: &std::path::Path, args: &[&str]) -> Value {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["probe", "--json", "--model"])
-        .arg(minilm())
+        .arg(common::minilm_dir())
         .args(args)
         .output()
         .unwrap();

@@ -5,7 +5,7 @@
 //!
 //! Needs the real model: `make models` provisions it (CI does this before `make test`).
 
-use std::path::PathBuf;
+mod common;
 
 use candle_core::{DType, Device, Tensor};
 use repro::model::{Batch, Dropout, TokenizedText};
@@ -16,20 +16,6 @@ use serde_json::Value;
 /// Relative to each tensor's largest gradient (PyTorch's own float32 run differs from its
 /// float64 one by up to 3.9e-5 on this batch).
 const TOLERANCE: f64 = 1e-4;
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("REPRO_MINILM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
-        });
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} is not provisioned: run `make models` first",
-        dir.display()
-    );
-    dir
-}
 
 fn reference(case: &str) -> Value {
     let path = concat!(
@@ -152,7 +138,7 @@ fn assert_matches(case: &str, model: &TrainableBert, loss: f64, gradients: &[Vec
 #[test]
 fn cross_encoder_gradients_equal_pytorch() {
     let expected = reference("cross_encoder");
-    let model = TrainableBert::cross_encoder(&model_dir(), 0, DType::F32).unwrap();
+    let model = TrainableBert::cross_encoder(&common::minilm_dir(), 0, DType::F32).unwrap();
     let classifier = &expected["classifier"];
     let hidden = model.config().hidden_size;
     let weight = tensor(numbers(&classifier["weight"]), &[1, hidden]);
@@ -182,7 +168,14 @@ fn cross_encoder_gradients_equal_pytorch() {
 }
 
 fn student() -> TrainableBert {
-    TrainableBert::student(&model_dir(), 2, StudentInit::DualEncoder(2), 0, DType::F32).unwrap()
+    TrainableBert::student(
+        &common::minilm_dir(),
+        2,
+        StudentInit::DualEncoder(2),
+        0,
+        DType::F32,
+    )
+    .unwrap()
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! What the CLI integration tests share: a temporary directory holding a tiny random BERT
+//! What the integration tests share: a temporary directory holding a tiny random BERT
 //! (built here, never downloaded), an experiment file and a results directory, and a
-//! `repro` command pointed at them.
+//! `repro` command pointed at them; where the real model is.
 
 #![allow(dead_code)] // each test binary uses its own part
 
@@ -9,6 +9,22 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use repro::model::random::{tiny_config, write_random_bert, TINY_VOCAB};
 use serde_json::Value;
+
+/// all-MiniLM-L6-v2 for the real-model tests: `REPRO_MINILM`, or `models/all-MiniLM-L6-v2`
+/// as `make models` provisions it (CI does before `make test`).
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("REPRO_MINILM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
+        });
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} is not provisioned: run `make models` first",
+        dir.display()
+    );
+    dir
+}
 
 pub struct Fixture {
     pub dir: tempfile::TempDir,

@@ -26,6 +26,17 @@ impl Geometry {
         self.heads * self.head_size
     }
 
+    /// Width of a row of the fused q/k/v projection.
+    fn fused(&self) -> usize {
+        3 * self.hidden()
+    }
+
+    /// Where `head`'s query, key and value columns start in a row of the projection.
+    fn columns(&self, head: usize) -> (usize, usize, usize) {
+        let (hidden, offset) = (self.hidden(), head * self.head_size);
+        (offset, hidden + offset, 2 * hidden + offset)
+    }
+
     fn scale(&self) -> f32 {
         1.0 / (self.head_size as f32).sqrt()
     }
@@ -53,8 +64,7 @@ pub(super) fn forward(
         heads,
         head_size,
     } = geometry;
-    let hidden = geometry.hidden();
-    let fused = 3 * hidden;
+    let (hidden, fused) = (geometry.hidden(), geometry.fused());
     context
         .par_chunks_mut(tokens * hidden)
         .zip(probabilities.par_chunks_mut(heads * tokens * tokens))
@@ -65,11 +75,7 @@ pub(super) fn forward(
             let no_bias = vec![0f32; length];
             let mut dropped = vec![0f32; tokens * length];
             for head in 0..heads {
-                let (query, key, value) = (
-                    head * head_size,
-                    hidden + head * head_size,
-                    2 * hidden + head * head_size,
-                );
+                let (query, key, value) = geometry.columns(head);
                 let scores = &mut probabilities[head * tokens * tokens..][..tokens * tokens];
                 product(
                     (tokens, length, head_size),
@@ -120,8 +126,7 @@ pub(super) fn backward(
         heads,
         head_size,
     } = geometry;
-    let hidden = geometry.hidden();
-    let fused = 3 * hidden;
+    let (hidden, fused) = (geometry.hidden(), geometry.fused());
     d_qkv
         .par_chunks_mut(tokens * fused)
         .zip(qkv.par_chunks(tokens * fused))
@@ -133,11 +138,7 @@ pub(super) fn backward(
             let mut dropped = vec![0f32; tokens * length];
             let mut d_scores = vec![0f32; tokens * length];
             for head in 0..heads {
-                let (query, key, value) = (
-                    head * head_size,
-                    hidden + head * head_size,
-                    2 * hidden + head * head_size,
-                );
+                let (query, key, value) = geometry.columns(head);
                 let probabilities = &probabilities[head * tokens * tokens..][..tokens * tokens];
                 for (row, (kept, p)) in dropped
                     .chunks_exact_mut(length)

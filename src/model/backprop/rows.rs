@@ -167,18 +167,24 @@ pub(super) fn softmax_backward_row(d: &mut [f32], p: &[f32], mask: &DropoutMask,
 #[inline(always)]
 fn softmax_backward_generic(d: &mut [f32], p: &[f32], mask: &DropoutMask, first: usize) {
     mask.apply(d, first);
-    let mut lanes = [0f32; 8];
-    let (body, tail) = d.as_chunks::<8>();
-    let (p_body, p_tail) = p.as_chunks::<8>();
-    for (d, p) in body.iter().zip(p_body) {
-        for lane in 0..8 {
-            lanes[lane] += d[lane] * p[lane];
-        }
-    }
-    let dot = lanes.iter().sum::<f32>() + tail.iter().zip(p_tail).map(|(d, p)| d * p).sum::<f32>();
+    let dot = lane_dot(d, p);
     for (d, p) in d.iter_mut().zip(p) {
         *d = p * (*d - dot);
     }
+}
+
+/// `Σ a ⊙ b` with eight independent accumulators, so the loop vectorises.
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let (body, tail) = a.as_chunks::<8>();
+    let (b_body, b_tail) = b.as_chunks::<8>();
+    let mut lanes = [0f32; 8];
+    for (a, b) in body.iter().zip(b_body) {
+        for lane in 0..8 {
+            lanes[lane] += a[lane] * b[lane];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail.iter().zip(b_tail).map(|(a, b)| a * b).sum::<f32>()
 }
 
 /// What a layer norm's backward pass needs: the normalised rows `x̂` and each row's
@@ -336,16 +342,7 @@ fn layer_norm_backward_generic(
             *d *= gamma;
         }
         let mean_g = lane_sum(dy, |d| d) / width as f32;
-        let mut lanes = [0f32; 8];
-        let (body, tail) = dy.as_chunks::<8>();
-        let (x_body, x_tail) = x.as_chunks::<8>();
-        for (d, x) in body.iter().zip(x_body) {
-            for lane in 0..8 {
-                lanes[lane] += d[lane] * x[lane];
-            }
-        }
-        let tail_sum: f32 = tail.iter().zip(x_tail).map(|(d, x)| d * x).sum();
-        let mean_gx = (lanes.iter().sum::<f32>() + tail_sum) / width as f32;
+        let mean_gx = lane_dot(dy, x) / width as f32;
         for (d, &x) in dy.iter_mut().zip(x) {
             *d = (*d - mean_g - x * mean_gx) * inverse;
         }
