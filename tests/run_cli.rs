@@ -798,8 +798,9 @@ path = "DATASET"
 [train_ce]
 batch = 4
 max_len = 32
-mine_top_k = 4
+mine_top_k = 5
 negatives = 2
+dev_fraction = 0.2
 
 [train_de]
 batch = 4
@@ -809,6 +810,7 @@ max_len = 32
 top_k = 5
 batch = 4
 max_len = 32
+fusion = "interpolate"
 
 [encode]
 batch = 4
@@ -874,7 +876,13 @@ fn a_distillation_study_trains_probes_and_reranks() {
         .filter(|cell| cell["metrics"].get("reranked_ndcg_cut_10").is_some())
         .collect();
     assert_eq!(reranked.len(), 1);
-    assert!(reranked[0]["metrics"]["ndcg_cut_10"].as_f64().is_some());
+    let metrics = &reranked[0]["metrics"];
+    assert!(metrics["ndcg_cut_10"].as_f64().is_some());
+    // Fused too, with a weight chosen on the teacher's one held-out train query.
+    assert!(metrics["fused_ndcg_cut_10"].as_f64().is_some(), "{metrics}");
+    let lambda = metrics["fusion_lambda"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&lambda), "{lambda}");
+    assert_eq!(metrics["dev_queries"].as_f64(), Some(1.0));
 
     // Warm: nothing runs; the same results come back.
     let second = fixture.run(&[]);

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{
-    read_toml, BenchConfig, ConfigError, LayerSelection, RerankSettings, TrainCeSettings,
+    read_toml, BenchConfig, ConfigError, Fusion, LayerSelection, RerankSettings, TrainCeSettings,
     TrainDeSettings,
 };
 use crate::model::{InputFormat, Pooling};
@@ -1050,6 +1050,15 @@ impl Experiment {
             checked("train_ce", teacher.check(), &train_ce_overrides)?;
             cell.train_ce = Some(teacher);
         }
+        if let Some(rerank) = &cell.rerank {
+            let trained_ce = self.models[&rerank.model].source.is_none();
+            let teacher = cell.train_ce.as_ref().filter(|_| trained_ce);
+            checked(
+                "rerank",
+                fusion_weight_source(rerank, teacher),
+                &rerank_overrides,
+            )?;
+        }
         Ok(())
     }
 
@@ -1173,6 +1182,36 @@ fn settings_table<T: Clone + Default>(
 }
 
 /// A re-ranker must be a declared cross encoder.
+/// Where an `interpolate` re-ranking gets its weight: set in `rerank.lambda`, or chosen on
+/// the dev split of the cross encoder's `train_ce` task (`teacher`, when the experiment
+/// trains it), which must hold at least the `top_k` candidates re-ranking fuses.
+fn fusion_weight_source(
+    rerank: &RerankSettings,
+    teacher: Option<&TrainCeSettings>,
+) -> Result<(), String> {
+    if rerank.fusion != Fusion::Interpolate || rerank.lambda.is_some() {
+        return Ok(());
+    }
+    match teacher {
+        None => Err(format!(
+            "fusion = \"interpolate\" without lambda chooses it on the dev split of a cross \
+             encoder trained by the experiment; `{}` is not one, so set rerank.lambda",
+            rerank.model
+        )),
+        Some(teacher) if teacher.dev_fraction == 0.0 => Err(
+            "fusion = \"interpolate\" without lambda needs a dev split to choose it on: set \
+             train_ce.dev_fraction (e.g. 0.1) or rerank.lambda"
+                .to_string(),
+        ),
+        Some(teacher) if teacher.mine_top_k < rerank.top_k => Err(format!(
+            "top_k {} is deeper than the dev split's candidates (train_ce.mine_top_k {}), on \
+             which the fusion weight is chosen",
+            rerank.top_k, teacher.mine_top_k
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 fn check_reranker(model: &str, file: &ExperimentFile) -> Result<(), String> {
     match file.models.get(model) {
         None => Err(format!("rerank.model: `{model}` is not a declared model")),
@@ -1625,6 +1664,32 @@ max_len = 32
             .params()
             .keys()
             .all(|key| !key.starts_with("train_")));
+    }
+
+    #[test]
+    fn an_interpolated_rerank_needs_a_weight_or_a_dev_split_to_choose_it_on() {
+        let sweep = "[sweep]\nlayers = [1]\nmodel = [\"tiny\"]\nrerank.model = [\"teacher\"]\n";
+        let rerank = "[rerank]\nfusion = \"interpolate\"\ntop_k = 20\n";
+        let message = error_of(&format!("{TRAINED}{sweep}{rerank}"));
+        assert!(message.contains("train_ce.dev_fraction"), "{message}");
+        let deep = error_of(&format!(
+            "{TRAINED}{sweep}{rerank}[train_ce]\ndev_fraction = 0.1\nmine_top_k = 10\n"
+        ));
+        assert!(deep.contains("deeper than the dev split"), "{deep}");
+        let cells = expand(&format!(
+            "{TRAINED}{sweep}{rerank}[train_ce]\ndev_fraction = 0.1\n"
+        ))
+        .unwrap();
+        let fused = cells.iter().find(|c| c.rerank.is_some()).unwrap();
+        assert_eq!(
+            fused.params()["rerank.fusion"],
+            serde_json::json!("interpolate")
+        );
+        assert_eq!(
+            fused.params()["train_ce.dev_fraction"],
+            serde_json::json!(0.1)
+        );
+        expand(&format!("{TRAINED}{sweep}{rerank}lambda = 0.4\n")).unwrap();
     }
 
     #[test]

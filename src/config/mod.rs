@@ -23,7 +23,7 @@ pub use experiment::{
 pub use layers::LayerSelection;
 pub use probe::{ProbeFile, ProbeSettings};
 pub use slurm::SlurmSettings;
-pub use training::{BenchConfig, RerankSettings, TrainCeSettings, TrainDeSettings};
+pub use training::{BenchConfig, Fusion, RerankSettings, TrainCeSettings, TrainDeSettings};
 
 /// A settings file that could not be read or does not fit its schema.
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,11 @@ pub struct TrainCeSettings {
     /// the cache key when unset, so stores made before the setting existed stay cached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_learning_rate: Option<f64>,
+    /// Fraction of the training queries (those with a positive) held out as a dev split: the
+    /// teacher never trains on them, and re-ranking chooses its fusion weight on them
+    /// ([`Fusion::Interpolate`]). 0: no dev split. Left out of the cache key when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dev_fraction: f64,
 }
 
 /// `[train_de]`: a dual-encoder student distilled from the teachers of its model table.
@@ -94,6 +99,36 @@ pub struct RerankSettings {
     /// Tokens per (query, document) pair.
     #[serde(default = "default_ce_max_len")]
     pub max_len: usize,
+    /// How the re-ranked order is made from the two stages' scores. Left out of the cache key
+    /// when `ce` (the default), as are the next field's.
+    #[serde(default, skip_serializing_if = "Fusion::is_cross_encoder_only")]
+    pub fusion: Fusion,
+    /// `interpolate`'s weight of the cross encoder, in 0..=1; unset: chosen on the dev split
+    /// of the cross encoder's `train_ce` task (`train_ce.dev_fraction` > 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<f64>,
+}
+
+/// `rerank.fusion`: the order of a re-ranked head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fusion {
+    /// By cross-encoder score alone (reported as `reranked_*`).
+    #[default]
+    Ce,
+    /// Also by `(1 − λ)·first-stage + λ·cross-encoder` score, each min-max normalised over the
+    /// query's head (reported as `fused_*` beside `reranked_*`).
+    Interpolate,
+}
+
+impl Fusion {
+    fn is_cross_encoder_only(&self) -> bool {
+        *self == Fusion::Ce
+    }
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 /// `[bench]`: measure encoder throughput at each depth of every model the experiment
@@ -280,6 +315,12 @@ impl TrainCeSettings {
                 return Err(format!("head_learning_rate must be positive, got {rate}"));
             }
         }
+        if !(0.0..0.5).contains(&self.dev_fraction) {
+            return Err(format!(
+                "dev_fraction {} must be in 0..0.5 (a fraction of the training queries)",
+                self.dev_fraction
+            ));
+        }
         Ok(())
     }
 }
@@ -325,7 +366,15 @@ impl RerankSettings {
         if self.max_len < 3 {
             return Err("max_len must be at least 3 ([CLS] q [SEP] d [SEP])".to_string());
         }
-        Ok(())
+        match (self.fusion, self.lambda) {
+            (_, Some(lambda)) if !(0.0..=1.0).contains(&lambda) => {
+                Err(format!("lambda {lambda} must be in 0..=1"))
+            }
+            (Fusion::Ce, Some(_)) => {
+                Err("lambda is the weight of fusion = \"interpolate\"; set that too".to_string())
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -371,6 +420,36 @@ mod tests {
         assert!(set.check().is_ok());
         let zero: TrainCeSettings = toml::from_str("head_learning_rate = 0.0").unwrap();
         assert!(zero.check().unwrap_err().contains("head_learning_rate"));
+    }
+
+    #[test]
+    fn dev_split_and_fusion_settings_leave_the_cache_key_as_it_was_until_set() {
+        let teacher = serde_json::to_value(TrainCeSettings::default()).unwrap();
+        assert!(teacher.get("dev_fraction").is_none(), "{teacher}");
+        let rerank = serde_json::to_value(RerankSettings::default()).unwrap();
+        assert!(rerank.get("fusion").is_none() && rerank.get("lambda").is_none());
+        let fused: RerankSettings = toml::from_str("fusion = \"interpolate\"").unwrap();
+        assert_eq!(fused.fusion, Fusion::Interpolate);
+        assert_eq!(
+            serde_json::to_value(&fused).unwrap()["fusion"],
+            "interpolate"
+        );
+        fused.check().unwrap();
+        let held_out: TrainCeSettings = toml::from_str("dev_fraction = 0.1").unwrap();
+        held_out.check().unwrap();
+        assert!(toml::from_str::<RerankSettings>("fusion = \"sum\"").is_err());
+    }
+
+    #[test]
+    fn fusion_weights_and_dev_fractions_are_checked() {
+        let weight = |toml: &str| toml::from_str::<RerankSettings>(toml).unwrap().check();
+        assert!(weight("fusion = \"interpolate\"\nlambda = 0.3").is_ok());
+        assert!(weight("fusion = \"interpolate\"\nlambda = 1.5")
+            .unwrap_err()
+            .contains("0..=1"));
+        assert!(weight("lambda = 0.3").unwrap_err().contains("interpolate"));
+        let teacher: TrainCeSettings = toml::from_str("dev_fraction = 0.7").unwrap();
+        assert!(teacher.check().unwrap_err().contains("dev_fraction"));
     }
 
     #[test]

@@ -145,7 +145,8 @@ fn page_context(
     }
     let headline = HEADLINE_MEASURES[0];
     let curves = study.layer_curves(headline);
-    let comparisons = study.layer_comparisons(store, &curves, headline)?;
+    let mut comparisons = study.layer_comparisons(store, &curves, headline)?;
+    comparisons.extend(study.student_comparisons(store)?);
     let distillation = study.distillation(store)?;
     let speed = study.speed_curves();
     let mut speed_charts = Vec::new();
@@ -203,9 +204,12 @@ fn page_context(
 
 /// How a trec_eval measure is called in the paper's tables.
 pub fn measure_label(measure: &str) -> String {
-    let (prefix, base) = match measure.strip_prefix(crate::stages::RERANKED_PREFIX) {
-        Some(base) => ("re-ranked ", base),
-        None => ("", measure),
+    let (prefix, base) = if let Some(base) = measure.strip_prefix(crate::stages::RERANKED_PREFIX) {
+        ("re-ranked ", base)
+    } else if let Some(base) = measure.strip_prefix(crate::stages::FUSED_PREFIX) {
+        ("fused ", base)
+    } else {
+        ("", measure)
     };
     let label = if let Some(k) = base.strip_prefix("ndcg_cut_") {
         format!("nDCG@{k}")
@@ -617,6 +621,7 @@ mod tests {
     fn measures_are_labelled_as_in_the_paper() {
         assert_eq!(measure_label("ndcg_cut_10"), "nDCG@10");
         assert_eq!(measure_label("success_10"), "Hits@10");
+        assert_eq!(measure_label("fused_ndcg_cut_10"), "fused nDCG@10");
         assert_eq!(measure_label("reranked_mrr_cut_10"), "re-ranked MRR@10");
         assert_eq!(measure_label("map"), "map");
     }

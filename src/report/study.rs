@@ -16,7 +16,7 @@ use crate::config::{Experiment, ModelKind, ModelOrigin};
 use crate::eval::significance::{compare_by_query, PairedComparison};
 use crate::plan::Stage;
 use crate::plan::TrainingStep;
-use crate::stages::{depth_metric, RERANKED_PREFIX};
+use crate::stages::{depth_metric, FUSED_PREFIX, RERANKED_PREFIX};
 use crate::store::{CellRow, ExperimentRow, RunRow, Store};
 
 /// Significance level of the paired tests.
@@ -409,6 +409,35 @@ impl Study {
                 });
             }
         }
+        // The paper's probe: a CE layer against the DE's same layer, read the same way.
+        for ce in curves.iter().filter(|c| c.kind == "CE") {
+            let Some(best) = ce.best() else {
+                continue;
+            };
+            let de_point = curves
+                .iter()
+                .filter(|c| {
+                    c.kind == "DE"
+                        && !self.is_student(&c.model)
+                        && (&c.dataset, &c.pooling, &c.input)
+                            == (&ce.dataset, &ce.pooling, &ce.input)
+                })
+                .find_map(|de| Some((de, de.points.iter().find(|p| p.layer == best.layer)?)));
+            let Some((de, de_point)) = de_point else {
+                continue;
+            };
+            if let Some(result) = self.compare(store, best, de_point, measure)? {
+                comparisons.push(Comparison {
+                    dataset: ce.dataset.clone(),
+                    what: "best CE layer vs the DE's same layer".to_string(),
+                    a: format!("{} L{}", ce.label(), best.layer),
+                    b: format!("{} L{}", de.label(), de_point.layer),
+                    measure: measure.to_string(),
+                    significant: result.significant(ALPHA),
+                    result,
+                });
+            }
+        }
         for dataset in self.datasets() {
             let of_kind = |kind: &'static str| {
                 curves
@@ -464,6 +493,73 @@ impl Study {
         let scores_a = store.query_metrics(task_a, measure_a)?;
         let scores_b = store.query_metrics(task_b, measure_b)?;
         Ok(compare_by_query(&scores_a, &scores_b, PERMUTATIONS, PERMUTATION_SEED).ok())
+    }
+
+    /// Paired comparisons on nDCG@10 of each student infused from the CE (`ce:K`) against
+    /// the students trained the same way from the DE's layers (`de:K`) and at random, first
+    /// stage only.
+    pub fn student_comparisons(&self, store: &Store) -> Result<Vec<Comparison>, ReportError> {
+        let measure = HEADLINE_MEASURES[0];
+        let students: Vec<&CellRow> = self
+            .cells
+            .iter()
+            .filter(|cell| text(cell, "model").is_some_and(|m| self.is_student(&m)))
+            .filter(|cell| reranker(cell).is_none())
+            .collect();
+        let same_training = |a: &CellRow, b: &CellRow| {
+            [
+                "model",
+                "dataset",
+                "train_de.loss",
+                "train_de.layers",
+                "seed",
+            ]
+            .iter()
+            .all(|name| a.params.get(*name) == b.params.get(*name))
+        };
+        let mut comparisons = Vec::new();
+        for infused in &students {
+            let Some(init) = text(infused, "train_de.init") else {
+                continue;
+            };
+            let Some(depth) = init.strip_prefix("ce:") else {
+                continue;
+            };
+            let rivals = [format!("de:{depth}"), "random".to_string()];
+            for rival in students.iter().filter(|cell| {
+                same_training(infused, cell)
+                    && text(cell, "train_de.init").is_some_and(|i| rivals.contains(&i))
+            }) {
+                let (Some(own), Some(theirs)) =
+                    (task_of(infused, Stage::Eval), task_of(rival, Stage::Eval))
+                else {
+                    continue;
+                };
+                let label = |cell: &CellRow| {
+                    format!(
+                        "{} {} {}",
+                        text(cell, "model").unwrap_or_default(),
+                        text(cell, "train_de.init").unwrap_or_default(),
+                        text(cell, "train_de.loss").unwrap_or_default()
+                    )
+                };
+                if let Some(result) =
+                    self.compare_tasks(store, (&own, measure), (&theirs, measure))?
+                {
+                    comparisons.push(Comparison {
+                        dataset: text(infused, "dataset").unwrap_or_default(),
+                        what: "CE-infused student vs the same student from another init"
+                            .to_string(),
+                        a: label(infused),
+                        b: label(rival),
+                        measure: measure.to_string(),
+                        significant: result.significant(ALPHA),
+                        result,
+                    });
+                }
+            }
+        }
+        Ok(comparisons)
     }
 
     /// The students of the experiment and the teacher DE they are measured against, per
@@ -524,27 +620,41 @@ impl Study {
                         == Some(teacher.as_str())
                 }));
                 for cell in group {
-                    rows.push(self.distill_row(store, cell, reference, reference_rate)?);
+                    for prefix in row_prefixes(cell) {
+                        rows.push(self.distill_row(
+                            store,
+                            cell,
+                            prefix,
+                            reference,
+                            reference_rate,
+                        )?);
+                    }
                 }
             }
         }
         Ok(rows)
     }
 
+    /// The row of `cell`'s measures named with `prefix`: its first stage (``), its re-ranking
+    /// by the cross encoder alone or fused with the first stage.
     fn distill_row(
         &self,
         store: &Store,
         cell: &CellRow,
+        prefix: &str,
         reference: Option<&CellRow>,
         reference_rate: Option<f64>,
     ) -> Result<DistillRow, ReportError> {
         let model = text(cell, "model").unwrap_or_default();
-        let reranked_by = reranker(cell).unwrap_or_default();
-        let prefix = if reranked_by.is_empty() {
-            ""
-        } else {
-            RERANKED_PREFIX
-        };
+        let mut reranked_by = reranker(cell).unwrap_or_default();
+        if prefix == FUSED_PREFIX {
+            let lambda = cell
+                .metrics
+                .get("fusion_lambda")
+                .copied()
+                .unwrap_or(f64::NAN);
+            reranked_by = format!("{reranked_by} fused, λ {lambda:.2}");
+        }
         let values = HEADLINE_MEASURES
             .iter()
             .map(|measure| cell.metrics.get(&format!("{prefix}{measure}")).copied())
@@ -554,7 +664,7 @@ impl Study {
         let measure = HEADLINE_MEASURES[0];
         let comparison = match reference {
             Some(reference) if !is_reference => {
-                let own_stage = if reranked_by.is_empty() {
+                let own_stage = if prefix.is_empty() {
                     Stage::Eval
                 } else {
                     Stage::Rerank
@@ -768,6 +878,20 @@ fn display_json(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::String(text) => text.clone(),
         other => other.to_string(),
+    }
+}
+
+/// The measure prefixes of a cell's distillation rows: its first stage, or its re-rankings
+/// (by the cross encoder alone, and fused when the task fused).
+fn row_prefixes(cell: &CellRow) -> Vec<&'static str> {
+    if reranker(cell).is_none() {
+        return vec![""];
+    }
+    let fused = format!("{FUSED_PREFIX}{}", HEADLINE_MEASURES[0]);
+    if cell.metrics.contains_key(&fused) {
+        vec![RERANKED_PREFIX, FUSED_PREFIX]
+    } else {
+        vec![RERANKED_PREFIX]
     }
 }
 

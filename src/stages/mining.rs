@@ -58,10 +58,12 @@ pub(super) struct MinedNegative {
 }
 
 /// A query's retrieved documents, best first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Candidates {
     pub query: String,
     pub ranked: Vec<String>,
+    /// The retriever's cosine of each ranked document.
+    pub scores: Vec<f32>,
 }
 
 /// Retrieves the top `top_k` documents of every query of `dataset` with `retriever`.
@@ -137,6 +139,7 @@ pub(super) fn retrieve(
                 .iter()
                 .map(|hit| manifest.doc_ids[hit.doc].clone())
                 .collect(),
+            scores: hits.iter().map(|hit| hit.score).collect(),
         })
         .collect())
 }
@@ -168,7 +171,7 @@ pub(super) fn sample_negatives(
 ) -> Vec<MinedNegative> {
     let mut rng = SplitMix64::new(seed ^ MINING_STREAM);
     let mut mined = Vec::new();
-    for Candidates { query, ranked } in candidates {
+    for Candidates { query, ranked, .. } in candidates {
         let positives = positives(qrels, query);
         // (rank, doc id) of every candidate that is not a positive.
         let pool: Vec<(usize, &str)> = ranked
@@ -233,21 +236,18 @@ mod tests {
     use super::*;
 
     fn candidates() -> (Vec<Candidates>, Qrels) {
-        let ranked = |ids: &[&str]| ids.iter().map(|id| id.to_string()).collect();
+        let candidate = |query: &str, ids: &[&str]| Candidates {
+            query: query.into(),
+            ranked: ids.iter().map(|id| id.to_string()).collect(),
+            scores: (0..ids.len())
+                .map(|rank| 1.0 - rank as f32 / 10.0)
+                .collect(),
+        };
         let candidates = vec![
-            Candidates {
-                query: "q1".into(),
-                ranked: ranked(&["d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8"]),
-            },
-            Candidates {
-                query: "q2".into(),
-                ranked: ranked(&["d5", "d9", "d3"]),
-            },
+            candidate("q1", &["d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8"]),
+            candidate("q2", &["d5", "d9", "d3"]),
             // Judged, but nothing relevant: no pair, no negative.
-            Candidates {
-                query: "q3".into(),
-                ranked: ranked(&["d1", "d2"]),
-            },
+            candidate("q3", &["d1", "d2"]),
         ];
         let mut qrels = Qrels::new();
         qrels.insert(

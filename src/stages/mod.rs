@@ -6,10 +6,12 @@ a typed outcome with its measurements. Stages report progress through [`Observer
 print; they must not parse command lines or settings files.
 
 The DAG's tasks are dispatched by [`run_task`] (`tasks.rs`: encode and eval); training tasks
-live in `training.rs` (with hard-negative mining in `mining.rs`), re-ranking in `rerank.rs`.
+live in `training.rs` (with hard-negative mining in `mining.rs` and the teacher's dev split in
+`dev.rs`), re-ranking and its fusion in `rerank.rs`.
 */
 
 mod bench;
+mod dev;
 mod mining;
 mod probe;
 mod rerank;
@@ -20,7 +22,7 @@ pub use bench::{
     depth_metric, first_documents, run_bench, BenchSettings, DepthTiming, Summary, BENCH_FILE,
 };
 pub use probe::{run_probe, EncodeStats, ProbeCell, ProbeOutcome};
-pub use rerank::{run_rerank, RERANKED_PREFIX};
+pub use rerank::{run_rerank, FUSED_PREFIX, RERANKED_PREFIX};
 pub use tasks::{run_task, EmbeddingsManifest};
 pub use training::{run_train_ce, run_train_de};
 

@@ -8,6 +8,12 @@
 //! holds scores, not ranks, that tail is written with placeholder scores below every
 //! re-ranked score, decreasing with the first-stage rank: the file's order is the ranking,
 //! the tail's scores are not the first stage's.
+//!
+//! With `fusion = "interpolate"` the head is also ordered by `(1 − λ)·first + λ·CE`, each
+//! score min-max normalised over the query's head, and that run is scored under `fused_`
+//! names. λ is the setting's, or the one of a grid that maximises nDCG@10 on the dev split
+//! the cross encoder's `train_ce` task left ([`super::dev`]): never a test judgment. The
+//! fusion formula and that choice are this module's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -15,15 +21,26 @@ use std::time::Instant;
 
 use candle_core::Device;
 
+use super::dev::DevSplit;
 use super::tasks::{read_split_qrels, upstream_dir, RUN_FILE};
 use super::{Observer, StageError};
-use crate::data::{beir, trec, Run};
-use crate::eval::measures::{evaluate, parse_measures, rank_documents};
+use crate::config::Fusion;
+use crate::data::{beir, trec, Qrels, Run};
+use crate::eval::measures::{evaluate, parse_measures, rank_documents, Measure};
+use crate::eval::Evaluation;
 use crate::model::{load_model, Batch, BertModel, ModelError, TokenizedText};
 use crate::plan::{Artifact, RerankSpec, Stage, TaskOutcome, UpstreamDirs};
 
-/// The prefix of every measure a rerank task reports.
+/// The prefix of every measure of the run re-ranked by cross-encoder score alone.
 pub const RERANKED_PREFIX: &str = "reranked_";
+/// The prefix of every measure of the run re-ranked by the fused score.
+pub const FUSED_PREFIX: &str = "fused_";
+/// File name of the fused run.
+const FUSED_RUN_FILE: &str = "fused_run.trec";
+/// λ is chosen among 0, 1/STEPS, …, 1.
+const LAMBDA_GRID_STEPS: usize = 20;
+/// The measure λ maximises on the dev split.
+const SELECTION_MEASURE: &str = "ndcg_cut.10";
 
 /// Re-ranks the run of the upstream eval task with the cross encoder of `spec`.
 ///
@@ -94,47 +111,180 @@ pub fn run_rerank(
         &mut |done| observer.advance(done),
     )?;
     let seconds = started.elapsed().as_secs_f64();
-    let run = reranked_run(&rankings, &scores);
+    let scores: Vec<f64> = scores.into_iter().map(f64::from).collect();
+    let qrels = read_split_qrels(&spec.dataset_dir, &spec.split)?;
 
     observer.phase("eval", 1);
-    let run_path = out.join(RUN_FILE);
-    trec::write_run(&run_path, &run, "repro-rerank")?;
-    let qrels = read_split_qrels(&spec.dataset_dir, &spec.split)?;
-    let evaluation = evaluate(&qrels, &run, &measures, false)?;
+    let mut outcome = TaskOutcome {
+        seconds: 0.0,
+        metrics: BTreeMap::new(),
+        per_query: BTreeMap::new(),
+        artifacts: Vec::new(),
+        steps: Vec::new(),
+    };
+    let reranked = reranked_run(&rankings, &scores);
+    let evaluation = evaluate(&qrels, &reranked, &measures, false)?;
+    record(&mut outcome, RERANKED_PREFIX, evaluation);
+    outcome
+        .artifacts
+        .push(write_run(out, RUN_FILE, &reranked, "repro-rerank")?);
+    if settings.fusion == Fusion::Interpolate {
+        let lambda = match settings.lambda {
+            Some(lambda) => lambda,
+            None => {
+                let ce_task = upstream_dir(upstream, Stage::Rerank, Stage::TrainCe)?;
+                let choice = choose_lambda(&DevSplit::read(&ce_task)?, settings.top_k)?;
+                outcome.metrics.extend(choice.metrics);
+                choice.lambda
+            }
+        };
+        let fused = reranked_run(&rankings, &fuse(&rankings, &scores, lambda));
+        let evaluation = evaluate(&qrels, &fused, &measures, false)?;
+        record(&mut outcome, FUSED_PREFIX, evaluation);
+        outcome.metrics.insert("fusion_lambda".to_string(), lambda);
+        outcome
+            .artifacts
+            .push(write_run(out, FUSED_RUN_FILE, &fused, "repro-fused")?);
+    }
     observer.advance(1);
 
-    let prefixed = |values: BTreeMap<String, f64>| -> BTreeMap<String, f64> {
-        values
-            .into_iter()
-            .map(|(measure, value)| (format!("{RERANKED_PREFIX}{measure}"), value))
-            .collect()
-    };
-    let mut metrics = prefixed(evaluation.aggregate);
-    metrics.insert("rerank_pairs".to_string(), pairs.len() as f64);
-    metrics.insert("rerank_seconds".to_string(), seconds);
+    outcome
+        .metrics
+        .insert("rerank_pairs".to_string(), pairs.len() as f64);
+    outcome
+        .metrics
+        .insert("rerank_seconds".to_string(), seconds);
     let rate = if seconds > 0.0 {
         pairs.len() as f64 / seconds
     } else {
         0.0
     };
-    metrics.insert("pairs_per_second".to_string(), rate);
-    let per_query = evaluation
-        .per_query
-        .into_iter()
-        .map(|(query, values)| (query, prefixed(values)))
-        .collect();
-    let bytes = std::fs::metadata(&run_path).map(|m| m.len()).unwrap_or(0);
-    Ok(TaskOutcome {
-        seconds: 0.0,
-        metrics,
-        per_query,
-        artifacts: vec![Artifact {
-            name: "run".to_string(),
-            path: RUN_FILE.to_string(),
-            bytes,
-        }],
-        steps: Vec::new(),
+    outcome.metrics.insert("pairs_per_second".to_string(), rate);
+    Ok(outcome)
+}
+
+/// Adds an evaluation's aggregate and per-query values to `outcome` under `prefix`.
+fn record(outcome: &mut TaskOutcome, prefix: &str, evaluation: Evaluation) {
+    let prefixed = |values: BTreeMap<String, f64>| {
+        values
+            .into_iter()
+            .map(move |(measure, value)| (format!("{prefix}{measure}"), value))
+    };
+    outcome.metrics.extend(prefixed(evaluation.aggregate));
+    for (query, values) in evaluation.per_query {
+        outcome
+            .per_query
+            .entry(query)
+            .or_default()
+            .extend(prefixed(values));
+    }
+}
+
+fn write_run(out: &Path, name: &str, run: &Run, tag: &str) -> Result<Artifact, StageError> {
+    let path = out.join(name);
+    trec::write_run(&path, run, tag)?;
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    Ok(Artifact {
+        name: name.trim_end_matches(".trec").to_string(),
+        path: name.to_string(),
+        bytes,
     })
+}
+
+/// The head scores of `(1 − λ)·first + λ·CE`, both min-max normalised over each query's
+/// head (a head whose scores are all equal normalises to 0), in `rankings` order.
+fn fuse(rankings: &[Ranking<'_>], ce_scores: &[f64], lambda: f64) -> Vec<f64> {
+    let mut fused = Vec::with_capacity(ce_scores.len());
+    let mut next = 0;
+    for ranking in rankings {
+        let ce = min_max(&ce_scores[next..next + ranking.head.len()]);
+        next += ranking.head.len();
+        let first = min_max(&ranking.head_scores);
+        fused.extend(
+            first
+                .iter()
+                .zip(&ce)
+                .map(|(first, ce)| (1.0 - lambda) * first + lambda * ce),
+        );
+    }
+    fused
+}
+
+fn min_max(scores: &[f64]) -> Vec<f64> {
+    let low = scores.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let range = high - low;
+    scores
+        .iter()
+        .map(|score| {
+            if range > 0.0 {
+                (score - low) / range
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// λ chosen on a dev split, with the dev measures that chose it.
+#[derive(Debug, Clone, PartialEq)]
+struct LambdaChoice {
+    lambda: f64,
+    /// `dev_<measure>` of the first stage (λ = 0), `dev_reranked_…` of the cross encoder
+    /// alone and `dev_fused_…` at the chosen λ, over the same `top_k` heads.
+    metrics: BTreeMap<String, f64>,
+}
+
+/// The λ of the grid whose fused re-ranking of each dev query's first-stage top `top_k`
+/// scores the best mean nDCG@10; the smallest such λ when several tie.
+fn choose_lambda(dev: &DevSplit, top_k: usize) -> Result<LambdaChoice, StageError> {
+    let measure = parse_measures(&[SELECTION_MEASURE.to_string()])?;
+    let rankings = split_rankings(&dev.first_stage, top_k);
+    let mut ce_scores = Vec::new();
+    for ranking in &rankings {
+        let scored = dev.cross_encoder.get(ranking.query);
+        for doc in &ranking.head {
+            let score = scored.and_then(|docs| docs.get(*doc)).ok_or_else(|| {
+                StageError::Setting(format!(
+                    "the dev split has no cross-encoder score for query `{}` document `{doc}`",
+                    ranking.query
+                ))
+            })?;
+            ce_scores.push(*score);
+        }
+    }
+    let mean = |scores: &[f64]| -> Result<f64, StageError> {
+        mean_of(&dev.qrels, &reranked_run(&rankings, scores), &measure)
+    };
+    let mut best = (0.0, f64::NEG_INFINITY);
+    for step in 0..=LAMBDA_GRID_STEPS {
+        let lambda = step as f64 / LAMBDA_GRID_STEPS as f64;
+        let value = mean(&fuse(&rankings, &ce_scores, lambda))?;
+        if value > best.1 {
+            best = (lambda, value);
+        }
+    }
+    let name = measure[0].name();
+    let metrics = [
+        (
+            format!("dev_{name}"),
+            mean(&fuse(&rankings, &ce_scores, 0.0))?,
+        ),
+        (format!("dev_{RERANKED_PREFIX}{name}"), mean(&ce_scores)?),
+        (format!("dev_{FUSED_PREFIX}{name}"), best.1),
+        ("dev_queries".to_string(), rankings.len() as f64),
+    ]
+    .into_iter()
+    .collect();
+    Ok(LambdaChoice {
+        lambda: best.0,
+        metrics,
+    })
+}
+
+fn mean_of(qrels: &Qrels, run: &Run, measure: &[Measure]) -> Result<f64, StageError> {
+    let evaluation = evaluate(qrels, run, measure, false)?;
+    Ok(evaluation.aggregate.values().next().copied().unwrap_or(0.0))
 }
 
 /// One query of the first-stage run in its ranking order, cut at `top_k`.
@@ -143,6 +293,8 @@ struct Ranking<'a> {
     query: &'a str,
     /// The documents re-scored, first-stage order.
     head: Vec<&'a str>,
+    /// Their first-stage scores.
+    head_scores: Vec<f64>,
     /// The documents below, first-stage order.
     tail: Vec<&'a str>,
 }
@@ -152,37 +304,35 @@ struct Ranking<'a> {
 fn split_rankings(run: &Run, top_k: usize) -> Vec<Ranking<'_>> {
     run.iter()
         .map(|(query, docs)| {
-            let ranked: Vec<&str> = rank_documents(docs).into_iter().map(|(d, _)| d).collect();
+            let ranked = rank_documents(docs);
             let cut = top_k.min(ranked.len());
             Ranking {
                 query,
-                head: ranked[..cut].to_vec(),
-                tail: ranked[cut..].to_vec(),
+                head: ranked[..cut].iter().map(|&(doc, _)| doc).collect(),
+                head_scores: ranked[..cut].iter().map(|&(_, score)| score).collect(),
+                tail: ranked[cut..].iter().map(|&(doc, _)| doc).collect(),
             }
         })
         .collect()
 }
 
-/// The re-ranked run: each head document scored by the cross encoder (`scores` holds the
-/// heads' scores in `rankings` order), each tail document at
+/// The re-ranked run: each head document at its new score (`scores` holds the heads' scores
+/// in `rankings` order), each tail document at
 /// `lowest head score − 1 − its tail position`, which places the tail after every re-ranked
 /// document in first-stage order without ties.
-fn reranked_run(rankings: &[Ranking<'_>], scores: &[f32]) -> Run {
+fn reranked_run(rankings: &[Ranking<'_>], scores: &[f64]) -> Run {
     let mut run = Run::new();
     let mut next = 0;
     for ranking in rankings {
         let head_scores = &scores[next..next + ranking.head.len()];
         next += ranking.head.len();
-        let lowest = head_scores
-            .iter()
-            .map(|&score| f64::from(score))
-            .fold(f64::INFINITY, f64::min);
+        let lowest = head_scores.iter().copied().fold(f64::INFINITY, f64::min);
         let floor = if lowest.is_finite() { lowest } else { 0.0 };
         let mut docs: BTreeMap<String, f64> = ranking
             .head
             .iter()
             .zip(head_scores)
-            .map(|(doc, &score)| (doc.to_string(), f64::from(score)))
+            .map(|(doc, &score)| (doc.to_string(), score))
             .collect();
         for (position, doc) in ranking.tail.iter().enumerate() {
             docs.insert(doc.to_string(), floor - 1.0 - position as f64);
@@ -196,7 +346,7 @@ fn reranked_run(rankings: &[Ranking<'_>], scores: &[f32]) -> Run {
 /// Cross-encoder scores of tokenized pairs, in input order. Pairs are batched longest first
 /// (ties by position), as the encoder batches texts, so that each batch pads little and the
 /// batches are the same on every run.
-fn score_pairs(
+pub(super) fn score_pairs(
     model: &BertModel,
     pad_id: u32,
     pairs: &[TokenizedText],
@@ -241,12 +391,82 @@ mod tests {
         // Ties go to the larger id, as trec_eval ranks them.
         assert_eq!(rankings[0].head, vec!["a", "c"]);
         assert_eq!(rankings[0].tail, vec!["b", "d", "e"]);
+        assert_eq!(rankings[0].head_scores, vec![0.9, 0.8]);
         let reranked = reranked_run(&rankings, &[-3.0, 2.5]);
         let order: Vec<&str> = rank_documents(&reranked["q"])
             .into_iter()
             .map(|(d, _)| d)
             .collect();
         assert_eq!(order, vec!["c", "a", "b", "d", "e"]);
+    }
+
+    fn one_query_run(scores: &[(&str, f64)]) -> Run {
+        let docs = scores.iter().map(|&(d, s)| (d.to_string(), s)).collect();
+        [("q".to_string(), docs)].into_iter().collect()
+    }
+
+    #[test]
+    fn fusion_interpolates_min_max_normalised_scores() {
+        let first = one_query_run(&[("a", 0.9), ("b", 0.7), ("c", 0.5), ("d", 0.1)]);
+        let rankings = split_rankings(&first, 3);
+        // CE scores of a, b, c: min-max 0.5, 1, 0; first stage: 1, 0.5, 0.
+        let ce = [0.0, 4.0, -4.0];
+        let close = |got: Vec<f64>, want: [f64; 3]| {
+            let near = got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-12);
+            assert!(near, "{got:?} vs {want:?}");
+        };
+        close(
+            fuse(&rankings, &ce, 0.25),
+            [0.75 + 0.125, 0.375 + 0.25, 0.0],
+        );
+        close(fuse(&rankings, &ce, 0.0), [1.0, 0.5, 0.0]);
+        close(fuse(&rankings, &ce, 1.0), [0.5, 1.0, 0.0]);
+        // A head whose scores are all equal contributes nothing rather than dividing by 0.
+        close(fuse(&rankings, &[2.0, 2.0, 2.0], 0.5), [0.5, 0.25, 0.0]);
+    }
+
+    #[test]
+    fn lambda_is_chosen_on_the_dev_split_and_its_measures_reported() {
+        // Two dev queries, one positive `p` each, min-max normalised scores (n1, p, n2):
+        // q1's first stage ranks p 2nd and its CE 1st: p leads from λ > 1/3 (0.5 + 0.5λ
+        // against 1 − λ); q2's first stage ranks p 1st and its CE 2nd: p leads for λ < 1/2
+        // (1 − 0.5λ against 0.5 + 0.5λ). Only a blend gets both right.
+        let mut dev = DevSplit {
+            qrels: Qrels::new(),
+            first_stage: Run::new(),
+            cross_encoder: Run::new(),
+        };
+        let scores = |values: [f64; 3]| {
+            ["n1", "p", "n2"]
+                .iter()
+                .map(|d| d.to_string())
+                .zip(values)
+                .collect::<BTreeMap<_, _>>()
+        };
+        for (query, first, ce) in [
+            ("q1", [1.0, 0.5, 0.0], [0.0, 1.0, 0.5]),
+            ("q2", [0.5, 1.0, 0.0], [1.0, 0.5, 0.0]),
+        ] {
+            dev.qrels
+                .insert(query.into(), [("p".to_string(), 1)].into_iter().collect());
+            dev.first_stage.insert(query.into(), scores(first));
+            dev.cross_encoder.insert(query.into(), scores(ce));
+        }
+        let choice = choose_lambda(&dev, 3).unwrap();
+        // The smallest grid λ above 1/3.
+        assert!((choice.lambda - 0.35).abs() < 1e-12, "{choice:?}");
+        assert_eq!(choice.metrics["dev_queries"], 2.0);
+        let fused = choice.metrics["dev_fused_ndcg_cut_10"];
+        assert!(fused > choice.metrics["dev_ndcg_cut_10"], "{choice:?}");
+        assert!(
+            fused > choice.metrics["dev_reranked_ndcg_cut_10"],
+            "{choice:?}"
+        );
+        assert!((fused - 1.0).abs() < 1e-12, "{choice:?}");
+
+        dev.cross_encoder.get_mut("q2").unwrap().remove("p");
+        let missing = choose_lambda(&dev, 3).unwrap_err().to_string();
+        assert!(missing.contains("`q2` document `p`"), "{missing}");
     }
 
     #[test]
@@ -295,12 +515,13 @@ mod tests {
                 top_k,
                 batch: 3,
                 max_len: 32,
+                ..RerankSettings::default()
             },
             measures: vec!["ndcg_cut.10".into(), "recall.100".into()],
         };
         let out = root.join("out");
         std::fs::create_dir_all(&out).unwrap();
-        let outcome = run_task(&TaskSpec::Rerank(spec), &upstream, &out, &Silent).unwrap();
+        let outcome = run_task(&TaskSpec::Rerank(spec.clone()), &upstream, &out, &Silent).unwrap();
         assert_eq!(outcome.metrics["rerank_pairs"], 10.0);
         assert!(outcome.metrics.contains_key("reranked_ndcg_cut_10"));
         assert!(outcome.metrics.contains_key("reranked_recall_100"));
@@ -346,5 +567,33 @@ mod tests {
             );
             assert_eq!(order[top_k..], first_order[top_k..], "{query}: tail order");
         }
+
+        // Fused at a given weight: both runs, both sets of measures.
+        let mut fused_spec = spec.clone();
+        fused_spec.settings.fusion = Fusion::Interpolate;
+        fused_spec.settings.lambda = Some(0.5);
+        let fused_out = root.join("fused");
+        std::fs::create_dir_all(&fused_out).unwrap();
+        let task = TaskSpec::Rerank(fused_spec.clone());
+        let fused = run_task(&task, &upstream, &fused_out, &Silent).unwrap();
+        assert_eq!(fused.metrics["fusion_lambda"], 0.5);
+        assert_eq!(
+            fused.metrics["reranked_ndcg_cut_10"],
+            outcome.metrics["reranked_ndcg_cut_10"]
+        );
+        assert!(fused.metrics.contains_key("fused_ndcg_cut_10"));
+        assert!(fused.per_query["q5"].contains_key("fused_ndcg_cut_10"));
+        assert!(fused_out.join(FUSED_RUN_FILE).is_file());
+        // Without a weight, it is chosen on the CE task's dev split, which this one lacks.
+        fused_spec.settings.lambda = None;
+        let error = run_task(
+            &TaskSpec::Rerank(fused_spec),
+            &upstream,
+            &fused_out,
+            &Silent,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("no dev split"), "{error}");
     }
 }

@@ -1,5 +1,6 @@
 //! The training stages: `train_ce` fine-tunes a cross-encoder teacher on a dataset's train
-//! judgments with mined hard negatives, `train_de` distils a dual-encoder student from its
+//! judgments with mined hard negatives (holding out a dev split when asked, [`super::dev`]),
+//! `train_de` distils a dual-encoder student from its
 //! teachers. Both write the trained model into `<output>/model/` ([`TRAINED_MODEL_DIR`]),
 //! where downstream tasks find it through [`crate::plan::ModelLocation`].
 //!
@@ -11,10 +12,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use candle_core::Device;
+
+use super::dev::{self, DevSplit};
 use super::mining::{self, Candidates, MinedNegative, Retriever};
+use super::rerank;
 use super::tasks::{io_error, upstream_dirs};
 use super::{Observer, StageError};
-use crate::data::{beir, Dataset};
+use crate::config::TrainCeSettings;
+use crate::data::{beir, Dataset, Qrels, Run};
+use crate::eval::measures::{evaluate, parse_measures};
+use crate::model::load_model;
 use crate::model::random::SplitMix64;
 use crate::plan::{
     Artifact, Stage, TaskOutcome, TrainCeSpec, TrainDeSpec, TrainingStep, UpstreamDirs,
@@ -51,6 +59,10 @@ pub fn run_train_ce(
         encoded,
     };
     let candidates = mining::retrieve(retriever, &dataset, settings.mine_top_k, observer)?;
+    let held_out = dev::hold_out(&dataset, settings.dev_fraction, spec.seed);
+    let (dev_candidates, candidates): (Vec<Candidates>, Vec<Candidates>) = candidates
+        .into_iter()
+        .partition(|candidates| held_out.contains(&candidates.query));
     let mined =
         mining::sample_negatives(&candidates, &dataset.qrels, settings.negatives, spec.seed);
     let examples = cross_encoder_examples(&dataset, &candidates, &mined)?;
@@ -58,11 +70,12 @@ pub fn run_train_ce(
 
     let training = settings.training(spec.seed);
     observer.phase("train", total_steps(examples.len(), &training));
+    let model_dir = out.join(TRAINED_MODEL_DIR);
     let log = train_cross_encoder(
         &spec.base_dir,
         &examples,
         &training,
-        &out.join(TRAINED_MODEL_DIR),
+        &model_dir,
         &mut |_| observer.advance(1),
     )?;
     let mut outcome = training_outcome(&log, examples.len(), out)?;
@@ -70,7 +83,82 @@ pub fn run_train_ce(
         .metrics
         .insert("mined_negatives".to_string(), mined.len() as f64);
     outcome.artifacts.push(negatives_artifact);
+    if !dev_candidates.is_empty() {
+        let split = score_dev_split(&model_dir, settings, &dataset, &dev_candidates, observer)?;
+        outcome.metrics.extend(dev_metrics(&split)?);
+        outcome.artifacts.extend(split.write(out)?);
+    }
     Ok(outcome)
+}
+
+/// The held-out queries' candidates scored by the trained cross encoder, beside the
+/// retriever's scores and the queries' judgments.
+fn score_dev_split(
+    model_dir: &Path,
+    settings: &TrainCeSettings,
+    dataset: &Dataset,
+    candidates: &[Candidates],
+    observer: &dyn Observer,
+) -> Result<DevSplit, StageError> {
+    let texts = Texts::of(dataset);
+    let loaded = load_model(model_dir, settings.max_len, None, &Device::Cpu)?;
+    let mut pairs = Vec::new();
+    for Candidates { query, ranked, .. } in candidates {
+        let query = texts.query(query)?;
+        for doc in ranked {
+            pairs.push(loaded.tokenizer.encode_pair(query, texts.document(doc)?)?);
+        }
+    }
+    observer.phase("dev", pairs.len());
+    let scores = rerank::score_pairs(
+        &loaded.model,
+        loaded.tokenizer.pad_id(),
+        &pairs,
+        settings.batch,
+        &mut |done| observer.advance(done),
+    )?;
+    let mut split = DevSplit {
+        qrels: Qrels::new(),
+        first_stage: Run::new(),
+        cross_encoder: Run::new(),
+    };
+    let mut next_score = scores.iter();
+    for Candidates {
+        query,
+        ranked,
+        scores: first,
+    } in candidates
+    {
+        if let Some(judged) = dataset.qrels.get(query) {
+            split.qrels.insert(query.clone(), judged.clone());
+        }
+        let first_stage = split.first_stage.entry(query.clone()).or_default();
+        let cross_encoder = split.cross_encoder.entry(query.clone()).or_default();
+        for (doc, &first) in ranked.iter().zip(first) {
+            first_stage.insert(doc.clone(), f64::from(first));
+            let score = next_score.next().copied().unwrap_or(f32::NAN);
+            cross_encoder.insert(doc.clone(), f64::from(score));
+        }
+    }
+    Ok(split)
+}
+
+/// nDCG@10 of the dev queries, ranked by the retriever (`dev_ndcg_cut_10`) and by the trained
+/// cross encoder over the same candidates (`dev_reranked_ndcg_cut_10`), and their number.
+fn dev_metrics(split: &DevSplit) -> Result<BTreeMap<String, f64>, StageError> {
+    let measure = parse_measures(&["ndcg_cut.10".to_string()])?;
+    let mut metrics = BTreeMap::new();
+    for (prefix, run) in [
+        ("dev_", &split.first_stage),
+        ("dev_reranked_", &split.cross_encoder),
+    ] {
+        let evaluation = evaluate(&split.qrels, run, &measure, false)?;
+        for (name, value) in evaluation.aggregate {
+            metrics.insert(format!("{prefix}{name}"), value);
+        }
+    }
+    metrics.insert("dev_queries".to_string(), split.qrels.len() as f64);
+    Ok(metrics)
 }
 
 /// Distils a dual-encoder student. The data follows the loss: `mse` trains on corpus
@@ -552,6 +640,56 @@ pub(super) mod tests {
             negatives,
             std::fs::read_to_string(again.join("negatives.tsv")).unwrap()
         );
+    }
+
+    #[test]
+    fn train_ce_holds_out_a_dev_split_and_scores_it() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        tiny_dataset(&root.join("data"));
+        tiny_model(&root.join("de"), 1, false);
+        tiny_model(&root.join("ce_base"), 2, true);
+        let upstream = encode(&root.join("de"), &root.join("data"), &root.join("enc"));
+        let mut spec = ce_spec(root, 5);
+        spec.settings.dev_fraction = 0.3;
+        let out = root.join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let outcome = run_task(&TaskSpec::TrainCe(spec), &upstream, &out, &Silent).unwrap();
+        assert_eq!(outcome.metrics["dev_queries"], 1.0);
+        for name in ["dev_ndcg_cut_10", "dev_reranked_ndcg_cut_10"] {
+            assert!((0.0..=1.0).contains(&outcome.metrics[name]), "{name}");
+        }
+        let split = DevSplit::read(&out).unwrap();
+        let (dev_query, judged) = split.qrels.iter().next().unwrap();
+        assert_eq!(split.first_stage[dev_query].len(), 5, "the top mine_top_k");
+        assert_eq!(
+            split.first_stage[dev_query].keys().collect::<Vec<_>>(),
+            split.cross_encoder[dev_query].keys().collect::<Vec<_>>()
+        );
+        // The held-out query's positives are not trained on, nor mined for.
+        let positives = judged.values().filter(|&&grade| grade > 0).count() as f64;
+        assert_eq!(outcome.metrics["train_examples"], (5.0 - positives) * 3.0);
+        let negatives = std::fs::read_to_string(out.join("negatives.tsv")).unwrap();
+        assert!(negatives
+            .lines()
+            .all(|line| line.split('\t').next() != Some(dev_query.as_str())));
+        assert!(outcome.artifacts.iter().any(|a| a.name == "dev/qrels.txt"));
+        // The trained model scores as the dev file says.
+        let loaded = load_model(&out.join(TRAINED_MODEL_DIR), 32, None, &Device::Cpu).unwrap();
+        let dataset = beir::load(&root.join("data"), "train").unwrap();
+        let texts = Texts::of(&dataset);
+        let (doc, &score) = split.cross_encoder[dev_query].iter().next().unwrap();
+        let pair = loaded
+            .tokenizer
+            .encode_pair(
+                texts.query(dev_query).unwrap(),
+                texts.document(doc).unwrap(),
+            )
+            .unwrap();
+        let batch =
+            crate::model::Batch::new(&[&pair], loaded.tokenizer.pad_id(), &Device::Cpu).unwrap();
+        let direct = f64::from(loaded.model.score_pairs(&batch).unwrap()[0]);
+        assert!((direct - score).abs() < 1e-4, "{direct} vs {score}");
     }
 
     #[test]
