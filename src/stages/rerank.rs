@@ -133,7 +133,7 @@ pub fn run_rerank(
             Some(lambda) => lambda,
             None => {
                 let ce_task = upstream_dir(upstream, Stage::Rerank, Stage::TrainCe)?;
-                let choice = choose_lambda(&DevSplit::read(&ce_task)?, settings.top_k)?;
+                let choice = choose_lambda(&DevSplit::read(ce_task)?, settings.top_k)?;
                 outcome.metrics.extend(choice.metrics);
                 choice.lambda
             }
