@@ -75,7 +75,7 @@ sweep: models fonts release
 	@echo "report: $$($(REPRO) --quiet report layer_sweep)"
 
 ## The distillation study: a CE teacher trained on SciFact, its layer probe, DE-2 students,
-## CE re-ranking (about an hour cold on 2 cores; cached afterwards).
+## CE re-ranking (about 90 minutes cold on 2 cores; cached afterwards).
 distill: models fonts release
 	$(REPRO) run experiments/distill.toml
 	@echo "report: $$($(REPRO) --quiet report distill)"

@@ -50,6 +50,8 @@ max_len = 32
 top_k = 5
 batch = 4
 max_len = 32
+fusion = "interpolate"
+lambda = 0.5
 
 [encode]
 batch = 4
@@ -139,6 +141,10 @@ fn report_figures_and_browser_check() {
     // Paired comparisons: input formats of the teacher, its best layer against the DE's last.
     assert!(html.contains("self_pair vs single (best layers)"));
     assert!(html.contains("best CE layer vs DE last layer"));
+    assert!(html.contains("best CE layer vs the DE at the same layer"));
+    assert!(html.contains("CE-infused student vs the same student from another init"));
+    // The re-ranked DE has two distillation rows: the CE's order, and fused at λ 0.5.
+    assert!(html.contains("teacher fused, λ 0.50"), "no fused row");
     // Nothing to fetch, nothing to run.
     for forbidden in ["<script", " src=", "href=\"http", "<link"] {
         assert!(!html.contains(forbidden), "the page contains `{forbidden}`");

@@ -1,8 +1,8 @@
 //! `[train_ce]`, `[train_de]` and `[rerank]`: the settings of the training and re-ranking
 //! stages, as written in an experiment file (and sweepable as `train_ce.<field>` etc.).
 //!
-//! Defaults are sized for this project's reference machine (2 CPU cores): the distillation
-//! experiment must finish cold within an hour there. The README explains each choice.
+//! Defaults are small and generic; `experiments/distill.toml` sets the study's own recipe,
+//! sized to finish cold within 90 minutes on 2 CPU cores (docs/distillation.md).
 
 use serde::{Deserialize, Serialize};
 

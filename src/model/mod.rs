@@ -2,8 +2,10 @@
 Models: BERT on candle with every layer exposed, tokenization, pooling and checkpoint loading.
 
 This module owns turning text into hidden states and pooled sentence embeddings, and
-cross-encoder scores of (query, document) pairs. It reads checkpoints in Hugging Face layout
-(local directories or the Hub cache) but must not know about datasets, retrieval or measures.
+cross-encoder scores of (query, document) pairs, and the encoder's training pass
+([`backprop`]: forward with dropout, hand-written backward). It reads checkpoints in Hugging
+Face layout (local directories or the Hub cache) but must not know about datasets, retrieval,
+measures or optimisers.
 
 The model code mirrors the Hugging Face module tree (`embeddings`, `encoder.layer.{i}`,
 `pooler`, `classifier`) so that tensor names fall out of the struct layout, as in candle's own

@@ -429,7 +429,7 @@ impl Study {
             if let Some(result) = self.compare(store, best, de_point, measure)? {
                 comparisons.push(Comparison {
                     dataset: ce.dataset.clone(),
-                    what: "best CE layer vs the DE's same layer".to_string(),
+                    what: "best CE layer vs the DE at the same layer".to_string(),
                     a: format!("{} L{}", ce.label(), best.layer),
                     b: format!("{} L{}", de.label(), de_point.layer),
                     measure: measure.to_string(),

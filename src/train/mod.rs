@@ -5,8 +5,9 @@ This module owns everything between "here are the examples and the settings" and
 a trained model directory": trainable parameters ([`TrainableBert`]: from a checkpoint,
 BERT's initialiser or a teacher's first layers), the losses ([`loss`]), AdamW with linear
 warm-up and decay and gradient clipping ([`optim`]), the seeded training loop, and saving in
-Hugging Face / sentence-transformers layout. The model's differentiable forward pass with
-dropout lives in [`crate::model`] ([`crate::model::BertModel::forward_train`]).
+Hugging Face / sentence-transformers layout. The encoder's training pass (forward with
+dropout, and its hand-written backward) lives in [`crate::model::backprop`]; `step.rs` runs it
+for a loss and collects the gradients.
 
 It must not know about the DAG, the results store, datasets' file formats or the command
 line: callers hand it examples as strings and paths, and get back a [`TrainingLog`]; progress
