@@ -1181,7 +1181,6 @@ fn settings_table<T: Clone + Default>(
     Ok(value)
 }
 
-/// A re-ranker must be a declared cross encoder.
 /// Where an `interpolate` re-ranking gets its weight: set in `rerank.lambda`, or chosen on
 /// the dev split of the cross encoder's `train_ce` task (`teacher`, when the experiment
 /// trains it), which must hold at least the `top_k` candidates re-ranking fuses.
@@ -1212,6 +1211,7 @@ fn fusion_weight_source(
     }
 }
 
+/// A re-ranker must be a declared cross encoder.
 fn check_reranker(model: &str, file: &ExperimentFile) -> Result<(), String> {
     match file.models.get(model) {
         None => Err(format!("rerank.model: `{model}` is not a declared model")),
