@@ -2,8 +2,9 @@
 //! `train_ce` task holds out of training, scores with the retriever and the trained teacher,
 //! and leaves in its output (`dev/`) for later choices, such as re-ranking's fusion weight.
 //!
-//! This module owns which queries are held out and the layout of `dev/`. It makes no choice
-//! itself, and it only ever sees a training split: test queries and judgments never reach it.
+//! This module owns which queries are held out, the layout of `dev/` and the measure choices
+//! on it are made and reported on. It makes no choice itself, and it only ever sees a
+//! training split: test queries and judgments never reach it.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::path::Path;
 use super::tasks::io_error;
 use super::StageError;
 use crate::data::{trec, Dataset, Qrels, Run};
+use crate::eval::measures::{evaluate, parse_measures, Measure};
 use crate::model::random::SplitMix64;
 use crate::plan::Artifact;
 
@@ -19,6 +21,9 @@ pub(super) const DEV_DIR: &str = "dev";
 const QRELS_FILE: &str = "qrels.txt";
 const FIRST_STAGE_FILE: &str = "first_stage.trec";
 const CROSS_ENCODER_FILE: &str = "cross_encoder.trec";
+
+/// The measure of the dev split: what choices on it maximise and what it reports.
+const DEV_MEASURE: &str = "ndcg_cut.10";
 
 /// Mixed into the task's seed so that the hold-out draws from its own stream.
 const DEV_STREAM: u64 = 0x6465_7673_706c_0003;
@@ -59,6 +64,21 @@ pub(super) struct DevSplit {
 }
 
 impl DevSplit {
+    fn measure() -> Result<Vec<Measure>, StageError> {
+        Ok(parse_measures(&[DEV_MEASURE.to_string()])?)
+    }
+
+    /// The dev measure's name in metrics (`ndcg_cut_10`).
+    pub(super) fn measure_name() -> Result<String, StageError> {
+        Ok(Self::measure()?[0].name())
+    }
+
+    /// The dev measure of `run`, averaged over the dev queries.
+    pub(super) fn mean(&self, run: &Run) -> Result<f64, StageError> {
+        let evaluation = evaluate(&self.qrels, run, &Self::measure()?, false)?;
+        Ok(evaluation.aggregate.values().next().copied().unwrap_or(0.0))
+    }
+
     /// Writes the split into `<out>/dev/`, returning its files as artifacts.
     pub(super) fn write(&self, out: &Path) -> Result<Vec<Artifact>, StageError> {
         let dir = out.join(DEV_DIR);

@@ -25,8 +25,8 @@ use super::dev::DevSplit;
 use super::tasks::{read_split_qrels, upstream_dir, RUN_FILE};
 use super::{Observer, StageError};
 use crate::config::Fusion;
-use crate::data::{beir, trec, Qrels, Run};
-use crate::eval::measures::{evaluate, parse_measures, rank_documents, Measure};
+use crate::data::{beir, trec, Run};
+use crate::eval::measures::{evaluate, parse_measures, rank_documents};
 use crate::eval::Evaluation;
 use crate::model::{load_model, Batch, BertModel, ModelError, TokenizedText};
 use crate::plan::{Artifact, RerankSpec, Stage, TaskOutcome, UpstreamDirs};
@@ -39,8 +39,6 @@ pub const FUSED_PREFIX: &str = "fused_";
 const FUSED_RUN_FILE: &str = "fused_run.trec";
 /// λ is chosen among 0, 1/STEPS, …, 1.
 const LAMBDA_GRID_STEPS: usize = 20;
-/// The measure λ maximises on the dev split.
-const SELECTION_MEASURE: &str = "ndcg_cut.10";
 
 /// Re-ranks the run of the upstream eval task with the cross encoder of `spec`.
 ///
@@ -238,7 +236,6 @@ struct LambdaChoice {
 /// The λ of the grid whose fused re-ranking of each dev query's first-stage top `top_k`
 /// scores the best mean nDCG@10; the smallest such λ when several tie.
 fn choose_lambda(dev: &DevSplit, top_k: usize) -> Result<LambdaChoice, StageError> {
-    let measure = parse_measures(&[SELECTION_MEASURE.to_string()])?;
     let rankings = split_rankings(&dev.first_stage, top_k);
     let mut ce_scores = Vec::new();
     for ranking in &rankings {
@@ -253,9 +250,7 @@ fn choose_lambda(dev: &DevSplit, top_k: usize) -> Result<LambdaChoice, StageErro
             ce_scores.push(*score);
         }
     }
-    let mean = |scores: &[f64]| -> Result<f64, StageError> {
-        mean_of(&dev.qrels, &reranked_run(&rankings, scores), &measure)
-    };
+    let mean = |scores: &[f64]| dev.mean(&reranked_run(&rankings, scores));
     let mut best = (0.0, f64::NEG_INFINITY);
     for step in 0..=LAMBDA_GRID_STEPS {
         let lambda = step as f64 / LAMBDA_GRID_STEPS as f64;
@@ -264,7 +259,7 @@ fn choose_lambda(dev: &DevSplit, top_k: usize) -> Result<LambdaChoice, StageErro
             best = (lambda, value);
         }
     }
-    let name = measure[0].name();
+    let name = DevSplit::measure_name()?;
     let metrics = [
         (
             format!("dev_{name}"),
@@ -280,11 +275,6 @@ fn choose_lambda(dev: &DevSplit, top_k: usize) -> Result<LambdaChoice, StageErro
         lambda: best.0,
         metrics,
     })
-}
-
-fn mean_of(qrels: &Qrels, run: &Run, measure: &[Measure]) -> Result<f64, StageError> {
-    let evaluation = evaluate(qrels, run, measure, false)?;
-    Ok(evaluation.aggregate.values().next().copied().unwrap_or(0.0))
 }
 
 /// One query of the first-stage run in its ranking order, cut at `top_k`.
@@ -372,6 +362,7 @@ pub(super) fn score_pairs(
 mod tests {
     use super::*;
     use crate::config::RerankSettings;
+    use crate::data::Qrels;
     use crate::model::random::{tiny_config, write_random_bert, TINY_VOCAB};
     use crate::plan::{ModelLocation, TaskSpec, TRAINED_MODEL_DIR};
     use crate::stages::training::tests::tiny_dataset;

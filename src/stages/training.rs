@@ -21,7 +21,6 @@ use super::tasks::{io_error, upstream_dirs};
 use super::{Observer, StageError};
 use crate::config::TrainCeSettings;
 use crate::data::{beir, Dataset, Qrels, Run};
-use crate::eval::measures::{evaluate, parse_measures};
 use crate::model::load_model;
 use crate::model::random::SplitMix64;
 use crate::plan::{
@@ -143,22 +142,21 @@ fn score_dev_split(
     Ok(split)
 }
 
-/// nDCG@10 of the dev queries, ranked by the retriever (`dev_ndcg_cut_10`) and by the trained
-/// cross encoder over the same candidates (`dev_reranked_ndcg_cut_10`), and their number.
+/// The dev measure (nDCG@10) of the dev queries ranked by the retriever (`dev_ndcg_cut_10`)
+/// and by the trained cross encoder over the same candidates (`dev_reranked_ndcg_cut_10`),
+/// and their number.
 fn dev_metrics(split: &DevSplit) -> Result<BTreeMap<String, f64>, StageError> {
-    let measure = parse_measures(&["ndcg_cut.10".to_string()])?;
-    let mut metrics = BTreeMap::new();
-    for (prefix, run) in [
-        ("dev_", &split.first_stage),
-        ("dev_reranked_", &split.cross_encoder),
-    ] {
-        let evaluation = evaluate(&split.qrels, run, &measure, false)?;
-        for (name, value) in evaluation.aggregate {
-            metrics.insert(format!("{prefix}{name}"), value);
-        }
-    }
-    metrics.insert("dev_queries".to_string(), split.qrels.len() as f64);
-    Ok(metrics)
+    let name = DevSplit::measure_name()?;
+    Ok([
+        (format!("dev_{name}"), split.mean(&split.first_stage)?),
+        (
+            format!("dev_reranked_{name}"),
+            split.mean(&split.cross_encoder)?,
+        ),
+        ("dev_queries".to_string(), split.qrels.len() as f64),
+    ]
+    .into_iter()
+    .collect())
 }
 
 /// Distils a dual-encoder student. The data follows the loss: `mse` trains on corpus
@@ -586,14 +584,20 @@ pub(super) mod tests {
         }
     }
 
+    /// The dataset, the retriever and the CE's base under `root`, and the retriever's encode
+    /// that a train_ce task takes upstream.
+    fn train_ce_inputs(root: &Path) -> UpstreamDirs {
+        tiny_dataset(&root.join("data"));
+        tiny_model(&root.join("de"), 1, false);
+        tiny_model(&root.join("ce_base"), 2, true);
+        encode(&root.join("de"), &root.join("data"), &root.join("enc"))
+    }
+
     #[test]
     fn train_ce_mines_trains_and_reports() {
         let root = tempfile::tempdir().unwrap();
         let root = root.path();
-        tiny_dataset(&root.join("data"));
-        tiny_model(&root.join("de"), 1, false);
-        tiny_model(&root.join("ce_base"), 2, true);
-        let upstream = encode(&root.join("de"), &root.join("data"), &root.join("enc"));
+        let upstream = train_ce_inputs(root);
         let spec = ce_spec(root, 5);
         let out = root.join("out");
         std::fs::create_dir_all(&out).unwrap();
@@ -646,10 +650,7 @@ pub(super) mod tests {
     fn train_ce_holds_out_a_dev_split_and_scores_it() {
         let root = tempfile::tempdir().unwrap();
         let root = root.path();
-        tiny_dataset(&root.join("data"));
-        tiny_model(&root.join("de"), 1, false);
-        tiny_model(&root.join("ce_base"), 2, true);
-        let upstream = encode(&root.join("de"), &root.join("data"), &root.join("enc"));
+        let upstream = train_ce_inputs(root);
         let mut spec = ce_spec(root, 5);
         spec.settings.dev_fraction = 0.3;
         let out = root.join("out");
