@@ -496,8 +496,8 @@ impl Study {
     }
 
     /// Paired comparisons on nDCG@10 of each student infused from the CE (`ce:K`) against
-    /// the students trained the same way from the DE's layers (`de:K`) and at random, first
-    /// stage only.
+    /// the students whose cells differ only in their init, from the DE's layers (`de:K`) or
+    /// at random, first stage only.
     pub fn student_comparisons(&self, store: &Store) -> Result<Vec<Comparison>, ReportError> {
         let measure = HEADLINE_MEASURES[0];
         let students: Vec<&CellRow> = self
@@ -506,17 +506,8 @@ impl Study {
             .filter(|cell| text(cell, "model").is_some_and(|m| self.is_student(&m)))
             .filter(|cell| reranker(cell).is_none())
             .collect();
-        let same_training = |a: &CellRow, b: &CellRow| {
-            [
-                "model",
-                "dataset",
-                "train_de.loss",
-                "train_de.layers",
-                "seed",
-            ]
-            .iter()
-            .all(|name| a.params.get(*name) == b.params.get(*name))
-        };
+        // Every parameter but the init: a student trained longer is not a rival.
+        let same_training = |a: &CellRow, b: &CellRow| all_but_init(a).eq(all_but_init(b));
         let mut comparisons = Vec::new();
         for infused in &students {
             let Some(init) = text(infused, "train_de.init") else {
@@ -868,6 +859,13 @@ fn constant_parameters(
         constant.push((name.clone(), super::display_any(&value)));
     }
     Ok(constant)
+}
+
+/// A cell's parameters, its student init left out.
+fn all_but_init(cell: &CellRow) -> impl Iterator<Item = (&String, &serde_json::Value)> {
+    cell.params
+        .iter()
+        .filter(|(name, _)| name.as_str() != "train_de.init")
 }
 
 fn text(cell: &CellRow, name: &str) -> Option<String> {

@@ -1,8 +1,8 @@
 //! The training stages: `train_ce` fine-tunes a cross-encoder teacher on a dataset's train
 //! judgments with mined hard negatives (holding out a dev split when asked, [`super::dev`]),
-//! `train_de` distils a dual-encoder student from its
-//! teachers. Both write the trained model into `<output>/model/` ([`TRAINED_MODEL_DIR`]),
-//! where downstream tasks find it through [`crate::plan::ModelLocation`].
+//! `train_de` distils a dual-encoder student from its teachers. Both write the trained model
+//! into `<output>/model/` ([`TRAINED_MODEL_DIR`]), where downstream tasks find it through
+//! [`crate::plan::ModelLocation`].
 //!
 //! This file turns a dataset and its judgments into the training library's examples and its
 //! log into a [`TaskOutcome`]; the optimisation itself is [`crate::train`]'s. Every random
@@ -16,7 +16,7 @@ use candle_core::Device;
 
 use super::dev::{self, DevSplit};
 use super::mining::{self, Candidates, MinedNegative, Retriever};
-use super::rerank;
+use super::rerank::{self, RERANKED_PREFIX};
 use super::tasks::{io_error, upstream_dirs};
 use super::{Observer, StageError};
 use crate::config::TrainCeSettings;
@@ -133,9 +133,8 @@ fn score_dev_split(
         }
         let first_stage = split.first_stage.entry(query.clone()).or_default();
         let cross_encoder = split.cross_encoder.entry(query.clone()).or_default();
-        for (doc, &first) in ranked.iter().zip(first) {
+        for ((doc, &first), &score) in ranked.iter().zip(first).zip(&mut next_score) {
             first_stage.insert(doc.clone(), f64::from(first));
-            let score = next_score.next().copied().unwrap_or(f32::NAN);
             cross_encoder.insert(doc.clone(), f64::from(score));
         }
     }
@@ -150,7 +149,7 @@ fn dev_metrics(split: &DevSplit) -> Result<BTreeMap<String, f64>, StageError> {
     Ok([
         (format!("dev_{name}"), split.mean(&split.first_stage)?),
         (
-            format!("dev_reranked_{name}"),
+            format!("dev_{RERANKED_PREFIX}{name}"),
             split.mean(&split.cross_encoder)?,
         ),
         ("dev_queries".to_string(), split.qrels.len() as f64),
