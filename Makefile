@@ -4,7 +4,7 @@
 CARGO ?= cargo
 PYTHON ?= python3
 MODELS_DIR ?= models
-# The data mirror (BEIR SciFact, raw Cranfield); see README.md "Data".
+# The data mirror (BEIR SciFact, raw Cranfield); see docs/data.md.
 REPRO_MIRROR ?= $(abspath ../shared/data)
 export REPRO_MIRROR
 

@@ -9,6 +9,12 @@ pass over every thread, reusing the encoder's vectorised loops, and dropout mask
 stored: the backward pass draws them again from the same counter-based stream
 ([`DropoutMask`]).
 
+Only real tokens are computed: their rows are packed one sequence after another
+([`Packing`]), so no dense product or element-wise pass runs over padding. Dropout masks keep
+their indices in the padded `(batch, tokens)` layout, so a seed draws the masks it drew
+before packing. The hidden states come back padded, padding rows zero: a loss reads only real
+tokens (mean pooling by mask, the first token), and padding rows' gradients are dropped.
+
 It computes what [`super::BertModel::forward_train`] computes (candle's differentiable ops,
 kept as the reference the tests compare with) for f32 on the CPU, and owns only that:
 parameters and gradients come in as slices arranged by [`EncoderTensors`], named by the
@@ -218,14 +224,61 @@ impl TrainingInput {
         })
     }
 
-    fn rows(&self) -> usize {
+    /// Rows of the padded `(batch, tokens)` layout.
+    fn padded_rows(&self) -> usize {
         self.batch * self.tokens
+    }
+}
+
+/// Where the real tokens of a [`TrainingInput`] lie once packed: sequence after sequence,
+/// each its real tokens only.
+#[derive(Debug, Clone)]
+struct Packing {
+    /// For each packed row, its row in the padded `(batch, tokens)` layout.
+    origins: Vec<usize>,
+    /// The first packed row of each sequence, and the number of packed rows at the end.
+    starts: Vec<usize>,
+}
+
+impl Packing {
+    fn of(input: &TrainingInput) -> Self {
+        let mut origins = Vec::with_capacity(input.lengths.iter().sum());
+        let mut starts = Vec::with_capacity(input.batch + 1);
+        for (sequence, &length) in input.lengths.iter().enumerate() {
+            starts.push(origins.len());
+            origins.extend((0..length).map(|token| sequence * input.tokens + token));
+        }
+        starts.push(origins.len());
+        Packing { origins, starts }
+    }
+
+    fn rows(&self) -> usize {
+        self.origins.len()
+    }
+
+    /// The packed rows of `padded`, rows `width` wide.
+    fn pack(&self, padded: &[f32], width: usize) -> Vec<f32> {
+        let mut packed = Vec::with_capacity(self.rows() * width);
+        for &origin in &self.origins {
+            packed.extend_from_slice(&padded[origin * width..][..width]);
+        }
+        packed
+    }
+
+    /// `packed` rows back at their padded places among `padded_rows` rows, padding zero.
+    fn unpack(&self, packed: &[f32], width: usize, padded_rows: usize) -> Vec<f32> {
+        let mut padded = vec![0f32; padded_rows * width];
+        for (row, &origin) in packed.chunks_exact(width).zip(&self.origins) {
+            padded[origin * width..][..width].copy_from_slice(row);
+        }
+        padded
     }
 }
 
 /// What one training forward pass keeps for its backward pass.
 pub struct Tape {
     input: TrainingInput,
+    packing: Packing,
     embedding_norm: SavedNorm,
     embedding_dropout: DropoutMask,
     layers: Vec<LayerTape>,
@@ -333,7 +386,7 @@ fn check(
         dense("output", &layer.output, hidden, inner)?;
         norm("output layer norm", &layer.output_norm)?;
     }
-    let rows = input.rows();
+    let rows = input.padded_rows();
     expect("input ids", input.ids.len(), rows)?;
     expect("token types", input.token_types.len(), rows)?;
     expect("sequence lengths", input.lengths.len(), input.batch)?;
@@ -383,20 +436,28 @@ pub fn forward(
 ) -> Result<(Vec<f32>, Tape), ModelError> {
     check(config, params, &input)?;
     let sizes = Sizes::of(config);
-    let summed = embed(params, &input, sizes.hidden);
+    let packing = Packing::of(&input);
+    let summed = embed(params, &input, &packing, sizes.hidden);
     let no_dropout = (&DropoutMask::Identity, &[][..]);
-    let (mut hidden, embedding_norm) =
-        rows::layer_norm_forward(summed, no_dropout, &params.embeddings.norm, sizes.eps);
-    let embedding_dropout = dropout.hidden_mask(hidden.len());
-    rows::apply_dropout(&mut hidden, &embedding_dropout);
+    let (mut hidden, embedding_norm) = rows::layer_norm_forward(
+        summed,
+        no_dropout,
+        &packing.origins,
+        &params.embeddings.norm,
+        sizes.eps,
+    );
+    let embedding_dropout = dropout.hidden_mask(input.padded_rows() * sizes.hidden);
+    rows::apply_dropout(&mut hidden, &embedding_dropout, &packing.origins);
     let mut layers = Vec::with_capacity(params.layers.len());
     for layer in &params.layers {
-        let (output, tape) = layer_forward(sizes, layer, &input, hidden, dropout);
+        let (output, tape) = layer_forward(sizes, layer, (&input, &packing), hidden, dropout);
         layers.push(tape);
         hidden = output;
     }
+    let hidden = packing.unpack(&hidden, sizes.hidden, input.padded_rows());
     let tape = Tape {
         input,
+        packing,
         embedding_norm,
         embedding_dropout,
         layers,
@@ -404,14 +465,19 @@ pub fn forward(
     Ok((hidden, tape))
 }
 
-/// `word + token type + position` embedding of every row.
-fn embed(params: &EncoderTensors<&[f32]>, input: &TrainingInput, hidden: usize) -> Vec<f32> {
+/// `word + token type + position` embedding of every packed row.
+fn embed(
+    params: &EncoderTensors<&[f32]>,
+    input: &TrainingInput,
+    packing: &Packing,
+    hidden: usize,
+) -> Vec<f32> {
     let embeddings = &params.embeddings;
-    let mut summed = vec![0f32; input.rows() * hidden];
-    for (row, out) in summed.chunks_exact_mut(hidden).enumerate() {
-        let word = &embeddings.words[input.ids[row] as usize * hidden..][..hidden];
-        let kind = &embeddings.token_types[input.token_types[row] as usize * hidden..][..hidden];
-        let position = &embeddings.positions[(row % input.tokens) * hidden..][..hidden];
+    let mut summed = vec![0f32; packing.rows() * hidden];
+    for (out, &origin) in summed.chunks_exact_mut(hidden).zip(&packing.origins) {
+        let word = &embeddings.words[input.ids[origin] as usize * hidden..][..hidden];
+        let kind = &embeddings.token_types[input.token_types[origin] as usize * hidden..][..hidden];
+        let position = &embeddings.positions[(origin % input.tokens) * hidden..][..hidden];
         for (((out, w), t), p) in out.iter_mut().zip(word).zip(kind).zip(position) {
             *out = (w + t) + p;
         }
@@ -422,44 +488,48 @@ fn embed(params: &EncoderTensors<&[f32]>, input: &TrainingInput, hidden: usize) 
 fn layer_forward(
     sizes: Sizes,
     layer: &LayerTensors<&[f32]>,
-    input: &TrainingInput,
+    (input, packing): (&TrainingInput, &Packing),
     x: Vec<f32>,
     dropout: &mut Dropout,
 ) -> (Vec<f32>, LayerTape) {
-    let rows = input.rows();
     let hidden = sizes.hidden;
+    let padded_values = input.padded_rows() * hidden;
+    let origins = &packing.origins;
     let qkv = rows::dense_forward(&x, &[&layer.query, &layer.key, &layer.value]);
     let geometry = Geometry {
         tokens: input.tokens,
         heads: sizes.heads,
         head_size: sizes.head_size,
     };
-    let mut context = vec![0f32; rows * hidden];
-    let mut probabilities = vec![0f32; input.batch * sizes.heads * input.tokens * input.tokens];
-    let probability_dropout = dropout.attention_mask(probabilities.len());
+    let mut context = vec![0f32; packing.rows() * hidden];
+    let mut probabilities = vec![0f32; geometry.probabilities(&input.lengths)];
+    let probability_dropout =
+        dropout.attention_mask(input.batch * sizes.heads * input.tokens * input.tokens);
     attention::forward(
         geometry,
+        (&packing.starts, &input.lengths),
         &qkv,
-        &input.lengths,
         &probability_dropout,
         &mut context,
         &mut probabilities,
     );
     let projected = rows::dense_forward(&context, &[&layer.attention_output]);
-    let attention_dropout = dropout.hidden_mask(projected.len());
+    let attention_dropout = dropout.hidden_mask(padded_values);
     let (attended, attention_norm) = rows::layer_norm_forward(
         projected,
         (&attention_dropout, &x),
+        origins,
         &layer.attention_norm,
         sizes.eps,
     );
     let intermediate = rows::dense_forward(&attended, &[&layer.intermediate]);
     let activated = rows::activate(&intermediate, sizes.activation);
     let projected = rows::dense_forward(&activated, &[&layer.output]);
-    let output_dropout = dropout.hidden_mask(projected.len());
+    let output_dropout = dropout.hidden_mask(padded_values);
     let (output, output_norm) = rows::layer_norm_forward(
         projected,
         (&output_dropout, &attended),
+        origins,
         &layer.output_norm,
         sizes.eps,
     );
@@ -487,11 +557,11 @@ pub fn backward(
     config: &BertConfig,
     params: &EncoderTensors<&[f32]>,
     tape: &Tape,
-    mut d_output: Vec<f32>,
+    d_output: Vec<f32>,
     gradients: &mut EncoderTensors<&mut [f32]>,
 ) -> Result<(), ModelError> {
     let sizes = Sizes::of(config);
-    let rows = tape.input.rows();
+    let rows = tape.input.padded_rows();
     if d_output.len() != rows * sizes.hidden
         || params.layers.len() != tape.layers.len()
         || gradients.layers.len() != tape.layers.len()
@@ -504,6 +574,8 @@ pub fn backward(
             tape.layers.len()
         )));
     }
+    let (input, packing) = (&tape.input, &tape.packing);
+    let mut d_output = packing.pack(&d_output, sizes.hidden);
     for ((layer, saved), grads) in params
         .layers
         .iter()
@@ -511,9 +583,9 @@ pub fn backward(
         .zip(gradients.layers.iter_mut())
         .rev()
     {
-        d_output = layer_backward(sizes, layer, saved, &tape.input, d_output, grads);
+        d_output = layer_backward(sizes, layer, saved, (input, packing), d_output, grads);
     }
-    rows::apply_dropout(&mut d_output, &tape.embedding_dropout);
+    rows::apply_dropout(&mut d_output, &tape.embedding_dropout, &packing.origins);
     let embeddings = &mut gradients.embeddings;
     rows::layer_norm_backward(
         &mut d_output,
@@ -522,15 +594,14 @@ pub fn backward(
         &mut embeddings.norm,
     );
     let hidden = sizes.hidden;
-    for (row, d) in d_output.chunks_exact(hidden).enumerate() {
-        let input = &tape.input;
+    for (d, &origin) in d_output.chunks_exact(hidden).zip(&packing.origins) {
         let targets = [
-            (&mut *embeddings.words, input.ids[row] as usize),
+            (&mut *embeddings.words, input.ids[origin] as usize),
             (
                 &mut *embeddings.token_types,
-                input.token_types[row] as usize,
+                input.token_types[origin] as usize,
             ),
-            (&mut *embeddings.positions, row % input.tokens),
+            (&mut *embeddings.positions, origin % input.tokens),
         ];
         for (table, index) in targets {
             for (g, d) in table[index * hidden..][..hidden].iter_mut().zip(d) {
@@ -545,12 +616,12 @@ fn layer_backward(
     sizes: Sizes,
     layer: &LayerTensors<&[f32]>,
     saved: &LayerTape,
-    input: &TrainingInput,
+    (input, packing): (&TrainingInput, &Packing),
     mut d_output: Vec<f32>,
     grads: &mut LayerTensors<&mut [f32]>,
 ) -> Vec<f32> {
     let (hidden, inner) = (sizes.hidden, sizes.intermediate);
-    let rows = input.rows();
+    let (rows, origins) = (packing.rows(), &packing.origins);
     // Output block: layer norm, residual, dropout, dense, activation, dense.
     rows::layer_norm_backward(
         &mut d_output,
@@ -559,7 +630,7 @@ fn layer_backward(
         &mut grads.output_norm,
     );
     let mut d_attended = d_output.clone();
-    rows::apply_dropout(&mut d_output, &saved.output_dropout);
+    rows::apply_dropout(&mut d_output, &saved.output_dropout, origins);
     rows::dense_parameter_gradients(&d_output, (hidden, 0), &saved.activated, &mut grads.output);
     let mut d_intermediate = vec![0f32; rows * inner];
     rows::dense_input_gradient(
@@ -592,7 +663,7 @@ fn layer_backward(
         &mut grads.attention_norm,
     );
     let mut d_input = d_attended.clone();
-    rows::apply_dropout(&mut d_attended, &saved.attention_dropout);
+    rows::apply_dropout(&mut d_attended, &saved.attention_dropout, origins);
     rows::dense_parameter_gradients(
         &d_attended,
         (hidden, 0),
@@ -614,8 +685,8 @@ fn layer_backward(
             heads: sizes.heads,
             head_size: sizes.head_size,
         },
+        (&packing.starts, &input.lengths),
         &saved.qkv,
-        &input.lengths,
         &saved.probability_dropout,
         &saved.probabilities,
         &d_context,
@@ -632,4 +703,40 @@ fn layer_backward(
         rows::dense_input_gradient(&d_qkv, columns, dense.weight, &mut d_input, true);
     }
     d_input
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(lengths: &[usize], tokens: usize) -> TrainingInput {
+        let batch = lengths.len();
+        TrainingInput {
+            batch,
+            tokens,
+            ids: vec![0; batch * tokens],
+            token_types: vec![0; batch * tokens],
+            lengths: lengths.to_vec(),
+        }
+    }
+
+    #[test]
+    fn packing_keeps_the_real_rows_in_order() {
+        let packing = Packing::of(&input(&[4, 1, 2], 4));
+        assert_eq!(packing.origins, vec![0, 1, 2, 3, 4, 8, 9]);
+        assert_eq!(packing.starts, vec![0, 4, 5, 7]);
+        assert_eq!(packing.rows(), 7);
+    }
+
+    #[test]
+    fn unpacking_zeroes_padding_and_packing_takes_it_back() {
+        let packing = Packing::of(&input(&[1, 3], 3));
+        let packed: Vec<f32> = (1..=8).map(|v| v as f32).collect();
+        let padded = packing.unpack(&packed, 2, 6);
+        assert_eq!(
+            padded,
+            vec![1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+        );
+        assert_eq!(packing.pack(&padded, 2), packed);
+    }
 }

@@ -126,16 +126,21 @@ fn column_sums_generic(block: &[f32], stride: usize, offset: usize, sums: &mut [
     }
 }
 
-/// `values ⊙ mask`, element `i` of `values` being element `i` of the mask.
-pub(super) fn apply_dropout(values: &mut [f32], mask: &DropoutMask) {
-    if mask.is_identity() {
+/// `values ⊙ mask` for rows `width = values.len() / origins.len()` wide, element `c` of row
+/// `r` being element `origins[r] · width + c` of the mask (rows at their padded places).
+pub(super) fn apply_dropout(values: &mut [f32], mask: &DropoutMask, origins: &[usize]) {
+    if mask.is_identity() || origins.is_empty() {
         return;
     }
-    let block = 8192;
+    let width = values.len() / origins.len();
     values
-        .par_chunks_mut(block)
-        .enumerate()
-        .for_each(|(index, chunk)| apply_mask(chunk, mask, index * block));
+        .par_chunks_mut(width * ROW_BLOCK)
+        .zip(origins.par_chunks(ROW_BLOCK))
+        .for_each(|(rows, origins)| {
+            for (row, origin) in rows.chunks_exact_mut(width).zip(origins) {
+                apply_mask(row, mask, origin * width);
+            }
+        });
 }
 
 /// `values[i] *= mask.factor(first + i)`, vectorised.
@@ -195,11 +200,13 @@ pub(super) struct SavedNorm {
 }
 
 /// `y = layer_norm(x ⊙ mask + residual) · γ + β` row by row (the variance from centred
-/// values, as candle's layer norm takes it; `residual` empty for none); returns `y` and what
-/// the backward pass needs.
+/// values, as candle's layer norm takes it; `residual` empty for none; the mask read at each
+/// row's padded place, `origins` as [`apply_dropout`] reads them); returns `y` and what the
+/// backward pass needs.
 pub(super) fn layer_norm_forward(
     x: Vec<f32>,
     (mask, residual): (&DropoutMask, &[f32]),
+    origins: &[usize],
     norm: &Norm<&[f32]>,
     eps: f32,
 ) -> (Vec<f32>, SavedNorm) {
@@ -212,11 +219,12 @@ pub(super) fn layer_norm_forward(
         .par_chunks_mut(width * ROW_BLOCK)
         .zip(output.par_chunks_mut(width * ROW_BLOCK))
         .zip(inverse_deviation.par_chunks_mut(ROW_BLOCK))
+        .zip(origins.par_chunks(ROW_BLOCK))
         .enumerate()
-        .for_each(|(block, ((xs, ys), deviations))| {
+        .for_each(|(block, (((xs, ys), deviations), origins))| {
             let first = block * width * ROW_BLOCK;
             let residual = residual.get(first..first + xs.len()).unwrap_or(&[]);
-            let inputs = (mask, residual, first);
+            let inputs = (mask, residual, origins);
             layer_norm_block(xs, ys, deviations, inputs, norm.scale, norm.shift, eps)
         });
     let saved = SavedNorm {
@@ -230,7 +238,7 @@ fn layer_norm_block(
     xs: &mut [f32],
     ys: &mut [f32],
     deviations: &mut [f32],
-    inputs: (&DropoutMask, &[f32], usize),
+    inputs: (&DropoutMask, &[f32], &[usize]),
     scale: &[f32],
     shift: &[f32],
     eps: f32,
@@ -250,13 +258,17 @@ fn layer_norm_generic(
     xs: &mut [f32],
     ys: &mut [f32],
     deviations: &mut [f32],
-    (mask, residual, first): (&DropoutMask, &[f32], usize),
+    (mask, residual, origins): (&DropoutMask, &[f32], &[usize]),
     scale: &[f32],
     shift: &[f32],
     eps: f32,
 ) {
     let width = scale.len();
-    mask.apply(xs, first);
+    if !mask.is_identity() {
+        for (row, origin) in xs.chunks_exact_mut(width).zip(origins) {
+            mask.apply(row, origin * width);
+        }
+    }
     if !residual.is_empty() {
         for (x, r) in xs.iter_mut().zip(residual) {
             *x += r;
@@ -432,7 +444,7 @@ target_builds!(layer_norm_generic => layer_norm_avx2, layer_norm_avx512(
     xs: &mut [f32],
     ys: &mut [f32],
     deviations: &mut [f32],
-    inputs: (&DropoutMask, &[f32], usize),
+    inputs: (&DropoutMask, &[f32], &[usize]),
     scale: &[f32],
     shift: &[f32],
     eps: f32
