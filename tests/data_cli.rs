@@ -159,6 +159,104 @@ fn cranfield_by_name_is_imported_from_the_mirror_once() {
     assert!(cranfield["local"].is_string());
 }
 
+/// Every raw collection of the mirror, known by name, imported with its conventions: the
+/// counts the mirror's README gives (documents, queries, judged queries, judgments).
+#[test]
+fn every_raw_collection_of_the_mirror_is_fetched_by_name_with_its_counts() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let expected = [
+        ("cranfield", "smart", 1400, 225, 225, 1837),
+        ("med", "smart", 1033, 30, 30, 696),
+        ("cacm", "smart", 3204, 64, 52, 796),
+        ("adi", "smart", 82, 35, 35, 170),
+        ("npl", "trec", 11429, 93, 93, 2083),
+    ];
+    let list = json_stdout(
+        repro(&data_dir)
+            .env("REPRO_MIRROR", mirror())
+            .args(["data", "list", "--json"]),
+    );
+    for (name, format, documents, queries, judged, judgments) in expected {
+        repro(&data_dir)
+            .env("REPRO_MIRROR", mirror())
+            .args(["data", "fetch", name])
+            .assert()
+            .success();
+        let info = json_stdout(repro(&data_dir).args(["data", "info", name, "--json"]));
+        let counts = [
+            &info["documents"],
+            &info["queries"],
+            &info["judged_queries"],
+            &info["judgments"],
+        ];
+        assert_eq!(
+            counts.map(|count| count.as_u64().unwrap()),
+            [documents, queries, judged, judgments],
+            "{name}"
+        );
+        let entry = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is not listed"));
+        assert_eq!(entry["format"], format, "{name}");
+        assert_eq!(entry["mirror"]["format"], format, "{name}");
+    }
+}
+
+#[test]
+fn import_trec_converts_the_real_npl() {
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("npl-beir");
+    repro(&temp.path().join("data"))
+        .args(["data", "import-trec"])
+        .arg(mirror().join("npl"))
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(contains("documents         11429  doc-text.trec"))
+        .stdout(contains("queries              93  query-text.trec"))
+        .stdout(contains("judgments          2083  qrels"));
+    let dataset = repro::data::beir::load(&out, "test").unwrap();
+    let first = &dataset.corpus[0];
+    assert_eq!(first.id, "1");
+    assert!(first
+        .text
+        .starts_with("compact memories have flexible capacities"));
+    let query = dataset.queries.iter().find(|q| q.id == "1").unwrap();
+    assert_eq!(
+        query.text,
+        "MEASUREMENT OF DIELECTRIC CONSTANT OF LIQUIDS BY THE USE OF MICROWAVE TECHNIQUES"
+    );
+}
+
+/// A TREC collection with a broken record stops the import with the file and line.
+#[test]
+fn import_trec_names_the_line_of_a_broken_record() {
+    let temp = tempfile::tempdir().unwrap();
+    let src = temp.path().join("broken");
+    std::fs::create_dir(&src).unwrap();
+    let documents = "<DOC>\n<DOCNO>1</DOCNO>\ntext\n</DOC>\n<DOC>\n<DOCNO>2</DOCNO>\nno end\n";
+    std::fs::write(src.join("docs.trec"), documents).unwrap();
+    std::fs::write(
+        src.join("topics.trec"),
+        "<top><num>1</num><title>q</title></top>\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("qrels"), "1 0 1 1\n").unwrap();
+    repro(&temp.path().join("data"))
+        .args(["data", "import-trec"])
+        .arg(&src)
+        .arg("--out")
+        .arg(temp.path().join("out"))
+        .assert()
+        .failure()
+        .stderr(contains("docs.trec:5: <doc> never closed"));
+}
+
 #[test]
 fn unknown_dataset_is_one_clear_error() {
     let temp = tempfile::tempdir().unwrap();

@@ -15,16 +15,20 @@ use serde_json::json;
 
 use super::{GlobalArgs, Progress};
 use crate::data::fetch::{self, Format, BEIR_BASE_URL};
-use crate::data::{beir, smart};
+use crate::data::{beir, sgml, smart};
 
 /// `repro data ...` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum DataCommand {
     /// Put a dataset into the data directory (copied from the mirror, imported from a raw
-    /// SMART collection in the mirror, or downloaded from BEIR) and print its directory.
+    /// SMART or TREC collection in the mirror, or downloaded from BEIR) and print its
+    /// directory.
     Fetch(FetchArgs),
-    /// Convert a raw SMART collection (Cranfield, CISI, MED, CACM) into a BEIR directory.
+    /// Convert a raw SMART collection (Cranfield, CISI, MED, CACM, ADI) into a BEIR directory.
     ImportSmart(ImportArgs),
+    /// Convert a raw TREC collection (SGML-style <DOC> documents and <top> topics, TREC
+    /// qrels; e.g. NPL) into a BEIR directory.
+    ImportTrec(ImportTrecArgs),
     /// List the known datasets and where each is available.
     List {
         /// Print a JSON array instead of a table.
@@ -73,6 +77,19 @@ pub struct ImportArgs {
     pub json: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ImportTrecArgs {
+    /// Directory holding the collection's documents files, topics file and qrels, recognised
+    /// by their content.
+    pub src_dir: PathBuf,
+    /// Output directory (BEIR layout: corpus.jsonl, queries.jsonl, qrels/test.tsv).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum QueryIdsArg {
     /// Recognise from the files (position for Cranfield-style collections).
@@ -99,7 +116,7 @@ pub enum JudgmentsFormatArg {
 
 #[derive(Debug, clap::Args)]
 pub struct InfoArgs {
-    /// Dataset name (data directory, then mirror) or a directory (BEIR or raw SMART).
+    /// Dataset name (data directory, then mirror) or a directory (BEIR, raw SMART or TREC).
     pub name: String,
     /// Which judgments to count (`qrels/<split>.tsv`).
     #[arg(long, default_value = "test")]
@@ -113,6 +130,7 @@ pub fn run(global: &GlobalArgs, command: &DataCommand) -> anyhow::Result<()> {
     match command {
         DataCommand::Fetch(args) => run_fetch(global, args),
         DataCommand::ImportSmart(args) => run_import(args),
+        DataCommand::ImportTrec(args) => run_import_trec(args),
         DataCommand::List { json } => run_list(global, *json),
         DataCommand::Info(args) => run_info(global, args),
     }
@@ -228,12 +246,58 @@ fn run_import(args: &ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn run_import_trec(args: &ImportTrecArgs) -> anyhow::Result<()> {
+    let summary = sgml::import(&args.src_dir, &args.out)
+        .with_context(|| format!("importing {}", args.src_dir.display()))?;
+    if args.json {
+        let value = json!({
+            "out_dir": summary.out_dir,
+            "documents_files": summary.sources.documents,
+            "topics_file": summary.sources.topics,
+            "judgments_file": summary.sources.judgments,
+            "documents": summary.documents,
+            "queries": summary.queries,
+            "judged_queries": summary.judged_queries,
+            "judgments": summary.judgments,
+            "relevant": summary.relevant,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let name = |path: &Path| {
+        path.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let documents: Vec<String> = summary.sources.documents.iter().map(|p| name(p)).collect();
+    println!(
+        "documents       {:>7}  {}",
+        summary.documents,
+        documents.join(", ")
+    );
+    println!(
+        "queries         {:>7}  {}",
+        summary.queries,
+        name(&summary.sources.topics)
+    );
+    println!("judged queries  {:>7}", summary.judged_queries);
+    println!(
+        "judgments       {:>7}  {}",
+        summary.judgments,
+        name(&summary.sources.judgments)
+    );
+    println!("relevant        {:>7}  grade >= 1", summary.relevant);
+    println!("written to {} (split `test`)", summary.out_dir.display());
+    Ok(())
+}
+
 fn run_list(global: &GlobalArgs, json: bool) -> anyhow::Result<()> {
     let mirror = global.mirror.as_deref();
     let list = fetch::availability(&global.data_dir, mirror);
     let format_name = |format: Format| match format {
         Format::Beir => "beir",
         Format::Smart => "smart",
+        Format::Trec => "trec",
     };
     if json {
         let values: Vec<serde_json::Value> = list

@@ -4,18 +4,19 @@ download server, with checksum verification.
 
 This module owns the registry of known datasets (their sources and checksums), the order in
 which places are searched ([`resolve`]), copying, downloading and unpacking into the data
-directory ([`fetch`]), and the marker file that makes a SMART import happen once. It must not
-parse dataset formats itself ([`super::beir`] and [`super::smart`] do) and must not print:
+directory ([`fetch`]), and the marker file that makes a raw import happen once. It must not
+parse dataset formats itself ([`super::beir`], [`super::smart`] and [`super::sgml`] do) and must not print:
 progress goes to the caller's callback.
 
 Places, in the order [`resolve`] tries them:
 
-1. `name_or_path` as a path: a BEIR directory is used as it is; a raw SMART collection is
+1. `name_or_path` as a path: a BEIR directory is used as it is; a raw SMART or TREC collection is
    imported into `data_dir/<dir name>`.
 2. `data_dir/<name>` holding a BEIR layout.
 3. `mirror/<name>` holding a BEIR layout: checked against the known sha256s and used in place
    (a mirror is read-only and may be large; copying it buys nothing).
-4. `mirror/<name>` holding a raw SMART collection: checked, imported into `data_dir/<name>`.
+4. `mirror/<name>` holding a raw SMART or TREC collection: checked, imported into
+   `data_dir/<name>`.
 
 [`resolve`] never uses the network, so that a run never starts a download by surprise;
 [`fetch`] does, when neither the data directory nor the mirror has the dataset.
@@ -34,7 +35,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{beir, smart, DataError};
+use super::{beir, sgml, smart, DataError};
 use crate::util::{sha256_file, write_atomic};
 
 mod md5;
@@ -54,6 +55,24 @@ pub enum Format {
     Beir,
     /// A raw SMART collection, converted to BEIR on import.
     Smart,
+    /// A raw TREC collection (SGML-style documents and topics, TREC qrels), converted to BEIR
+    /// on import.
+    Trec,
+}
+
+impl Format {
+    /// The raw format of the collection in `dir`, if it holds one.
+    pub fn of_raw_dir(dir: &Path) -> Option<Format> {
+        if !dir.is_dir() {
+            None
+        } else if smart::is_smart_dir(dir) {
+            Some(Format::Smart)
+        } else if sgml::is_trec_dir(dir) {
+            Some(Format::Trec)
+        } else {
+            None
+        }
+    }
 }
 
 /// A dataset repro knows by name.
@@ -134,6 +153,90 @@ const REGISTRY: &[KnownDataset] = &[
             (
                 "cranqrel",
                 "a90f56082cd44db70bf2c21ebca39a1a34e37c82ccb5ddf1bcc64f18795234c7",
+            ),
+        ],
+        downloadable: false,
+    },
+    KnownDataset {
+        name: "med",
+        format: Format::Smart,
+        description: "MEDLARS: 1,033 medical abstracts, 30 queries (raw SMART)",
+        zip_md5: None,
+        files: &[
+            (
+                "MED.ALL",
+                "fdcd99cf7fc6c45707c9b5bef7daac739f06c4063ebcad9b5cccf2f939fa4236",
+            ),
+            (
+                "MED.QRY",
+                "41fbc9d7a0ac8620d53e09b3429d2695cecc63d4bf7e15e55bbcee0785a1798c",
+            ),
+            (
+                "MED.REL",
+                "9bbcf3b73afc8b0f54362b516f323e52ab3c4147d146dedeb18fdba01f0a4288",
+            ),
+        ],
+        downloadable: false,
+    },
+    KnownDataset {
+        name: "cacm",
+        format: Format::Smart,
+        description: "CACM: 3,204 computing abstracts, 64 queries (52 judged) (raw SMART)",
+        zip_md5: None,
+        files: &[
+            (
+                "cacm.all",
+                "3b3b7fa48df75ed60361bf2dda6fcdf54455a8117629f49af92771559aba81c7",
+            ),
+            (
+                "query.text",
+                "ca004f06b57cb8a298c73bf55793174e50ff32fc83c5bb5f10ed2ed559f621e6",
+            ),
+            (
+                "qrels.text",
+                "da4202b0c70cad7d91c9a028eaf8cbd0a4ca981ebdc3955eb75ba7b6de6f185c",
+            ),
+        ],
+        downloadable: false,
+    },
+    KnownDataset {
+        name: "adi",
+        format: Format::Smart,
+        description: "ADI: 82 documentation abstracts, 35 queries (raw SMART)",
+        zip_md5: None,
+        files: &[
+            (
+                "ADI.ALL",
+                "7154f3d91194ca290e306da8803b24eef311064479ec33ab88dac7a9ecd4a3fa",
+            ),
+            (
+                "ADI.QRY",
+                "5c6b19a1f1ffa3ad479f3c85914ea6590e05cc0406c8b439e8143917961f380c",
+            ),
+            (
+                "ADI.REL",
+                "8c75a2e1f0f02011ba1e6b25893d70ddd2f5602fc9a694a2ab6781e0ec66d745",
+            ),
+        ],
+        downloadable: false,
+    },
+    KnownDataset {
+        name: "npl",
+        format: Format::Trec,
+        description: "NPL: 11,429 electrical-engineering abstracts, 93 queries (raw TREC)",
+        zip_md5: None,
+        files: &[
+            (
+                "doc-text.trec",
+                "117ae7491647cb9725621bad52969a78307de19b1757852a0a2383659a856d36",
+            ),
+            (
+                "query-text.trec",
+                "fef998db14818f74a22b2fb2be06425d5fb0dbd83ed9841fa0440e0a5477da7b",
+            ),
+            (
+                "qrels",
+                "1b3ed6a43752c7a7becb0dbd1614d662791bb7825b60182fd36be24d480ea447",
             ),
         ],
         downloadable: false,
@@ -224,14 +327,15 @@ pub fn resolve(
         if beir::is_beir_dir(path) {
             return Ok(path.to_path_buf());
         }
-        if path.is_dir() && smart::is_smart_dir(path) {
+        if let Some(format) = Format::of_raw_dir(path) {
             let name = directory_name(path)?;
-            return import_smart_once(&name, path, data_dir, None);
+            return import_raw_once(&name, (path, format), data_dir, None);
         }
         return Err(DataError::Invalid {
             path: path.to_path_buf(),
             message: "neither a BEIR dataset (corpus.jsonl, queries.jsonl, qrels/) nor a raw \
-                      SMART collection (.I records)"
+                      SMART collection (.I records) nor a raw TREC collection (<DOC> and <top> \
+                      records, qrels)"
                 .to_string(),
         });
     }
@@ -257,8 +361,8 @@ pub fn resolve(
                 }
                 return Ok(candidate);
             }
-            if candidate.is_dir() && smart::is_smart_dir(&candidate) {
-                return import_smart_once(name, &candidate, data_dir, entry);
+            if let Some(format) = Format::of_raw_dir(&candidate) {
+                return import_raw_once(name, (&candidate, format), data_dir, entry);
             }
             searched.push(candidate.display().to_string());
         }
@@ -277,9 +381,10 @@ fn not_found_hint(name: &str, entry: Option<&KnownDataset>, data_dir: &Path) -> 
             "; run `repro data fetch {name}` to download it, or set REPRO_MIRROR (--mirror) to \
              a directory holding `{name}/`"
         ),
-        Some(_) => format!(
+        Some(entry) => format!(
             "; set REPRO_MIRROR (--mirror) to a directory holding the raw collection `{name}/`, \
-             or convert it with `repro data import-smart DIR --out {}`",
+             or convert it with `repro data {} DIR --out {}`",
+            import_command(entry.format),
             data_dir.join(name).display()
         ),
         None => {
@@ -341,8 +446,8 @@ pub fn fetch_from(
         if beir::is_beir_dir(&candidate) {
             return copy_beir(name, &candidate, data_dir, entry);
         }
-        if candidate.is_dir() && smart::is_smart_dir(&candidate) {
-            return import_smart_once(name, &candidate, data_dir, entry);
+        if let Some(format) = Format::of_raw_dir(&candidate) {
+            return import_raw_once(name, (&candidate, format), data_dir, entry);
         }
     }
     if let Some(entry) = entry.filter(|entry| !entry.downloadable) {
@@ -354,9 +459,10 @@ pub fn fetch_from(
             name: name.to_string(),
             message: format!(
                 "{} is distributed as a raw collection that repro does not download, and {place}; \
-                 put the raw files in `<mirror>/{name}/`, or convert them with `repro data \
-                 import-smart DIR --out {}`",
+                 put the raw files in `<mirror>/{name}/`, or convert them with `repro data {} \
+                 DIR --out {}`",
                 entry.description,
+                import_command(entry.format),
                 target.display()
             ),
         });
@@ -415,7 +521,7 @@ pub fn availability(data_dir: &Path, mirror: Option<&Path>) -> Vec<Availability>
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
-            let is_dataset = beir::is_beir_dir(&path) || smart::is_smart_dir(&path);
+            let is_dataset = beir::is_beir_dir(&path) || Format::of_raw_dir(&path).is_some();
             if is_plain_name(&name)
                 && is_dataset
                 && !names.contains(&name)
@@ -435,10 +541,8 @@ pub fn availability(data_dir: &Path, mirror: Option<&Path>) -> Vec<Availability>
                 let path = mirror.join(&name);
                 if beir::is_beir_dir(&path) {
                     Some((path, Format::Beir))
-                } else if smart::is_smart_dir(&path) {
-                    Some((path, Format::Smart))
                 } else {
-                    None
+                    Format::of_raw_dir(&path).map(|format| (path, format))
                 }
             });
             Availability {
@@ -454,16 +558,50 @@ pub fn availability(data_dir: &Path, mirror: Option<&Path>) -> Vec<Availability>
 /// What [`MARKER_FILE`] holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Marker {
-    /// `smart-import`, `mirror` or `download`.
+    /// `smart-import`, `trec-import`, `mirror` or `download`.
     origin: String,
     /// The source directory or URL.
     source: String,
-    /// File name → `sha256:<hex>` of the sources (SMART files, the downloaded zip) or of the
+    /// File name → `sha256:<hex>` of the sources (raw files, the downloaded zip) or of the
     /// copied files.
     checksums: BTreeMap<String, String>,
 }
 
 const ORIGIN_SMART: &str = "smart-import";
+const ORIGIN_TREC: &str = "trec-import";
+
+/// The `repro data` command that converts a raw collection of `format`.
+fn import_command(format: Format) -> &'static str {
+    match format {
+        Format::Trec => "import-trec",
+        Format::Smart | Format::Beir => "import-smart",
+    }
+}
+
+/// A raw collection's source files, recognised as its format reads them.
+fn raw_sources(source: &Path, format: Format) -> Result<Vec<PathBuf>, DataError> {
+    Ok(match format {
+        Format::Trec => {
+            let sources = sgml::find_sources(source)?;
+            sources.paths().into_iter().map(Path::to_path_buf).collect()
+        }
+        Format::Smart | Format::Beir => {
+            let sources = smart::find_sources(source, &smart::SourceHints::default())?;
+            sources.paths().into_iter().map(Path::to_path_buf).collect()
+        }
+    })
+}
+
+/// Converts the raw collection in `source` into the BEIR directory `out`.
+fn import_raw(source: &Path, format: Format, out: &Path) -> Result<(), DataError> {
+    match format {
+        Format::Trec => sgml::import(source, out).map(drop),
+        Format::Smart | Format::Beir => {
+            let sources = smart::find_sources(source, &smart::SourceHints::default())?;
+            smart::import_with(&sources, out, &smart::ImportOptions::default()).map(drop)
+        }
+    }
+}
 
 fn read_marker(dir: &Path) -> Option<Marker> {
     let text = std::fs::read_to_string(dir.join(MARKER_FILE)).ok()?;
@@ -480,26 +618,30 @@ fn write_marker(dir: &Path, marker: &Marker) -> Result<(), DataError> {
     write_atomic(&path, &json).map_err(|err| DataError::io(&path, err))
 }
 
-/// Imports the SMART collection in `source` into `data_dir/<name>`, unless a previous import
-/// of the same source files (same sha256s) is already there. Known collections are checked
-/// against their sha256s first.
-fn import_smart_once(
+/// Imports the raw collection in `source` (SMART or TREC) into `data_dir/<name>`, unless a
+/// previous import of the same source files (same sha256s) is already there. Known
+/// collections are checked against their sha256s first.
+fn import_raw_once(
     name: &str,
-    source: &Path,
+    (source, format): (&Path, Format),
     data_dir: &Path,
     entry: Option<&KnownDataset>,
 ) -> Result<PathBuf, DataError> {
-    if let Some(entry) = entry.filter(|entry| entry.format == Format::Smart) {
+    if let Some(entry) = entry.filter(|entry| entry.format == format) {
         verify(source, entry.files)?;
     }
-    let sources = smart::find_sources(source, &smart::SourceHints::default())?;
+    let origin = match format {
+        Format::Trec => ORIGIN_TREC,
+        Format::Smart | Format::Beir => ORIGIN_SMART,
+    };
+    let sources = raw_sources(source, format)?;
     let mut checksums = BTreeMap::new();
-    for path in sources.paths() {
+    for path in &sources {
         let digest = sha256_file(path).map_err(|err| DataError::io(path, err))?;
         checksums.insert(file_label(path), format!("sha256:{digest}"));
     }
     let marker = Marker {
-        origin: ORIGIN_SMART.to_string(),
+        origin: origin.to_string(),
         source: std::fs::canonicalize(source)
             .unwrap_or_else(|_| source.to_path_buf())
             .display()
@@ -509,7 +651,7 @@ fn import_smart_once(
     let target = data_dir.join(name);
     if target.exists() {
         match read_marker(&target) {
-            Some(existing) if existing.origin == ORIGIN_SMART => {
+            Some(existing) if existing.origin == origin => {
                 if existing.checksums == marker.checksums && beir::is_beir_dir(&target) {
                     return Ok(target);
                 }
@@ -536,7 +678,7 @@ fn import_smart_once(
     }
     let staging = staging_dir(data_dir)?;
     let out = staging.path().join(name);
-    smart::import_with(&sources, &out, &smart::ImportOptions::default())?;
+    import_raw(source, format, &out)?;
     write_marker(&out, &marker)?;
     replace_dir(&out, &target)?;
     Ok(target)
@@ -857,7 +999,7 @@ fn directory_name(path: &Path) -> Result<String, DataError> {
         .ok_or_else(|| DataError::Invalid {
             path: path.to_path_buf(),
             message: "cannot name a dataset after this directory; import it with `repro data \
-                      import-smart DIR --out OUT`"
+                      import-smart DIR --out OUT` (or `import-trec`)"
                 .to_string(),
         })
 }

@@ -1,8 +1,8 @@
 /*!
 Datasets: everything that reads or writes collections, judgments and runs on disk.
 
-This module owns the on-disk formats (BEIR layout, raw SMART collections, TREC run and qrels
-files), locating datasets by name in a data directory, and fetching them from BEIR's servers
+This module owns the on-disk formats (BEIR layout, raw SMART collections, raw TREC
+collections in SGML-style files, TREC run and qrels files), locating datasets by name in a data directory, and fetching them from BEIR's servers
 or a local mirror with checksum verification. It must not encode, retrieve or score: it hands
 plain in-memory collections to the rest of the crate.
 */
@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 pub mod beir;
 mod error;
 pub mod fetch;
+pub mod sgml;
 pub mod smart;
 pub mod trec;
 
