@@ -197,6 +197,91 @@ fn report_figures_and_browser_check() {
     browser_check(&pages[0], charts);
 }
 
+/// Two datasets (the smoke collection under two names, so every mean equals its parts): the
+/// mean over datasets in `repro compare --mean-over`, the report and the figures.
+#[test]
+fn means_over_datasets_in_compare_report_and_figures() {
+    let fixture = Fixture::new();
+    fixture.write_experiment(
+        r#"
+[experiment]
+schema = 1
+name = "two_datasets"
+seeds = [0]
+
+[models.tiny]
+source = "TINY"
+max_len = 32
+
+[datasets.one]
+path = "DATASET"
+
+[datasets.two]
+path = "DATASET"
+
+[encode]
+batch = 4
+
+[sweep]
+layers = "all"
+pooling = ["mean", "cls"]
+"#,
+    );
+    assert_eq!(fixture.run()["status"], "succeeded");
+    let rows = |args: &[&str]| -> Vec<serde_json::Value> {
+        let output = fixture.repro().args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let cells = rows(&["compare", "two_datasets", "--json"]);
+    let means = rows(&[
+        "compare",
+        "two_datasets",
+        "--json",
+        "--mean-over",
+        "dataset",
+    ]);
+    assert_eq!(cells.len(), 2 * 4 * 2, "2 datasets × 4 layers × 2 poolings");
+    assert_eq!(means.len(), 4 * 2);
+    for mean in &means {
+        assert_eq!(mean["dataset_count"], 2, "{mean}");
+        assert!(mean.get("dataset").is_none(), "{mean}");
+        let cell = cells
+            .iter()
+            .find(|c| c["layer"] == mean["layer"] && c["pooling"] == mean["pooling"])
+            .unwrap();
+        let (a, b) = (&cell["ndcg_cut_10"], &mean["ndcg_cut_10"]);
+        assert!(
+            (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-12,
+            "{a} {b}"
+        );
+    }
+
+    let page = repro_lines(&fixture, &["report", "two_datasets", "--format", "md"]);
+    let markdown = std::fs::read_to_string(&page[0]).unwrap();
+    let best_rows = markdown
+        .lines()
+        .filter(|line| line.starts_with("| mean of 2 | DE tiny"))
+        .count();
+    assert_eq!(best_rows, 2, "a mean row per pooling: {markdown}");
+
+    let out = fixture.dir.path().join("figures");
+    let figures = repro_lines(
+        &fixture,
+        &["figures", "two_datasets", "--out", out.to_str().unwrap()],
+    );
+    assert!(
+        figures
+            .iter()
+            .any(|p| p.ends_with("layer_ndcg_mean_of_2.svg")),
+        "{figures:?}"
+    );
+}
+
 /// Opens the page in headless Chromium (tests/browser/check_report.mjs): no console errors,
 /// no requests, every chart rendered; keeps a screenshot in target/report-screenshot.png.
 /// Required when REPRO_BROWSER_TEST=1 (as `make test` sets); otherwise skipped, saying why,

@@ -8,7 +8,7 @@ use polars::prelude::SerWriter;
 use super::run::{find_experiment, ResultsArgs};
 use crate::exec::ResultsDir;
 use crate::report::{
-    cells_frame, filter_equal, format_table, per_query_frame, sort_by_measure,
+    cells_frame, filter_equal, format_table, mean_over, per_query_frame, sort_by_measure,
     training_steps_frame, varying_parameters, write_frame, ExportFormat,
 };
 use crate::store::Store;
@@ -26,6 +26,10 @@ pub struct CompareArgs {
     /// Keep only the cells whose parameter equals the value, e.g. `--where layer=3`; repeatable.
     #[arg(long = "where", value_name = "PARAM=VALUE")]
     pub filters: Vec<String>,
+    /// Average the measures over this parameter (`--mean-over dataset`: the mean over
+    /// datasets, one row per configuration, with `dataset_count`), after `--where`.
+    #[arg(long, value_name = "PARAM")]
+    pub mean_over: Option<String>,
     /// Print the rows as JSON.
     #[arg(long)]
     pub json: bool,
@@ -67,6 +71,9 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--where {filter}: expected PARAM=VALUE"))?;
         frame = filter_equal(&frame, parameter, value)?;
     }
+    if let Some(over) = &args.mean_over {
+        frame = mean_over(&frame, &table.measures, over)?;
+    }
     if let Some(measure) = &args.sort {
         frame = sort_by_measure(&frame, measure)?;
     }
@@ -74,8 +81,16 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     if experiments.len() > 1 {
         columns.push("experiment".to_string());
     }
-    columns.extend(varying_parameters(&frame, &table.measures)?);
+    let count = args.mean_over.as_ref().map(|over| format!("{over}_count"));
+    let counted: Vec<String> = table
+        .measures
+        .iter()
+        .cloned()
+        .chain(count.clone())
+        .collect();
+    columns.extend(varying_parameters(&frame, &counted)?);
     columns.push("state".to_string());
+    columns.extend(count);
     columns.extend(table.measures.iter().cloned());
     if args.json {
         let mut selected = frame.select(columns.iter().map(String::as_str))?;
@@ -90,7 +105,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let constant: Vec<String> = table
         .parameters
         .iter()
-        .filter(|name| !columns.contains(name))
+        .filter(|name| !columns.contains(name) && Some(name.as_str()) != args.mean_over.as_deref())
         .filter_map(|name| {
             let series = frame.column(name).ok()?.as_materialized_series();
             let value = crate::report::display_any(&series.get(0).ok()?);

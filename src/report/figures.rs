@@ -1,6 +1,7 @@
 //! `repro figures`: the paper's figures regenerated from the store, under fixed names.
 //!
-//! - `layer_ndcg_<dataset>.svg` / `.png`: nDCG@10 by layer, CE (dashed) against DE (solid);
+//! - `layer_ndcg_<dataset>.svg` / `.png`: nDCG@10 by layer, CE (dashed) against DE (solid)
+//!   (and `layer_ndcg_mean_of_<N>` for the mean over the N datasets every curve has);
 //! - `speedup.svg` / `.png`: speedup of the truncated encoder against its full depth,
 //!   measured and ideal (from the experiments' bench tasks);
 //! - `distill_table.md` / `.tex`: the students against their teacher DE.
@@ -12,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::means::{mean_curves, mean_distill_rows};
 use super::page::{distillation_table, layer_chart, speedup_chart, Table};
 use super::study::{DistillRow, LayerCurve, SpeedCurve, Study, HEADLINE_MEASURES};
 use super::ReportError;
@@ -54,6 +56,14 @@ pub fn write_figures(
         distillation.extend(study.distillation(store)?);
     }
     datasets.sort();
+    // The mean over datasets, charted after the datasets themselves.
+    let means = mean_curves(&curves);
+    for mean in &means {
+        if !datasets.contains(&mean.dataset) {
+            datasets.push(mean.dataset.clone());
+        }
+    }
+    curves.extend(means);
 
     std::fs::create_dir_all(out).map_err(|source| ReportError::Io {
         path: out.to_path_buf(),
@@ -79,7 +89,7 @@ pub fn write_figures(
         written.push(png);
     }
     if !distillation.is_empty() {
-        let table = distillation_table(&distillation);
+        let table = distillation_table(&distillation, &mean_distill_rows(&distillation));
         written.push(write_text(out, "distill_table.md", &markdown(&table))?);
         written.push(write_text(out, "distill_table.tex", &latex(&table))?);
     }

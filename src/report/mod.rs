@@ -11,6 +11,7 @@ never writes it; it must not run tasks.
 
 pub mod charts;
 pub mod figures;
+pub mod means;
 pub mod page;
 pub mod study;
 
@@ -304,6 +305,85 @@ pub fn filter_equal(
     Ok(frame.filter(&mask)?)
 }
 
+/// One row per group of rows that agree on every parameter but `over` (e.g. `dataset`): the
+/// paper's and BEIR's "mean over datasets". Measures are averaged where every row of the group
+/// has them (null otherwise: a mean over some of the datasets would not compare); the column
+/// `<over>_count` says how many rows each mean is over; `cell` is dropped and `state` is
+/// `succeeded` only when every row's is. Groups keep the order of their first rows.
+pub fn mean_over(
+    frame: &DataFrame,
+    measures: &[String],
+    over: &str,
+) -> Result<DataFrame, ReportError> {
+    if frame.column(over).is_err() {
+        return Err(ReportError::Invalid(format!(
+            "no parameter `{over}` to average over"
+        )));
+    }
+    let keys: Vec<&Series> = frame
+        .columns()
+        .iter()
+        .filter(|column| {
+            let name = column.name().as_str();
+            name != over && name != "cell" && name != "state" && !measures.iter().any(|m| m == name)
+        })
+        .map(|column| column.as_materialized_series())
+        .collect();
+    let mut groups: Vec<(Vec<String>, Vec<usize>)> = Vec::new();
+    for row in 0..frame.height() {
+        let key: Vec<String> = keys
+            .iter()
+            .map(|series| display_any(&series.get(row).unwrap_or(AnyValue::Null)))
+            .collect();
+        match groups.iter_mut().find(|(existing, _)| *existing == key) {
+            Some((_, rows)) => rows.push(row),
+            None => groups.push((key, vec![row])),
+        }
+    }
+    let firsts: Vec<IdxSize> = groups.iter().map(|(_, rows)| rows[0] as IdxSize).collect();
+    let firsts = IdxCa::from_vec("rows".into(), firsts);
+    let mut out = frame.take(&firsts)?;
+    out = out.drop(over)?;
+    if out.column("cell").is_ok() {
+        out = out.drop("cell")?;
+    }
+    if let Ok(state) = frame.column("state") {
+        let state = state.as_materialized_series();
+        let states: Vec<&str> = groups
+            .iter()
+            .map(|(_, rows)| {
+                let all_succeeded = rows.iter().all(|&row| {
+                    display_any(&state.get(row).unwrap_or(AnyValue::Null)) == "succeeded"
+                });
+                if all_succeeded {
+                    "succeeded"
+                } else {
+                    "incomplete"
+                }
+            })
+            .collect();
+        out.with_column(Column::new("state".into(), states))?;
+    }
+    for measure in measures {
+        let Ok(column) = frame.column(measure) else {
+            continue;
+        };
+        let values = column.as_materialized_series().cast(&DataType::Float64)?;
+        let values = values.f64()?;
+        let means: Vec<Option<f64>> = groups
+            .iter()
+            .map(|(_, rows)| {
+                let present: Option<Vec<f64>> = rows.iter().map(|&row| values.get(row)).collect();
+                present.map(|present| present.iter().sum::<f64>() / present.len() as f64)
+            })
+            .collect();
+        out.with_column(Column::new(measure.as_str().into(), means))?;
+    }
+    let counts: Vec<i64> = groups.iter().map(|(_, rows)| rows.len() as i64).collect();
+    out.with_column(Column::new(format!("{over}_count").into(), counts))?;
+    Ok(out)
+}
+
 /// Sorts by `measure`, best (largest) first; rows without a value last.
 pub fn sort_by_measure(frame: &DataFrame, measure: &str) -> Result<DataFrame, ReportError> {
     if frame.column(measure).is_err() {
@@ -442,6 +522,37 @@ mod tests {
             .collect();
         assert_eq!(layers, vec!["2", "0", "1"]);
         assert!(filter_equal(&frame(), "nope", "1").is_err());
+    }
+
+    #[test]
+    fn means_over_a_parameter_need_every_row_of_the_group() {
+        let frame = DataFrame::new_infer_height(vec![
+            Column::new("experiment".into(), ["e"; 4]),
+            Column::new("cell".into(), [0i64, 1, 2, 3]),
+            Column::new("state".into(), ["succeeded"; 4]),
+            Column::new("dataset".into(), ["a", "b", "a", "b"]),
+            Column::new("layer".into(), [0i64, 0, 1, 1]),
+            Column::new(
+                "ndcg_cut_10".into(),
+                [Some(0.2), Some(0.4), Some(0.5), None],
+            ),
+        ])
+        .unwrap();
+        let measures = ["ndcg_cut_10".to_string()];
+        let means = mean_over(&frame, &measures, "dataset").unwrap();
+        assert_eq!(means.height(), 2);
+        assert!(means.column("dataset").is_err() && means.column("cell").is_err());
+        let ndcg = means.column("ndcg_cut_10").unwrap().f64().unwrap().clone();
+        assert!((ndcg.get(0).unwrap() - 0.3).abs() < 1e-12);
+        assert_eq!(ndcg.get(1), None, "layer 1 lacks dataset b: no mean");
+        let counts = means
+            .column("dataset_count")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .clone();
+        assert_eq!(counts.get(0), Some(2));
+        assert!(mean_over(&frame, &measures, "nope").is_err());
     }
 
     #[test]

@@ -8,6 +8,9 @@ use minijinja::Environment;
 use serde::Serialize;
 
 use super::charts::{Chart, Series, Stroke};
+use super::means::{
+    mean_curves, mean_distill_rows, tally_comparisons, ComparisonTally, MeanDistillRow, Tally,
+};
 use super::study::{
     Comparison, DistillRow, LayerCurve, LossCurve, SpeedCurve, Study, ALPHA, HEADLINE_MEASURES,
     PERMUTATIONS,
@@ -55,6 +58,8 @@ struct PageContext {
     layer_sections: Vec<MetricSection>,
     best_layers: Table,
     comparisons: Table,
+    /// The comparisons made on several datasets, counted over them.
+    comparison_tallies: Table,
     alpha: f64,
     permutations: usize,
     parameters: Table,
@@ -125,9 +130,17 @@ fn page_context(
         .collect();
     let mut layer_sections = Vec::new();
     for metric in charted.iter().filter(|m| !missing_metrics.contains(m)) {
-        let curves = study.layer_curves(metric);
+        let mut curves = study.layer_curves(metric);
+        let means = mean_curves(&curves);
+        let mut datasets = study.datasets();
+        for mean in &means {
+            if !datasets.contains(&mean.dataset) {
+                datasets.push(mean.dataset.clone());
+            }
+        }
+        curves.extend(means);
         let mut charts = Vec::new();
-        for dataset in study.datasets() {
+        for dataset in datasets {
             let chart = layer_chart(&dataset, &curves, metric);
             if chart.series.is_empty() {
                 continue;
@@ -148,6 +161,15 @@ fn page_context(
     let mut comparisons = study.layer_comparisons(store, &curves, headline)?;
     comparisons.extend(study.student_comparisons(store)?);
     let distillation = study.distillation(store)?;
+    let mut distill_comparisons: Vec<Comparison> = distillation
+        .iter()
+        .filter_map(|row| row.comparison.clone())
+        .collect();
+    distill_comparisons.extend(comparisons.iter().cloned());
+    let tallies = tally_comparisons(&distill_comparisons);
+    let mean_rows = mean_distill_rows(&distillation);
+    let mut best_curves = curves.clone();
+    best_curves.extend(mean_curves(&curves));
     let speed = study.speed_curves();
     let mut speed_charts = Vec::new();
     if !speed.is_empty() && draw {
@@ -188,13 +210,15 @@ fn page_context(
                 .collect(),
         },
         layer_sections,
-        best_layers: best_layers_table(&curves),
+        best_layers: best_layers_table(&best_curves),
         comparisons: comparisons_table(&comparisons),
+        comparison_tallies: tallies_table(&tallies),
         alpha: ALPHA,
         permutations: PERMUTATIONS,
         parameters: Table { headers, rows },
         constant: study.constant.clone(),
-        distillation: (!distillation.is_empty()).then(|| distillation_table(&distillation)),
+        distillation: (!distillation.is_empty())
+            .then(|| distillation_table(&distillation, &mean_rows)),
         speed: (!speed.is_empty()).then(|| speed_table(&speed)),
         speed_charts,
         loss_charts,
@@ -501,8 +525,42 @@ fn comparisons_table(comparisons: &[Comparison]) -> Table {
     }
 }
 
-/// The distillation table: one row per student (and the reference DE), per dataset.
-pub fn distillation_table(rows: &[DistillRow]) -> Table {
+/// Paired comparisons counted over the datasets they were made on.
+fn tallies_table(tallies: &[ComparisonTally]) -> Table {
+    Table {
+        headers: [
+            "comparison",
+            "A",
+            "B",
+            "measure",
+            "datasets",
+            "A better †",
+            "B better †",
+            "mean Δ",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: tallies
+            .iter()
+            .map(|t| {
+                vec![
+                    t.what.clone(),
+                    t.a.clone(),
+                    t.b.clone(),
+                    measure_label(&t.measure),
+                    t.tally.datasets.to_string(),
+                    t.tally.a_better.to_string(),
+                    t.tally.b_better.to_string(),
+                    format!("{:+.4}", t.tally.mean_difference),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// The distillation table: one row per student (and the reference DE), per dataset, then
+/// each one's mean over datasets.
+pub fn distillation_table(rows: &[DistillRow], means: &[MeanDistillRow]) -> Table {
     let mut headers: Vec<String> = [
         "dataset",
         "model",
@@ -524,50 +582,58 @@ pub fn distillation_table(rows: &[DistillRow]) -> Table {
         ]
         .map(String::from),
     );
+    let mut table_rows: Vec<Vec<String>> =
+        rows.iter().map(|row| distill_cells(row, None)).collect();
+    table_rows.extend(
+        means
+            .iter()
+            .map(|mean| distill_cells(&mean.row, mean.tally.as_ref())),
+    );
     Table {
         headers,
-        rows: rows
-            .iter()
-            .map(|row| {
-                let mut cells = vec![
-                    row.dataset.clone(),
-                    row.model.clone(),
-                    row.role.to_string(),
-                    row.layers.to_string(),
-                    row.init.clone(),
-                    row.loss.clone(),
-                    if row.reranked_by.is_empty() {
-                        "-".to_string()
-                    } else {
-                        row.reranked_by.clone()
-                    },
-                ];
-                for (index, value) in row.values.iter().enumerate() {
-                    cells.push(match value {
-                        Some(v) if index == 0 => marked(*v, row.comparison.as_ref()),
-                        Some(v) => format!("{v:.4}"),
-                        None => "-".to_string(),
-                    });
-                }
-                cells.push(
-                    row.docs_per_second
-                        .map_or("-".into(), |v| format!("{v:.1}")),
-                );
-                cells.push(row.speedup.map_or("-".into(), |v| format!("{v:.2}×")));
-                cells.push(
-                    row.comparison
-                        .as_ref()
-                        .map_or("-".into(), |c| format!("{:+.4}", c.result.mean_difference)),
-                );
-                cells.push(
-                    row.comparison
-                        .as_ref()
-                        .map_or("-".into(), |c| p_value(c.result.randomisation_p)),
-                );
-                cells
-            })
-            .collect(),
+        rows: table_rows,
     }
+}
+
+/// One distillation row as shown; a mean row shows its tally where a row shows its p-value.
+fn distill_cells(row: &DistillRow, tally: Option<&Tally>) -> Vec<String> {
+    let mut cells = vec![
+        row.dataset.clone(),
+        row.model.clone(),
+        row.role.to_string(),
+        row.layers.to_string(),
+        row.init.clone(),
+        row.loss.clone(),
+        if row.reranked_by.is_empty() {
+            "-".to_string()
+        } else {
+            row.reranked_by.clone()
+        },
+    ];
+    for (index, value) in row.values.iter().enumerate() {
+        cells.push(match value {
+            Some(v) if index == 0 => marked(*v, row.comparison.as_ref()),
+            Some(v) => format!("{v:.4}"),
+            None => "-".to_string(),
+        });
+    }
+    cells.push(
+        row.docs_per_second
+            .map_or("-".into(), |v| format!("{v:.1}")),
+    );
+    cells.push(row.speedup.map_or("-".into(), |v| format!("{v:.2}×")));
+    let difference = row
+        .comparison
+        .as_ref()
+        .map(|c| c.result.mean_difference)
+        .or(tally.map(|t| t.mean_difference));
+    cells.push(difference.map_or("-".into(), |d| format!("{d:+.4}")));
+    cells.push(match (&row.comparison, tally) {
+        (Some(c), _) => p_value(c.result.randomisation_p),
+        (None, Some(tally)) => tally.describe(),
+        (None, None) => "-".into(),
+    });
+    cells
 }
 
 fn speed_table(curves: &[SpeedCurve]) -> Table {

@@ -75,6 +75,17 @@ pub struct CurvePoint {
     eval_task: Option<String>,
 }
 
+impl CurvePoint {
+    /// A point no eval task backs (a mean over datasets): it takes part in no paired test.
+    pub fn unbacked(layer: i64, value: f64) -> Self {
+        CurvePoint {
+            layer,
+            value,
+            eval_task: None,
+        }
+    }
+}
+
 impl LayerCurve {
     pub fn label(&self) -> String {
         format!(
