@@ -257,6 +257,32 @@ fn import_trec_names_the_line_of_a_broken_record() {
         .stderr(contains("docs.trec:5: <doc> never closed"));
 }
 
+/// A reader that goes away (`repro data list | head -1`) ends the listing quietly, killed by
+/// SIGPIPE as Unix tools are, never with a panic.
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let temp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_repro"))
+        .args(["data", "list"])
+        .env("REPRO_DATA", temp.path())
+        .env_remove("REPRO_MIRROR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        output.status.success() || output.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        output.status
+    );
+}
+
 #[test]
 fn unknown_dataset_is_one_clear_error() {
     let temp = tempfile::tempdir().unwrap();

@@ -80,9 +80,23 @@ pub enum Command {
     Worker(run::WorkerArgs),
 }
 
+/// Rust ignores SIGPIPE, so printing into a closed pipe (`repro status | head -1`) is an error
+/// that `println!` turns into a panic. Commands that only print take the default action back
+/// and end as Unix tools do: killed by SIGPIPE, silently (exit 141 in a shell). `run` and its
+/// workers keep ignoring it: they must survive a reader going away and clean up.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Entry point of the binary: parses arguments, runs the command, reports errors.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_) | Command::Worker(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     let result = match &cli.command {
         Command::Probe(args) => probe::run(&cli.global, args),
         Command::Eval(args) => eval::run(&cli.global, args),
