@@ -1,6 +1,6 @@
 /*!
 Small helpers shared by every module: atomic writes, content hashes, the process's peak
-memory.
+memory, and which names may become a file or directory name.
 
 Nothing here knows about models, datasets or measures.
 */
@@ -9,6 +9,17 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+
+/// Whether a user-given name (an experiment's, a dataset's) can name a file or directory as
+/// it is: ASCII letters, digits, `-`, `_` and `.`, not empty and not starting with `.` (so
+/// never `.`, `..` or a hidden file), hence never a path that leaves its parent directory.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory is written,
 /// flushed and renamed over `path`, so a reader never sees a half-written file and a crash

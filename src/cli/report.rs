@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::run::{find_experiment, ResultsArgs};
 use crate::exec::ResultsDir;
-use crate::report::{write_figures, write_report, ReportFormat};
+use crate::report::{report_dir, write_figures, write_report, ReportFormat};
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
@@ -41,7 +41,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
     let results = ResultsDir::new(&args.results.results);
     let store = Store::open_existing(&results.store_path())?;
     let experiment = find_experiment(&store, &args.experiment)?;
-    let out_dir = args.reports.join(&experiment.name);
+    let out_dir = report_dir(&args.reports, &experiment.name)?;
     let path = write_report(&store, &experiment, &out_dir, &args.metrics, args.format)?;
     println!("{}", path.display());
     Ok(())

@@ -540,14 +540,14 @@ impl Experiment {
             ));
         }
         let name = section.name.get_ref();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
+        // The name becomes a directory of reports and a file of exports.
+        if !crate::util::is_plain_name(name) {
             return Err(error(
                 section.name.span(),
-                format!("experiment.name: `{name}` must be non-empty and use only letters, digits, `_`, `-` and `.`"),
+                format!(
+                    "experiment.name: `{name}` must be non-empty, use only letters, digits, `_`, \
+                     `-` and `.`, and not start with `.`"
+                ),
             ));
         }
         if section.seeds.get_ref().is_empty() {
@@ -1544,6 +1544,20 @@ path = "x"
             Ok(_) => panic!("expected an error for {extra:?}"),
             Err(err) => err.to_string(),
         }
+    }
+
+    #[test]
+    fn names_that_could_leave_a_directory_are_refused() {
+        for name in ["..", ".", ".hidden", "a/b", ""] {
+            let text = BASE.replace("name = \"t\"", &format!("name = {name:?}"));
+            let err = Experiment::parse(Path::new("exp.toml"), &text).unwrap_err();
+            assert!(
+                err.to_string().contains("experiment.name"),
+                "{name:?}: {err}"
+            );
+        }
+        let text = BASE.replace("name = \"t\"", "name = \"v1.2_run-3\"");
+        assert!(Experiment::parse(Path::new("exp.toml"), &text).is_ok());
     }
 
     #[test]

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{beir, sgml, smart, DataError};
-use crate::util::{sha256_file, write_atomic};
+use crate::util::{is_plain_name, sha256_file, write_atomic};
 
 mod md5;
 
@@ -978,16 +978,6 @@ fn replace_dir(new: &Path, target: &Path) -> Result<(), DataError> {
 
 fn is_empty_dir(path: &Path) -> bool {
     std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
-}
-
-/// A dataset name, usable as a directory name and in a URL: ASCII letters, digits, `-`, `_`,
-/// `.`, not starting with `.`.
-fn is_plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn directory_name(path: &Path) -> Result<String, DataError> {

@@ -16,7 +16,7 @@ pub mod page;
 pub mod study;
 
 pub use figures::write_figures;
-pub use page::{write_report, ReportFormat};
+pub use page::{report_dir, write_report, ReportFormat};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -71,6 +71,17 @@ struct PageContext {
     missing_metrics: Vec<String>,
 }
 
+/// Where the report of `experiment` goes under `reports`: `<reports>/<experiment>/`. A name
+/// that could leave `reports` (`..`, made before names were checked) is refused.
+pub fn report_dir(reports: &Path, experiment: &str) -> Result<PathBuf, ReportError> {
+    if !crate::util::is_plain_name(experiment) {
+        return Err(ReportError::Invalid(format!(
+            "experiment name `{experiment}` cannot name a report directory"
+        )));
+    }
+    Ok(reports.join(experiment))
+}
+
 /// Writes `<out_dir>/index.html` (or `report.md`) for `experiment`; returns its path.
 /// `metrics` are the measures charted layer by layer (nDCG@10 first, always).
 pub fn write_report(
@@ -690,6 +701,15 @@ mod tests {
         assert_eq!(measure_label("fused_ndcg_cut_10"), "fused nDCG@10");
         assert_eq!(measure_label("reranked_mrr_cut_10"), "re-ranked MRR@10");
         assert_eq!(measure_label("map"), "map");
+    }
+
+    #[test]
+    fn a_report_directory_stays_inside_the_reports_directory() {
+        let reports = Path::new("reports");
+        assert_eq!(report_dir(reports, "sweep").unwrap(), reports.join("sweep"));
+        for name in ["..", ".", "a/b", ""] {
+            assert!(report_dir(reports, name).is_err(), "{name:?}");
+        }
     }
 
     #[test]
