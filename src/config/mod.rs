@@ -71,24 +71,67 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     text: &str,
 ) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|err| {
-        let offset = err.span().map(|span| span.start).unwrap_or(0);
-        ConfigError::at(path, text, offset, err.message().trim().replace('\n', "; "))
+        let span = err.span().unwrap_or(0..0);
+        let mut message = err.message().trim().replace('\n', "; ");
+        // toml names the construct, not the character that broke it: an invisible one is
+        // worth naming.
+        let control = text
+            .get(span.start..span.end.max(span.start + 1).min(text.len()))
+            .and_then(|broken| {
+                broken
+                    .chars()
+                    .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+            });
+        if let Some(control) = control {
+            message.push_str(&format!(" (control character U+{:04X})", control as u32));
+        }
+        ConfigError::at(path, text, span.start, message)
     })
 }
 
 /// Reads `path` and parses it with [`parse_toml`]; returns the text too, for later errors.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, String), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
     })?;
+    let text = utf8_text(path, bytes)?;
     let value = parse_toml(path, &text)?;
     Ok((value, text))
+}
+
+/// `bytes` as text, or an error at the line and column of the first byte that is not UTF-8.
+fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
+    String::from_utf8(bytes).map_err(|err| {
+        let valid = err.utf8_error().valid_up_to();
+        let bytes = err.as_bytes();
+        let prefix = String::from_utf8_lossy(&bytes[..valid]);
+        let message = format!(
+            "byte 0x{:02X} is not UTF-8 (TOML files are UTF-8)",
+            bytes[valid]
+        );
+        ConfigError::at(path, &prefix, valid, message)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_not_utf8_and_control_characters_are_located() {
+        let path = Path::new("e.toml");
+        let err = utf8_text(path, b"a = 1\nb = \"x\xffy\"\n".to_vec()).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("e.toml:2:7: byte 0xFF is not UTF-8"),
+            "{message}"
+        );
+        let err = parse_toml::<toml::Value>(path, "a = 1\nb = \"x\u{1}y\"\n").unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("e.toml:2:"), "{message}");
+        assert!(message.contains("control character U+0001"), "{message}");
+    }
 
     #[test]
     fn line_and_column_are_one_based() {
