@@ -278,10 +278,21 @@ struct ExperimentSection {
     description: String,
     #[serde(default = "default_seeds")]
     seeds: Spanned<Vec<u64>>,
+    /// The most cells the sweep may expand to, checked before expanding it.
+    #[serde(default = "default_max_cells")]
+    max_cells: Spanned<u64>,
 }
 
 fn default_seeds() -> Spanned<Vec<u64>> {
     Spanned::new(0..0, vec![0])
+}
+
+/// A bound far above any study so far (the MS MARCO-sized sweep on paper has 2,880 cells),
+/// low enough that planning stays within a few hundred megabytes.
+pub const DEFAULT_MAX_CELLS: u64 = 100_000;
+
+fn default_max_cells() -> Spanned<u64> {
+    Spanned::new(0..0, DEFAULT_MAX_CELLS)
 }
 
 /// `<stage>.<field> = [values]` axes of one stage, as written.
@@ -508,6 +519,7 @@ pub struct Experiment {
     encode_span: Option<Range<usize>>,
     /// One grid per `[[sweep]]` table; the experiment's cells are their union.
     grids: Vec<Vec<Dimension>>,
+    max_cells: Spanned<u64>,
 }
 
 impl Experiment {
@@ -672,6 +684,7 @@ impl Experiment {
                 .map(|(k, v)| (k.clone(), v.span()))
                 .collect(),
             encode_span: file.encode.as_ref().map(Spanned::span),
+            max_cells: section.max_cells.clone(),
             encode,
             eval,
             train_ce,
@@ -719,6 +732,17 @@ impl Experiment {
     /// last). `shapes` gives each model's depth and length limit; a layer or `max_len` beyond
     /// them is an error naming the line that asked for it.
     pub fn expand(&self, shapes: &BTreeMap<String, ModelShape>) -> Result<Vec<Cell>, ConfigError> {
+        let bound = self.cell_bound(shapes);
+        let limit = *self.max_cells.get_ref();
+        if bound > u128::from(limit) {
+            return Err(self.error(
+                &self.max_cells.span(),
+                format!(
+                    "the sweep expands to up to {bound} cells, more than experiment.max_cells = \
+                     {limit}; set experiment.max_cells to run it"
+                ),
+            ));
+        }
         let mut cells = Vec::new();
         for dimensions in &self.grids {
             cells.extend(self.expand_grid(dimensions, shapes)?);
@@ -729,6 +753,72 @@ impl Experiment {
         let mut seen = std::collections::HashSet::new();
         cells.retain(|cell| seen.insert(serde_json::to_string(cell).unwrap_or_default()));
         Ok(cells)
+    }
+
+    /// The most cells the sweep can expand to, counted without expanding it: each grid's
+    /// axes multiplied out, times the models and datasets it defaults to, the seeds, and the
+    /// layers of the deepest model (or student) for `layers = "all"`. Saturating, so that a
+    /// sweep too big to count is too big to run.
+    fn cell_bound(&self, shapes: &BTreeMap<String, ModelShape>) -> u128 {
+        let deepest = shapes
+            .values()
+            .map(|shape| shape.depth)
+            .chain([self.train_de.layers])
+            .max()
+            .unwrap_or(0);
+        self.grids
+            .iter()
+            .map(|dimensions| self.grid_bound(dimensions, deepest))
+            .fold(0, u128::saturating_add)
+    }
+
+    fn grid_bound(&self, dimensions: &[Dimension], deepest: usize) -> u128 {
+        let mut count = self.seeds.len() as u128;
+        let (mut has_model, mut has_dataset, mut has_layers) = (false, false, false);
+        let mut depth = deepest;
+        for dimension in dimensions {
+            let axes: Vec<&Axis> = match dimension {
+                Dimension::Axis(axis) => vec![axis],
+                Dimension::Zip { axes } => axes.iter().collect(),
+            };
+            let mut length = 1;
+            for axis in &axes {
+                match &axis.values {
+                    AxisValues::Layers(LayerSelection::All) => has_layers = false,
+                    AxisValues::Layers(LayerSelection::Only(layers)) => {
+                        has_layers = true;
+                        length = layers.len();
+                    }
+                    AxisValues::List(values) => {
+                        length = values.len();
+                        for value in values {
+                            match value {
+                                AxisValue::Model(_) => has_model = true,
+                                AxisValue::Dataset(_) => has_dataset = true,
+                                AxisValue::Layer(_) => has_layers = true,
+                                AxisValue::Setting { field, value, .. } if field == "layers" => {
+                                    let layers = value.as_integer().unwrap_or(0).max(0);
+                                    depth =
+                                        depth.max(usize::try_from(layers).unwrap_or(usize::MAX));
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+            count = count.saturating_mul(length as u128);
+        }
+        if !has_model {
+            count = count.saturating_mul(self.models.len() as u128);
+        }
+        if !has_dataset {
+            count = count.saturating_mul(self.datasets.len() as u128);
+        }
+        if !has_layers {
+            count = count.saturating_mul(depth as u128 + 1);
+        }
+        count
     }
 
     fn expand_grid(
@@ -1543,6 +1633,32 @@ path = "x"
         match expand(extra) {
             Ok(_) => panic!("expected an error for {extra:?}"),
             Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn sweeps_beyond_max_cells_are_refused_before_expanding() {
+        // 1,000 × 1,000 × 4 layers: counted, never built.
+        let values: Vec<String> = (1..=1000).map(|v| v.to_string()).collect();
+        let list = values.join(", ");
+        let extra = format!("[sweep]\nencode.batch = [{list}]\neval.top_k = [{list}]\n");
+        let message = error_of(&extra);
+        assert!(message.contains("up to 4000000 cells"), "{message}");
+        assert!(
+            message.contains("experiment.max_cells = 100000"),
+            "{message}"
+        );
+        // The bound follows the sweep: 2 poolings × 4 layers (0..=3) = 8 cells.
+        let sweep = "[sweep]\npooling = [\"mean\", \"cls\"]\n";
+        for (limit, fits) in [(7, false), (8, true)] {
+            let text = format!("{BASE}{sweep}").replace(
+                "name = \"t\"",
+                &format!("name = \"t\"\nmax_cells = {limit}"),
+            );
+            let expanded = Experiment::parse(Path::new("exp.toml"), &text)
+                .unwrap()
+                .expand(&shapes());
+            assert_eq!(expanded.is_ok(), fits, "max_cells {limit}");
         }
     }
 

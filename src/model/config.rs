@@ -93,6 +93,30 @@ impl BertConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        // Far above any BERT (the largest have 48 layers, hidden 2,048, vocabularies of a few
+        // hundred thousand): a size beyond them is a broken file, refused before anything is
+        // allocated for it.
+        let limits = [
+            ("num_hidden_layers", self.num_hidden_layers, 1_000),
+            ("hidden_size", self.hidden_size, 65_536),
+            ("num_attention_heads", self.num_attention_heads, 1_024),
+            ("intermediate_size", self.intermediate_size, 1 << 20),
+            ("vocab_size", self.vocab_size, 1 << 24),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                1 << 20,
+            ),
+            ("type_vocab_size", self.type_vocab_size, 1 << 16),
+        ];
+        for (field, value, limit) in limits {
+            if value > limit {
+                return Err(format!(
+                    "{field} {value} is beyond what repro loads (at most {limit}): is config.json \
+                     right?"
+                ));
+            }
+        }
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {
@@ -146,6 +170,22 @@ mod tests {
         assert_eq!(config.head_size(), 32);
         assert_eq!(config.hidden_act, Activation::Gelu);
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn sizes_beyond_any_bert_are_refused_before_loading() {
+        let config: BertConfig = serde_json::from_str(
+            r#"{"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 1000000000,
+                "num_attention_heads": 12, "intermediate_size": 1536,
+                "max_position_embeddings": 512, "type_vocab_size": 2}"#,
+        )
+        .unwrap();
+        let message = config.validate().unwrap_err();
+        assert!(
+            message.contains("num_hidden_layers 1000000000"),
+            "{message}"
+        );
+        assert!(message.contains("at most 1000"), "{message}");
     }
 
     #[test]
