@@ -554,6 +554,75 @@ fn check_reports_the_plan_without_running() {
     assert!(!fixture.results().exists(), "check writes no results");
 }
 
+/// `check` reads what it can cheaply: a dataset without documents or judgments, ids a run file
+/// cannot hold, truncated weights and a missing tokenizer stop it, each named.
+#[test]
+fn check_reads_the_content_of_datasets_and_models() {
+    let fixture = Fixture::new();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir");
+    let copy = fixture.dir.path().join("dataset");
+    std::fs::create_dir_all(copy.join("qrels")).unwrap();
+    for file in [
+        "corpus.jsonl",
+        "queries.jsonl",
+        "qrels/test.tsv",
+        "qrels/train.tsv",
+    ] {
+        std::fs::copy(source.join(file), copy.join(file)).unwrap();
+    }
+    fixture.write_experiment(|text| text.replace(&format!("{source:?}"), &format!("{copy:?}")));
+    let check = || {
+        fixture
+            .repro()
+            .arg("check")
+            .arg(&fixture.experiment)
+            .assert()
+    };
+    check().success();
+
+    let corpus = std::fs::read_to_string(copy.join("corpus.jsonl")).unwrap();
+    let qrels = std::fs::read_to_string(copy.join("qrels/test.tsv")).unwrap();
+    let broken = [
+        ("corpus.jsonl", String::new(), "holds no document"),
+        (
+            "corpus.jsonl",
+            corpus.replacen("\"d1\"", "\"d 1\"", 1),
+            "holds whitespace",
+        ),
+        (
+            "qrels/test.tsv",
+            "query-id\tcorpus-id\tscore\n".to_string(),
+            "judges no query",
+        ),
+    ];
+    for (file, content, needle) in broken {
+        let original = std::fs::read_to_string(copy.join(file)).unwrap();
+        std::fs::write(copy.join(file), content).unwrap();
+        check().failure().stderr(predicates::str::contains(needle));
+        std::fs::write(copy.join(file), original).unwrap();
+    }
+    assert_eq!(
+        qrels,
+        std::fs::read_to_string(copy.join("qrels/test.tsv")).unwrap()
+    );
+
+    let model = fixture.dir.path().join("tiny-bert");
+    let weights = std::fs::read(model.join("model.safetensors")).unwrap();
+    std::fs::write(
+        model.join("model.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .unwrap();
+    check()
+        .failure()
+        .stderr(predicates::str::contains("truncated"));
+    std::fs::write(model.join("model.safetensors"), &weights).unwrap();
+    std::fs::remove_file(model.join("vocab.txt")).unwrap();
+    check()
+        .failure()
+        .stderr(predicates::str::contains("models.tiny"));
+}
+
 #[test]
 fn ctrl_c_stops_cleanly_and_records_the_interruption() {
     let fixture = Fixture::new();

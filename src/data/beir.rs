@@ -138,7 +138,7 @@ pub fn inspect(dir: &Path, split: &str) -> Result<Info, DataError> {
     })
 }
 
-/// Reads `corpus.jsonl`. Ids must be unique.
+/// Reads `corpus.jsonl`. Ids must be unique, non-empty and free of whitespace.
 pub fn read_corpus(path: &Path) -> Result<Vec<Document>, DataError> {
     let (corpus, lines) = read_jsonl(path, |raw: RawDocument| Document {
         id: raw.id,
@@ -149,7 +149,7 @@ pub fn read_corpus(path: &Path) -> Result<Vec<Document>, DataError> {
     Ok(corpus)
 }
 
-/// Reads `queries.jsonl`. Ids must be unique.
+/// Reads `queries.jsonl`. Ids must be unique, non-empty and free of whitespace.
 pub fn read_queries(path: &Path) -> Result<Vec<Query>, DataError> {
     let (queries, lines) = read_jsonl(path, |raw: RawQuery| Query {
         id: raw.id,
@@ -349,6 +349,19 @@ fn load_parts(dir: &Path, split: &str) -> Result<Parts, DataError> {
         id: raw.id,
         text: raw.text,
     })?;
+    // Nothing downstream can retrieve from an empty corpus or score an empty split: refused
+    // here, not at the first encode or eval.
+    for (path, empty, what) in [
+        (&corpus_path, corpus.is_empty(), "holds no document"),
+        (&queries_path, queries.is_empty(), "holds no query"),
+    ] {
+        if empty {
+            return Err(DataError::Invalid {
+                path: path.clone(),
+                message: what.to_string(),
+            });
+        }
+    }
     let qrels = {
         let doc_ids = index_ids(
             &corpus_path,
@@ -370,6 +383,12 @@ fn load_parts(dir: &Path, split: &str) -> Result<Parts, DataError> {
             Ok(())
         })?
     };
+    if qrels.is_empty() {
+        return Err(DataError::Invalid {
+            path: qrels_path,
+            message: format!("split `{split}` judges no query"),
+        });
+    }
     Ok(Parts {
         corpus,
         queries,
@@ -469,6 +488,16 @@ fn index_ids<'a>(
 ) -> Result<HashMap<&'a str, usize>, DataError> {
     let mut index = HashMap::with_capacity(lines.len());
     for (position, id) in ids.enumerate() {
+        if id.is_empty() || id.contains(char::is_whitespace) {
+            return Err(DataError::malformed(
+                path,
+                lines[position],
+                format!(
+                    "id `{id}` is empty or holds whitespace, which TREC run and qrels files \
+                     cannot hold"
+                ),
+            ));
+        }
         if let Some(first) = index.insert(id, position) {
             return Err(DataError::malformed(
                 path,
@@ -673,6 +702,19 @@ mod tests {
         let (path, line, _) = malformed(load(temp.path(), "test").unwrap_err());
         assert!(path.ends_with(QUERIES_FILE));
         assert_eq!(line, 4);
+    }
+
+    #[test]
+    fn empty_ids_and_ids_with_whitespace_are_errors() {
+        let temp = tempfile::tempdir().unwrap();
+        for id in ["", "d 7", "d\\t7"] {
+            let corpus = format!("{CORPUS}{{\"_id\": \"{id}\", \"text\": \"x\"}}\n");
+            write_layout(temp.path(), &corpus, QUERIES, "test", QRELS);
+            let (path, line, message) = malformed(load(temp.path(), "test").unwrap_err());
+            assert!(path.ends_with(CORPUS_FILE));
+            assert_eq!(line, 5, "{id:?}");
+            assert!(message.contains("empty or holds whitespace"), "{message}");
+        }
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::config::{ConfigError, Experiment, ModelOrigin, ModelShape};
+use crate::data::beir;
 use crate::model::hub::{resolve_model, HubSettings};
-use crate::model::BertConfig;
+use crate::model::{check_checkpoint, BertConfig};
 use crate::plan::{
     content_hash, dataset_files, model_files, Plan, PlanInputs, ResolveError, ResolvedDataset,
     ResolvedModel,
@@ -53,6 +54,7 @@ pub fn prepare(
         let dir = resolve_model(source, &hub).map_err(|err| experiment.model_error(name, err))?;
         let config = BertConfig::from_file(&dir.join("config.json"))
             .map_err(|err| experiment.model_error(name, err))?;
+        check_checkpoint(&dir).map_err(|err| experiment.model_error(name, err))?;
         let shape = ModelShape {
             depth: config.num_hidden_layers,
             max_positions: config.max_position_embeddings,
@@ -93,6 +95,8 @@ pub fn prepare(
                 )
                 .into());
         }
+        check_dataset_content(&dir, &spec.split)
+            .map_err(|err| experiment.dataset_error(name, err))?;
         let files = dataset_files(&dir, &spec.split);
         let sha256 = hash_files(&files, &dir, store.as_deref_mut())
             .map_err(|err| experiment.dataset_error(name, err))?;
@@ -117,6 +121,7 @@ pub fn prepare(
                     )
                     .into());
             }
+            check_dataset_content(&dir, split).map_err(|err| experiment.model_error(model, err))?;
             let files = dataset_files(&dir, split);
             let hash = hash_files(&files, &dir, store.as_deref_mut())
                 .map_err(|err| experiment.dataset_error(name, err))?;
@@ -195,4 +200,24 @@ fn hash_files(
         named.push((name, sha));
     }
     Ok(content_hash(&named))
+}
+
+/// Reads a dataset's split as the stages will (every check of [`beir::inspect`]: lines parse,
+/// ids unique and usable, judgments name known queries and documents) and refuses one that
+/// has nothing to evaluate, so that `check` and `run` stop here rather than at an eval.
+fn check_dataset_content(dir: &Path, split: &str) -> Result<(), String> {
+    let info = beir::inspect(dir, split).map_err(|err| err.to_string())?;
+    if info.documents == 0 {
+        return Err(format!(
+            "{} holds no document",
+            dir.join(beir::CORPUS_FILE).display()
+        ));
+    }
+    if info.judged_queries == 0 {
+        return Err(format!(
+            "split `{split}` judges no query of {}",
+            dir.display()
+        ));
+    }
+    Ok(())
 }

@@ -165,6 +165,109 @@ pub fn load_model(
     })
 }
 
+/// Checks what can be checked of the model in `dir` without loading its weights: the
+/// configuration, the safetensors header (every tensor the full model needs, with the shape
+/// `config.json` implies, and a file as long as the header says: truncated downloads fail
+/// here) and the tokenizer. A `pytorch_model.bin` is only checked when it is loaded.
+pub fn check_checkpoint(dir: &Path) -> Result<(), ModelError> {
+    let files = ModelFiles::locate(dir)?;
+    let config = BertConfig::from_file(&files.config)?;
+    if files.weights_format == WeightsFormat::Safetensors {
+        check_safetensors_header(&files.weights, &config)?;
+    }
+    TextTokenizer::from_dir(dir, config.max_position_embeddings.max(2))?;
+    Ok(())
+}
+
+/// One entry of a safetensors header.
+#[derive(serde::Deserialize)]
+struct HeaderEntry {
+    shape: Vec<usize>,
+    data_offsets: [u64; 2],
+}
+
+fn check_safetensors_header(path: &Path, config: &BertConfig) -> Result<(), ModelError> {
+    use std::io::Read;
+    let broken = |message: String| ModelError::Weights {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(|err| broken(err.to_string()))?;
+    let file_len = file
+        .metadata()
+        .map_err(|err| broken(err.to_string()))?
+        .len();
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length)
+        .map_err(|_| broken("shorter than a safetensors header".to_string()))?;
+    let header_len = u64::from_le_bytes(length);
+    if header_len > file_len.saturating_sub(8) || header_len > 100 << 20 {
+        return Err(broken(format!(
+            "its header claims {header_len} bytes, the file has {file_len}"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)
+        .map_err(|err| broken(err.to_string()))?;
+    let mut entries: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|err| broken(format!("unreadable safetensors header: {err}")))?;
+    entries.remove("__metadata__");
+    let mut tensors: HashMap<String, HeaderEntry> = HashMap::with_capacity(entries.len());
+    for (name, value) in entries {
+        let entry: HeaderEntry = serde_json::from_value(value)
+            .map_err(|err| broken(format!("header entry `{name}`: {err}")))?;
+        let name = name
+            .replace("LayerNorm.gamma", "LayerNorm.weight")
+            .replace("LayerNorm.beta", "LayerNorm.bias");
+        tensors.insert(name, entry);
+    }
+    let data_end = tensors
+        .values()
+        .map(|entry| entry.data_offsets[1])
+        .max()
+        .unwrap_or(0);
+    if 8 + header_len + data_end > file_len {
+        return Err(broken(format!(
+            "truncated: the header places tensor data up to byte {}, the file has {file_len}",
+            8 + header_len + data_end
+        )));
+    }
+    let word_embeddings = "embeddings.word_embeddings.weight";
+    let prefix = tensors
+        .keys()
+        .find_map(|name| name.strip_suffix(word_embeddings))
+        .ok_or_else(|| ModelError::MissingTensor {
+            path: path.to_path_buf(),
+            tensor: word_embeddings.to_string(),
+            hint: String::new(),
+        })?
+        .to_string();
+    let has_head = tensors.contains_key("classifier.weight");
+    for (name, shape) in expected_tensors(config, config.num_hidden_layers, has_head) {
+        let stored = if name.starts_with("classifier.") {
+            name
+        } else {
+            format!("{prefix}{name}")
+        };
+        let Some(entry) = tensors.get(&stored) else {
+            return Err(ModelError::MissingTensor {
+                path: path.to_path_buf(),
+                tensor: stored,
+                hint: String::new(),
+            });
+        };
+        if entry.shape != shape {
+            return Err(ModelError::ShapeMismatch {
+                path: path.to_path_buf(),
+                tensor: stored,
+                expected: shape,
+                actual: entry.shape.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A checkpoint's tensors, checked against its `config.json`, under the bare naming
 /// (`embeddings.*`, `encoder.*`, `pooler.*`, `classifier.*`), in f32 on the CPU.
 pub(crate) struct Checkpoint {
@@ -327,4 +430,53 @@ pub(crate) fn expected_tensors(
         expected.push(("classifier.bias".to_string(), vec![labels]));
     }
     expected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::random::{tiny_config, write_random_bert, TINY_VOCAB};
+
+    fn tiny(dir: &Path) {
+        let config = tiny_config(2, TINY_VOCAB.len());
+        write_random_bert(dir, &config, TINY_VOCAB, 3, false).unwrap();
+    }
+
+    #[test]
+    fn a_sound_checkpoint_passes_the_cheap_check() {
+        let dir = tempfile::tempdir().unwrap();
+        tiny(dir.path());
+        check_checkpoint(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn truncated_weights_and_a_missing_tokenizer_fail_the_cheap_check() {
+        let dir = tempfile::tempdir().unwrap();
+        tiny(dir.path());
+        let weights = dir.path().join("model.safetensors");
+        let bytes = std::fs::read(&weights).unwrap();
+        std::fs::write(&weights, &bytes[..bytes.len() - 10]).unwrap();
+        let message = check_checkpoint(dir.path()).unwrap_err().to_string();
+        assert!(message.contains("truncated"), "{message}");
+        std::fs::write(&weights, &bytes[..4]).unwrap();
+        let message = check_checkpoint(dir.path()).unwrap_err().to_string();
+        assert!(message.contains("safetensors header"), "{message}");
+
+        std::fs::write(&weights, &bytes).unwrap();
+        std::fs::remove_file(dir.path().join("vocab.txt")).unwrap();
+        assert!(check_checkpoint(dir.path()).is_err());
+    }
+
+    #[test]
+    fn shapes_that_disagree_with_the_config_fail_the_cheap_check() {
+        let dir = tempfile::tempdir().unwrap();
+        tiny(dir.path());
+        let path = dir.path().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["intermediate_size"] = serde_json::json!(7);
+        std::fs::write(&path, config.to_string()).unwrap();
+        let message = check_checkpoint(dir.path()).unwrap_err().to_string();
+        assert!(message.contains("intermediate"), "{message}");
+    }
 }

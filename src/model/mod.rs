@@ -40,7 +40,7 @@ pub use encode::{
 };
 pub use error::ModelError;
 pub(crate) use kernels::{dispatch, target_builds};
+pub use loading::{check_checkpoint, load_model, LoadedModel, ModelFiles, TensorNaming};
 pub(crate) use loading::{expected_tensors, read_checkpoint, Checkpoint};
-pub use loading::{load_model, LoadedModel, ModelFiles, TensorNaming};
 pub use pooling::{l2_normalize_rows, pool, Pooling};
 pub use tokenize::{Batch, InputFormat, TextTokenizer, TokenizedText};
