@@ -39,7 +39,7 @@ pub struct FiguresArgs {
 
 pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
     let results = ResultsDir::new(&args.results.results);
-    let store = Store::open_existing(&results.store_path())?;
+    let store = Store::open_read_only(&results.store_path())?;
     let experiment = find_experiment(&store, &args.experiment)?;
     let out_dir = report_dir(&args.reports, &experiment.name)?;
     let path = write_report(&store, &experiment, &out_dir, &args.metrics, args.format)?;
@@ -49,7 +49,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
 
 pub fn figures(args: &FiguresArgs) -> anyhow::Result<()> {
     let results = ResultsDir::new(&args.results.results);
-    let store = Store::open_existing(&results.store_path())?;
+    let store = Store::open_read_only(&results.store_path())?;
     let experiments = args
         .experiments
         .iter()

@@ -57,7 +57,7 @@ pub struct ExportArgs {
 
 pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let results = ResultsDir::new(&args.results.results);
-    let store = Store::open_existing(&results.store_path())?;
+    let store = Store::open_read_only(&results.store_path())?;
     let experiments = args
         .experiments
         .iter()
@@ -120,7 +120,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
 
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let results = ResultsDir::new(&args.results.results);
-    let store = Store::open_existing(&results.store_path())?;
+    let store = Store::open_read_only(&results.store_path())?;
     let experiment = find_experiment(&store, &args.experiment)?;
     let mut frame = if args.steps {
         training_steps_frame(&store, &experiment)?

@@ -412,7 +412,7 @@ pub(super) fn print_cells(experiment: &str, cells: &[CellRow]) -> anyhow::Result
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     let results = ResultsDir::new(&args.results.results);
-    let store = Store::open_existing(&results.store_path())?;
+    let store = Store::open_read_only(&results.store_path())?;
     let experiments = match &args.experiment {
         Some(given) => vec![find_experiment(&store, given)?],
         None => store.experiments()?,

@@ -289,12 +289,48 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens an existing store without creating one.
-    pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
+    /// Opens an existing store for reading only, as every command that only reads does: a
+    /// store on a read-only file system or in a directory this user cannot write (a shared,
+    /// archived study) opens `immutable` (SQLite reads it without locks or a journal, which is
+    /// right only because nobody can be writing it); any other opens `mode=ro`, beside a
+    /// running scheduler. Nothing is migrated: a store of an older schema is refused, saying so.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
         if !path.is_file() {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
-        Self::open(path)
+        let directory = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let writable = can_write(path) && directory.is_none_or(can_write);
+        Self::open_read_only_as(path, !writable)
+    }
+
+    fn open_read_only_as(path: &Path, immutable: bool) -> Result<Self, StoreError> {
+        let mode = if immutable { "immutable=1" } else { "mode=ro" };
+        let uri = format!("file:{}?{mode}", uri_path(path));
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(uri, flags).map_err(sqlite)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(sqlite)?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        let version = store.schema_version()?;
+        if version != schema::MIGRATIONS.len() {
+            return Err(StoreError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "schema version {version}, this repro reads {}: open it once with a \
+                     writing command (`repro run`) to migrate it, or use the repro that wrote it",
+                    schema::MIGRATIONS.len()
+                ),
+            });
+        }
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -1135,6 +1171,29 @@ fn experiment_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExperimentRow> {
     })
 }
 
+/// Whether this process may write `path` (the kernel's answer: permissions, read-only
+/// mounts, and root's exemption from the former).
+fn can_write(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path; access(2) reads it and nothing else.
+    unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// `path` as the path of an SQLite URI: the characters a URI gives a meaning to escaped.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1173,6 +1232,56 @@ mod tests {
             tasks: vec![(Stage::Encode, "enc".into()), (Stage::Eval, "ev".into())],
         }];
         store.record_plan(experiment, &tasks, &cells).unwrap();
+    }
+
+    #[test]
+    fn read_only_opens_read_and_never_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd ?#% dir/repro.sqlite");
+        let mut store = Store::open(&path).unwrap();
+        store.upsert_experiment("e", "e.toml", "", "00").unwrap();
+        drop(store);
+        for immutable in [false, true] {
+            let mut store = Store::open_read_only_as(&path, immutable).unwrap();
+            let names: Vec<String> = store
+                .experiments()
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            assert_eq!(names, ["e"], "immutable {immutable}");
+            assert!(
+                store.upsert_experiment("f", "f.toml", "", "00").is_err(),
+                "a read-only store took a write (immutable {immutable})"
+            );
+        }
+        assert_eq!(
+            Store::open_read_only(&path)
+                .unwrap()
+                .experiments()
+                .unwrap()
+                .len(),
+            1
+        );
+        let missing = dir.path().join("none.sqlite");
+        assert!(matches!(
+            Store::open_read_only(&missing),
+            Err(StoreError::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn a_store_of_another_schema_is_not_read_without_migrating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repro.sqlite");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn
+            .execute("DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)", [])
+            .unwrap();
+        drop(store);
+        let err = Store::open_read_only(&path).err().unwrap().to_string();
+        assert!(err.contains("to migrate"), "{err}");
     }
 
     #[test]
