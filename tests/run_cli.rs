@@ -256,6 +256,11 @@ fn a_run_killed_mid_sweep_resumes_to_a_complete_consistent_store() {
         "SELECT count(*) FROM tasks WHERE status = 'succeeded'",
     );
     assert!((interrupted_at as u64) < TASKS, "killed too late");
+    // Until the next run records it, the store says running; status knows better.
+    let status = fixture.repro().args(["status", "smoke"]).output().unwrap();
+    let text = String::from_utf8(status.stdout).unwrap();
+    assert!(text.contains("abandoned (its scheduler is gone)"), "{text}");
+    assert!(!text.contains(": running"), "{text}");
 
     let outcome = fixture.run(&[]);
     assert_eq!(outcome["status"], "succeeded");
@@ -402,6 +407,59 @@ fn a_failed_task_is_recorded_and_only_it_is_retried() {
         CELLS as usize,
         "{text}"
     );
+}
+
+/// A worker killed by a signal from outside (the OOM killer's SIGKILL) is recorded `killed`,
+/// not failed: the next plain run runs it again, once; killed twice in a row, it is failed.
+#[test]
+fn a_killed_worker_runs_again_once() {
+    let fixture = Fixture::new();
+    let killed_run = || {
+        let output = fixture
+            .repro()
+            .env("REPRO_KILL_STAGE", "encode")
+            .arg("run")
+            .arg(&fixture.experiment)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+    };
+    killed_run();
+    let store = fixture.store();
+    let error: String = store
+        .query_row(
+            "SELECT error FROM attempts WHERE status = 'killed'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(error.contains("killed by signal 9"), "{error}");
+    let explain = |fixture: &Fixture| {
+        let output = fixture
+            .repro()
+            .arg("run")
+            .arg(&fixture.experiment)
+            .arg("--explain")
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert!(
+        !explain(&fixture).contains("failed earlier"),
+        "a killed task is not failed"
+    );
+
+    killed_run();
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM attempts WHERE status = 'killed'"
+        ),
+        2
+    );
+    assert!(explain(&fixture).contains("failed earlier (use --retry-failed"));
+    let outcome = fixture.run(&["--retry-failed"]);
+    assert_eq!(outcome["status"], "succeeded");
 }
 
 #[test]

@@ -417,6 +417,12 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
         Some(given) => vec![find_experiment(&store, given)?],
         None => store.experiments()?,
     };
+    // What the store calls running is abandoned when no scheduler holds the lock.
+    let live = results.scheduler_running();
+    let shown = |status: &'static str| match status {
+        "running" if !live => "abandoned",
+        other => other,
+    };
     let mut json = Vec::new();
     for experiment in &experiments {
         let cells = store.cells(experiment.id, &crate::report::RESULT_STAGES)?;
@@ -425,12 +431,13 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
         if args.json {
             json.push(serde_json::json!({
                 "experiment": experiment, "cells": cells, "tasks": tasks, "runs": runs,
+                "scheduler_running": live,
             }));
             continue;
         }
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for task in &tasks {
-            *counts.entry(task.status.name()).or_default() += 1;
+            *counts.entry(shown(task.status.name())).or_default() += 1;
         }
         let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
         println!(
@@ -445,7 +452,11 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             println!(
                 "# last run #{}: {} · started {} · ended {} · git {}{} · {} on {}",
                 run.id,
-                run.status,
+                if run.status == "running" && !live {
+                    "abandoned (its scheduler is gone)"
+                } else {
+                    run.status.as_str()
+                },
                 run.started_at,
                 run.ended_at.as_deref().unwrap_or("-"),
                 run.git_commit
@@ -473,7 +484,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
                     "{:<12}  {:<6}  {:<11}  {:>8}  {:>9}  {:>5}  {}",
                     &task.key[..12],
                     task.stage,
-                    task.status.name(),
+                    shown(task.status.name()),
                     task.attempts,
                     task.seconds
                         .map(|s| format!("{s:.2}"))

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,7 +101,11 @@ pub(super) fn run(
                         error: "interrupted (Ctrl-C)".to_string(),
                     },
                     Ok(status) => Ending::Failed {
-                        end: AttemptEnd::Failed,
+                        end: if status.signal().is_some() {
+                            AttemptEnd::Killed
+                        } else {
+                            AttemptEnd::Failed
+                        },
                         seconds,
                         exit_code: status.code(),
                         error: describe_exit(status, &child.launch.log_path),
@@ -120,7 +125,6 @@ pub(super) fn run(
 
 /// The exit status and the end of the worker's log: its error message.
 fn describe_exit(status: ExitStatus, log_path: &Path) -> String {
-    use std::os::unix::process::ExitStatusExt;
     let how = match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),

@@ -120,6 +120,19 @@ impl ResultsDir {
         Ok(removed)
     }
 
+    /// Whether a scheduler holds the directory's lock now. Runs and attempts the store still
+    /// calls running are abandoned when none does (its scheduler was killed); the next
+    /// `repro run` records them so. Probes with a shared lock, released at once.
+    pub fn scheduler_running(&self) -> bool {
+        let Ok(file) = std::fs::File::open(self.root.join(".lock")) else {
+            return false;
+        };
+        matches!(
+            file.try_lock_shared(),
+            Err(std::fs::TryLockError::WouldBlock)
+        )
+    }
+
     /// Takes the directory's lock without waiting.
     pub fn lock(&self) -> Result<ResultsLock, ExecError> {
         std::fs::create_dir_all(&self.root).map_err(io_error(&self.root))?;

@@ -64,12 +64,20 @@ pub fn run_worker(spec_path: &Path) -> Result<(), ExecError> {
 
 /// Fault injection for tests of failure handling: a worker whose stage is named in
 /// `REPRO_FAIL_STAGE`, or whose task key starts with `REPRO_FAIL_TASK`, fails before doing
-/// anything.
+/// anything; one whose stage is named in `REPRO_KILL_STAGE` is killed by SIGKILL, as the
+/// kernel's out-of-memory killer would.
 const FAIL_STAGE: &str = "REPRO_FAIL_STAGE";
 const FAIL_TASK: &str = "REPRO_FAIL_TASK";
+const KILL_STAGE: &str = "REPRO_KILL_STAGE";
 
 fn run_into(spec: &WorkerSpec, scratch: &Path) -> Result<(), ExecError> {
     let stage = spec.task.stage();
+    if std::env::var(KILL_STAGE).is_ok_and(|value| value == stage.name()) {
+        // SAFETY: sends a signal to this process; no memory is involved.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
     if std::env::var(FAIL_STAGE).is_ok_and(|value| value == stage.name()) {
         return Err(ExecError::Worker(format!(
             "injected failure ({FAIL_STAGE}={stage})"

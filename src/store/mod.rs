@@ -97,6 +97,8 @@ pub enum AttemptEnd {
     OutOfMemory,
     /// It left the batch system's queue without a result or a known reason.
     Lost,
+    /// A signal from outside repro ended the worker (the out-of-memory killer, `kill`).
+    Killed,
 }
 
 impl AttemptEnd {
@@ -110,16 +112,20 @@ impl AttemptEnd {
             AttemptEnd::NodeFailure => "node_failure",
             AttemptEnd::OutOfMemory => "out_of_memory",
             AttemptEnd::Lost => "lost",
+            AttemptEnd::Killed => "killed",
         }
     }
 
     /// The task's status after such an attempt: stopped from outside, it runs again next
-    /// time; failed (its own error or a limit it hit), only with `--retry-failed`.
+    /// time; failed (its own error or a limit it hit), only with `--retry-failed`. A killed
+    /// task runs again once: [`Store::record_failure`] makes a second kill in a row a failure,
+    /// so that a task the kernel kills every time does not run forever.
     pub fn task_status(self) -> TaskStatus {
         match self {
-            AttemptEnd::Interrupted | AttemptEnd::Cancelled | AttemptEnd::Lost => {
-                TaskStatus::Interrupted
-            }
+            AttemptEnd::Interrupted
+            | AttemptEnd::Cancelled
+            | AttemptEnd::Lost
+            | AttemptEnd::Killed => TaskStatus::Interrupted,
             AttemptEnd::Failed
             | AttemptEnd::Timeout
             | AttemptEnd::NodeFailure
@@ -795,9 +801,23 @@ impl Store {
             params![attempt.id, end.name(), seconds, exit_code, error],
         )
         .map_err(&sql_error)?;
+        let killed_before: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM attempts WHERE task_key = ?1 AND id != ?2
+                     AND status = 'killed' AND id = (SELECT max(id) FROM attempts
+                         WHERE task_key = ?1 AND id != ?2))",
+                params![task_key, attempt.id],
+                |row| row.get(0),
+            )
+            .map_err(&sql_error)?;
+        let status = if end == AttemptEnd::Killed && killed_before {
+            TaskStatus::Failed
+        } else {
+            end.task_status()
+        };
         tx.execute(
             &format!("UPDATE tasks SET status = ?2, updated_at = {NOW} WHERE key = ?1"),
-            params![task_key, end.task_status().name()],
+            params![task_key, status.name()],
         )
         .map_err(&sql_error)?;
         tx.commit().map_err(&sql_error)
