@@ -95,6 +95,8 @@ pub fn write_report(
     let html = format == ReportFormat::Html;
     let context = page_context(store, &study, metrics, html)?;
     let mut environment = Environment::new();
+    environment.add_filter("md", markdown_text);
+    environment.add_filter("code", markdown_code);
     let (name, source, file) = match format {
         ReportFormat::Html => ("report.html", HTML_TEMPLATE, "index.html"),
         ReportFormat::Md => ("report.md", MARKDOWN_TEMPLATE, "report.md"),
@@ -116,6 +118,35 @@ pub fn write_report(
         source,
     })?;
     Ok(path)
+}
+
+/// User text as Markdown shows it literally: every character Markdown (or the HTML it may
+/// carry) gives a meaning escaped, line breaks folded, so that a name or description can
+/// neither format the page, break a table, nor inject markup — as the HTML page escapes it.
+fn markdown_text(text: String) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\n' | '\r' => out.push(' '),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '#' | '!' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// User text as a Markdown code span: fenced with more backticks than it holds.
+fn markdown_code(text: String) -> String {
+    let text = text.replace(['\n', '\r'], " ");
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    format!("{fence} {text} {fence}")
 }
 
 fn template_error(error: minijinja::Error) -> ReportError {
@@ -710,6 +741,16 @@ mod tests {
         for name in ["..", ".", "a/b", ""] {
             assert!(report_dir(reports, name).is_err(), "{name:?}");
         }
+    }
+
+    #[test]
+    fn user_text_cannot_format_a_markdown_report() {
+        assert_eq!(
+            markdown_text("a|b <script> *x* [l](u) _y_\nz".into()),
+            "a\\|b &lt;script&gt; \\*x\\* \\[l\\](u) \\_y\\_ z"
+        );
+        assert_eq!(markdown_code("e.toml".into()), "` e.toml `");
+        assert_eq!(markdown_code("a`b".into()), "`` a`b ``");
     }
 
     #[test]
