@@ -681,6 +681,45 @@ fn check_reads_the_content_of_datasets_and_models() {
         .stderr(predicates::str::contains("models.tiny"));
 }
 
+/// A judgment edited in place, size and modification time put back, is still seen: the
+/// change time is part of what a remembered hash is keyed by.
+#[test]
+fn an_in_place_edit_that_keeps_size_and_mtime_is_seen() {
+    let fixture = Fixture::new();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir");
+    let copy = fixture.dir.path().join("dataset");
+    std::fs::create_dir_all(copy.join("qrels")).unwrap();
+    for file in [
+        "corpus.jsonl",
+        "queries.jsonl",
+        "qrels/test.tsv",
+        "qrels/train.tsv",
+    ] {
+        std::fs::copy(source.join(file), copy.join(file)).unwrap();
+    }
+    fixture.write_experiment(|text| text.replace(&format!("{source:?}"), &format!("{copy:?}")));
+    assert_eq!(fixture.run(&[])["status"], "succeeded");
+    let qrels = copy.join("qrels/test.tsv");
+    let before = std::fs::metadata(&qrels).unwrap();
+    let text = std::fs::read_to_string(&qrels).unwrap();
+    let edited = text.replacen("q1\td1\t2", "q1\td1\t1", 1);
+    assert_ne!(edited, text);
+    assert_eq!(edited.len(), text.len());
+    std::fs::write(&qrels, edited).unwrap();
+    let file = std::fs::File::options().write(true).open(&qrels).unwrap();
+    file.set_modified(before.modified().unwrap()).unwrap();
+    drop(file);
+    assert_eq!(
+        std::fs::metadata(&qrels).unwrap().modified().unwrap(),
+        before.modified().unwrap()
+    );
+    let outcome = fixture.run(&[]);
+    assert!(
+        summary(&outcome, "executed") > 0,
+        "stale results were served: {outcome}"
+    );
+}
+
 #[test]
 fn ctrl_c_stops_cleanly_and_records_the_interruption() {
     let fixture = Fixture::new();

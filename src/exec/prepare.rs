@@ -12,7 +12,7 @@ use crate::plan::{
     content_hash, dataset_files, model_files, Plan, PlanInputs, ResolveError, ResolvedDataset,
     ResolvedModel,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{FileStamp, Store, StoreError};
 
 /// Why an experiment could not be planned.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,8 @@ pub struct Prepared {
 }
 
 /// Reads, checks and plans the experiment at `path`. File hashes are remembered in `store`
-/// (by path, size and modification time) so that a warm run does not re-read model weights.
+/// (by path, size, modification and change times and inode) so that a warm run does not
+/// re-read model weights.
 pub fn prepare(
     path: &Path,
     data_dir: &Path,
@@ -155,7 +156,7 @@ pub fn prepare(
 }
 
 /// One content hash over `files` (named relative to `root`), each file's sha256 taken from
-/// the store's memory when its size and modification time are unchanged.
+/// the store's memory when its size, modification and change times and inode are unchanged.
 fn hash_files(
     files: &[std::path::PathBuf],
     root: &Path,
@@ -165,17 +166,12 @@ fn hash_files(
     for file in files {
         let metadata =
             std::fs::metadata(file).map_err(|err| format!("{}: {err}", file.display()))?;
-        let mtime_ns = metadata
-            .modified()
-            .ok()
-            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|since| since.as_nanos() as i64)
-            .unwrap_or(0);
+        let stamp = FileStamp::of(&metadata);
         let absolute = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
         let key = absolute.display().to_string();
         let cached = match store.as_deref() {
             Some(store) => store
-                .cached_file_hash(&key, metadata.len(), mtime_ns)
+                .cached_file_hash(&key, &stamp)
                 .map_err(|err| err.to_string())?,
             None => None,
         };
@@ -186,7 +182,7 @@ fn hash_files(
                     .map_err(|err| format!("{}: {err}", file.display()))?;
                 if let Some(store) = store.as_deref_mut() {
                     store
-                        .remember_file_hash(&key, metadata.len(), mtime_ns, &sha)
+                        .remember_file_hash(&key, &stamp, &sha)
                         .map_err(|err| err.to_string())?;
                 }
                 sha

@@ -265,6 +265,30 @@ pub struct RunCounts {
     pub failed: usize,
 }
 
+/// What identifies a file's content without reading it: a remembered hash is reused only
+/// while all of it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp {
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// Changes on every write or metadata change, and cannot be set back by a user.
+    pub ctime_ns: i64,
+    pub inode: u64,
+}
+
+impl FileStamp {
+    pub fn of(metadata: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let nanos = |seconds: i64, nanos: i64| seconds.saturating_mul(1_000_000_000) + nanos;
+        FileStamp {
+            size: metadata.len(),
+            mtime_ns: nanos(metadata.mtime(), metadata.mtime_nsec()),
+            ctime_ns: nanos(metadata.ctime(), metadata.ctime_nsec()),
+            inode: metadata.ino(),
+        }
+    }
+}
+
 /// An open results store.
 pub struct Store {
     conn: Connection,
@@ -880,18 +904,25 @@ impl Store {
         Ok(lost)
     }
 
-    /// The sha256 remembered for `path` if its size and modification time still match.
+    /// The sha256 remembered for `path` if its stamp (size, modification and change times,
+    /// inode) still matches.
     pub fn cached_file_hash(
         &self,
         path: &str,
-        size: u64,
-        mtime_ns: i64,
+        stamp: &FileStamp,
     ) -> Result<Option<String>, StoreError> {
         let result = self
             .conn
             .query_row(
-                "SELECT sha256 FROM file_hashes WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3",
-                params![path, size as i64, mtime_ns],
+                "SELECT sha256 FROM file_hashes WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3
+                     AND ctime_ns = ?4 AND inode = ?5",
+                params![
+                    path,
+                    stamp.size as i64,
+                    stamp.mtime_ns,
+                    stamp.ctime_ns,
+                    stamp.inode as i64
+                ],
                 |row| row.get(0),
             )
             .optional();
@@ -901,15 +932,22 @@ impl Store {
     pub fn remember_file_hash(
         &mut self,
         path: &str,
-        size: u64,
-        mtime_ns: i64,
+        stamp: &FileStamp,
         sha256: &str,
     ) -> Result<(), StoreError> {
         let result = self.conn.execute(
-            "INSERT INTO file_hashes (path, size, mtime_ns, sha256) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO file_hashes (path, size, mtime_ns, ctime_ns, inode, sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
-                 sha256 = excluded.sha256",
-            params![path, size as i64, mtime_ns, sha256],
+                 ctime_ns = excluded.ctime_ns, inode = excluded.inode, sha256 = excluded.sha256",
+            params![
+                path,
+                stamp.size as i64,
+                stamp.mtime_ns,
+                stamp.ctime_ns,
+                stamp.inode as i64,
+                sha256
+            ],
         );
         self.sql(result).map(|_| ())
     }
@@ -1530,14 +1568,44 @@ mod tests {
     }
 
     #[test]
-    fn file_hashes_are_keyed_by_size_and_mtime() {
+    fn file_hashes_are_keyed_by_size_times_and_inode() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("repro.sqlite")).unwrap();
-        store.remember_file_hash("/a", 3, 7, "h").unwrap();
+        let stamp = FileStamp {
+            size: 3,
+            mtime_ns: 7,
+            ctime_ns: 9,
+            inode: 11,
+        };
+        store.remember_file_hash("/a", &stamp, "h").unwrap();
         assert_eq!(
-            store.cached_file_hash("/a", 3, 7).unwrap().as_deref(),
+            store.cached_file_hash("/a", &stamp).unwrap().as_deref(),
             Some("h")
         );
-        assert_eq!(store.cached_file_hash("/a", 3, 8).unwrap(), None);
+        let changed = [
+            FileStamp {
+                size: 4,
+                ..stamp.clone()
+            },
+            FileStamp {
+                mtime_ns: 8,
+                ..stamp.clone()
+            },
+            FileStamp {
+                ctime_ns: 10,
+                ..stamp.clone()
+            },
+            FileStamp {
+                inode: 12,
+                ..stamp.clone()
+            },
+        ];
+        for other in changed {
+            assert_eq!(
+                store.cached_file_hash("/a", &other).unwrap(),
+                None,
+                "{other:?}"
+            );
+        }
     }
 }

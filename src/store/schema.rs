@@ -184,4 +184,10 @@ ALTER TABLE cell_tasks_by_key RENAME TO cell_tasks;
 -- The batch system's id of an attempt (Slurm: `<array job>_<index>`); NULL when local.
 ALTER TABLE attempts ADD COLUMN job_id TEXT;
 "#,
+    r#"
+-- A file's hash is reused only while its change time and inode match too: an edit that
+-- restores size and modification time still changes the change time.
+ALTER TABLE file_hashes ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE file_hashes ADD COLUMN inode INTEGER NOT NULL DEFAULT -1;
+"#,
 ];
