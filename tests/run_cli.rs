@@ -720,6 +720,82 @@ fn an_in_place_edit_that_keeps_size_and_mtime_is_seen() {
     );
 }
 
+/// Every cached output carries a manifest: `verify` finds a flipped byte, a deleted file and
+/// a changed measure in the store; a run re-runs a damaged task before anything reads it.
+#[test]
+fn verify_finds_damage_and_a_run_repairs_it() {
+    let fixture = Fixture::new();
+    assert_eq!(fixture.run(&[])["status"], "succeeded");
+    let verify = || fixture.repro().arg("verify").output().unwrap();
+    let output = verify();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "{TASKS} cached outputs checked: {TASKS} whole, 0 damaged"
+        )),
+        "{text}"
+    );
+
+    let store = fixture.store();
+    let encode: String = store
+        .query_row(
+            "SELECT key FROM tasks WHERE stage = 'encode' ORDER BY key LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let output_dir = fixture.results().join("cache").join(&encode);
+    let largest = std::fs::read_dir(&output_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "f32"))
+        .max_by_key(|path| std::fs::metadata(path).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&largest, &bytes).unwrap();
+    let output = verify();
+    assert!(!output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("does not match its recorded sha256"),
+        "{text}"
+    );
+    // A plain run uses nothing of it (its evals are cached): nothing runs. Forcing the evals
+    // makes them read it: it is found damaged first and runs again.
+    assert_eq!(summary(&fixture.run(&[]), "executed"), 0);
+    let explained = fixture
+        .repro()
+        .args(["run", "--explain", "--force", "eval"])
+        .arg(&fixture.experiment)
+        .output()
+        .unwrap();
+    let explained = String::from_utf8(explained.stdout).unwrap();
+    assert!(
+        explained.contains("which a running task reads, is damaged"),
+        "{explained}"
+    );
+    let outcome = fixture.run(&["--force", "eval"]);
+    assert_eq!(outcome["status"], "succeeded");
+    assert!(verify().status.success());
+
+    std::fs::remove_file(&largest).unwrap();
+    let outcome = fixture.run(&[]);
+    assert!(
+        summary(&outcome, "executed") >= 1,
+        "a deleted file is seen: {outcome}"
+    );
+    assert!(verify().status.success());
+
+    store
+        .execute("UPDATE metrics SET value = value + 0.001 WHERE task_key = (SELECT task_key FROM metrics WHERE measure = 'ndcg_cut_10' LIMIT 1) AND measure = 'ndcg_cut_10'", [])
+        .unwrap();
+    let text = String::from_utf8(verify().stdout).unwrap();
+    assert!(text.contains("the store's ndcg_cut_10 is"), "{text}");
+}
+
 #[test]
 fn ctrl_c_stops_cleanly_and_records_the_interruption() {
     let fixture = Fixture::new();

@@ -62,6 +62,9 @@ pub enum Command {
     Check(run::CheckArgs),
     /// Show an experiment's cells, tasks and runs from the results store.
     Status(run::StatusArgs),
+    /// Check every cached output against the sha256 recorded when it was written, and the
+    /// store's measures against them; say what is damaged.
+    Verify(run::VerifyArgs),
     /// Cells of one or more experiments side by side: the parameters that differ, the measures.
     Compare(results::CompareArgs),
     /// Write an experiment's results as CSV, Parquet or JSON.
@@ -104,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&cli.global, args),
         Command::Check(args) => run::check(&cli.global, args),
         Command::Status(args) => run::status(args),
+        Command::Verify(args) => run::verify(args),
         Command::Worker(args) => run::worker(args),
         Command::Compare(args) => results::compare(args),
         Command::Dev(command) => dev::run(command),

@@ -88,6 +88,16 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Experiment name or file; every experiment of the store when absent.
+    pub experiment: Option<String>,
+    #[command(flatten)]
+    pub results: ResultsArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     /// The task spec written by the scheduler (with --element: a submission's tasks.tsv).
     pub spec: PathBuf,
@@ -620,4 +630,40 @@ impl RunObserver for BarsObserver {
             TaskResult::Interrupted | TaskResult::Skipped { .. } => {}
         }
     }
+}
+
+pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
+    let results = ResultsDir::new(&args.results.results);
+    let store = Store::open_read_only(&results.store_path())?;
+    let experiment = match &args.experiment {
+        Some(given) => Some(find_experiment(&store, given)?.id),
+        None => None,
+    };
+    let verification = crate::exec::verify(&store, &results, experiment)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&verification)?);
+    } else {
+        println!(
+            "{} cached outputs checked: {} whole, {} damaged, {} written before manifests (not verifiable)",
+            verification.checked,
+            verification.checked - verification.damaged.len() - verification.without_manifest,
+            verification.damaged.len(),
+            verification.without_manifest
+        );
+        for damaged in &verification.damaged {
+            println!(
+                "{}  {:<8}  {}",
+                &damaged.key[..12.min(damaged.key.len())],
+                damaged.stage,
+                damaged.problem
+            );
+        }
+    }
+    if !verification.damaged.is_empty() {
+        anyhow::bail!(
+            "{} damaged output(s): the next `repro run` that needs them runs their tasks again",
+            verification.damaged.len()
+        );
+    }
+    Ok(())
 }

@@ -16,6 +16,7 @@ It must not know what a stage computes (that is `stages`) or how an experiment i
 
 mod environment;
 mod local;
+pub mod manifest;
 mod prepare;
 mod schedule;
 mod slurm;
@@ -219,7 +220,14 @@ pub fn decide(
         }
         let decision = match store.task_status(&task.key)? {
             Some(TaskStatus::Succeeded) => {
-                if results.cache_dir(&task.key).join(OUTCOME).is_file() {
+                let output = results.cache_dir(&task.key);
+                let damage = manifest::damage(&output, manifest::Depth::Sizes);
+                if let Some(damage) = damage.filter(|_| output.join(OUTCOME).is_file()) {
+                    Decision {
+                        action: Action::Run,
+                        reason: format!("its cached output is damaged: {damage}"),
+                    }
+                } else if output.join(OUTCOME).is_file() {
                     Decision {
                         action: Action::Cached,
                         reason: "succeeded earlier".to_string(),
@@ -279,7 +287,132 @@ pub fn decide(
         };
         decisions.push(decision);
     }
+    verify_what_runs_reads(plan, results, &mut decisions);
     Ok(decisions)
+}
+
+/// What `repro verify` found in a results directory.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verification {
+    /// Succeeded tasks whose cached output was checked.
+    pub checked: usize,
+    /// Outputs written before repro kept manifests: present, but not verifiable.
+    pub without_manifest: usize,
+    pub damaged: Vec<DamagedTask>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DamagedTask {
+    pub key: String,
+    pub stage: String,
+    pub problem: String,
+}
+
+/// Checks every succeeded task's cached output (of `experiment`, or of every experiment) in
+/// full against its manifest, and the measures the store holds against the output's
+/// `outcome.json`. Reads only; a damaged task runs again at the next `repro run` that needs
+/// it.
+pub fn verify(
+    store: &Store,
+    results: &ResultsDir,
+    experiment: Option<i64>,
+) -> Result<Verification, ExecError> {
+    let experiments = match experiment {
+        Some(id) => vec![id],
+        None => store.experiments()?.into_iter().map(|e| e.id).collect(),
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut verification = Verification::default();
+    for id in experiments {
+        for task in store.tasks(id)? {
+            if task.status != TaskStatus::Succeeded || !seen.insert(task.key.clone()) {
+                continue;
+            }
+            verification.checked += 1;
+            let output = results.cache_dir(&task.key);
+            let problem = match manifest::read(&output) {
+                Ok(None) if output.join(OUTCOME).is_file() => {
+                    verification.without_manifest += 1;
+                    None
+                }
+                Ok(None) => Some(format!("{} is gone", output.display())),
+                Err(damage) => Some(damage.to_string()),
+                Ok(Some(_)) => match manifest::damage(&output, manifest::Depth::Contents) {
+                    Some(damage) => Some(damage.to_string()),
+                    None => recorded_metrics_differ(store, &task.key, &output)?,
+                },
+            };
+            if let Some(problem) = problem {
+                verification.damaged.push(DamagedTask {
+                    key: task.key,
+                    stage: task.stage,
+                    problem,
+                });
+            }
+        }
+    }
+    Ok(verification)
+}
+
+/// Where the store's measures of a task disagree with its (verified) `outcome.json`.
+fn recorded_metrics_differ(
+    store: &Store,
+    key: &str,
+    output: &Path,
+) -> Result<Option<String>, ExecError> {
+    let path = output.join(OUTCOME);
+    let outcome: crate::plan::TaskOutcome = match std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    {
+        Some(outcome) => outcome,
+        None => return Ok(Some(format!("{} is unreadable", path.display()))),
+    };
+    let recorded = store.task_metrics(key)?;
+    let differing = outcome.metrics.iter().find(|(measure, value)| {
+        recorded.get(*measure).map(|r| r.to_bits()) != Some(value.to_bits())
+    });
+    Ok(differing.map(|(measure, value)| {
+        format!(
+            "the store's {measure} is {}, its outcome.json says {value}",
+            recorded
+                .get(measure)
+                .map_or("missing".to_string(), f64::to_string)
+        )
+    }))
+}
+
+/// Before a running task reads a cached output, the output's contents are checked against
+/// its manifest; a damaged one runs again (and so, in turn, do the cached outputs it reads).
+fn verify_what_runs_reads(plan: &Plan, results: &ResultsDir, decisions: &mut [Decision]) {
+    let mut checked = vec![false; plan.tasks.len()];
+    loop {
+        let mut changed = false;
+        for index in 0..plan.tasks.len() {
+            if decisions[index].action != Action::Run {
+                continue;
+            }
+            for &up in &plan.tasks[index].upstream {
+                if decisions[up].action != Action::Cached || checked[up] {
+                    continue;
+                }
+                checked[up] = true;
+                let output = results.cache_dir(&plan.tasks[up].key);
+                if let Some(damage) = manifest::damage(&output, manifest::Depth::Contents) {
+                    decisions[up] = Decision {
+                        action: Action::Run,
+                        reason: format!(
+                            "its cached output, which a running task reads, is damaged: {damage}"
+                        ),
+                    };
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return;
+        }
+    }
 }
 
 /// "new" plus the smallest difference from any earlier task of the same stage.

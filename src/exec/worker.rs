@@ -96,6 +96,7 @@ fn run_into(spec: &WorkerSpec, scratch: &Path) -> Result<(), ExecError> {
     let json =
         serde_json::to_vec_pretty(&outcome).map_err(|err| ExecError::Worker(err.to_string()))?;
     crate::util::write_atomic(&path, &json).map_err(io_error(&path))?;
+    super::manifest::write(scratch).map_err(io_error(scratch))?;
     if spec.output.exists() {
         std::fs::remove_dir_all(&spec.output).map_err(io_error(&spec.output))?;
     }

@@ -1098,6 +1098,19 @@ impl Store {
         self.sql(result)
     }
 
+    /// A task's aggregate measures as recorded (measure → value).
+    pub fn task_metrics(&self, task_key: &str) -> Result<BTreeMap<String, f64>, StoreError> {
+        let result = (|| {
+            let mut statement = self
+                .conn
+                .prepare("SELECT measure, value FROM metrics WHERE task_key = ?1")?;
+            let rows =
+                statement.query_map(params![task_key], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()
+        })();
+        self.sql(result)
+    }
+
     /// Records one depth's benchmark; returns its id.
     pub fn record_benchmark(&mut self, record: &BenchmarkRecord) -> Result<i64, StoreError> {
         let env = &record.environment;
