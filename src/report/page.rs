@@ -205,7 +205,7 @@ fn page_context(
     let distillation = study.distillation(store)?;
     let mut distill_comparisons: Vec<Comparison> = distillation
         .iter()
-        .filter_map(|row| row.comparison.clone())
+        .filter_map(labelled_comparison)
         .collect();
     distill_comparisons.extend(comparisons.iter().cloned());
     let tallies = tally_comparisons(&distill_comparisons);
@@ -567,6 +567,23 @@ fn comparisons_table(comparisons: &[Comparison]) -> Table {
     }
 }
 
+/// A distillation row's comparison with the reference, its A named by the row's settings
+/// (the comparison itself names the model only), so that tallies over datasets keep the
+/// students apart.
+fn labelled_comparison(row: &DistillRow) -> Option<Comparison> {
+    let mut comparison = row.comparison.clone()?;
+    let reranked = if row.reranked_by.is_empty() {
+        String::new()
+    } else {
+        format!(", re-ranked by {}", row.reranked_by)
+    };
+    comparison.a = format!(
+        "{} DE-{} {} {}{reranked}",
+        row.model, row.layers, row.init, row.loss
+    );
+    Some(comparison)
+}
+
 /// Paired comparisons counted over the datasets they were made on.
 fn tallies_table(tallies: &[ComparisonTally]) -> Table {
     Table {
@@ -741,6 +758,46 @@ mod tests {
         for name in ["..", ".", "a/b", ""] {
             assert!(report_dir(reports, name).is_err(), "{name:?}");
         }
+    }
+
+    #[test]
+    fn students_that_differ_only_in_init_are_told_apart_in_tallies() {
+        let comparison = Comparison {
+            dataset: "d".into(),
+            what: "vs the teacher DE".into(),
+            a: "student".into(),
+            b: "minilm".into(),
+            measure: "ndcg_cut_10".into(),
+            result: crate::eval::significance::PairedComparison {
+                queries: 1,
+                queries_dropped: 0,
+                mean_a: 0.1,
+                mean_b: 0.2,
+                mean_difference: -0.1,
+                t_statistic: 0.0,
+                t_test_p: 1.0,
+                randomisation_p: 1.0,
+                permutations: 1,
+            },
+            significant: false,
+        };
+        let row = |init: &str| DistillRow {
+            dataset: "d".into(),
+            model: "student".into(),
+            role: "student",
+            layers: 2,
+            init: init.into(),
+            loss: "mse".into(),
+            reranked_by: String::new(),
+            values: vec![],
+            docs_per_second: None,
+            speedup: None,
+            comparison: Some(comparison.clone()),
+        };
+        let a = labelled_comparison(&row("ce:1")).unwrap().a;
+        let b = labelled_comparison(&row("random")).unwrap().a;
+        assert_eq!(a, "student DE-2 ce:1 mse");
+        assert_ne!(a, b);
     }
 
     #[test]
