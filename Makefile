@@ -4,7 +4,7 @@
 CARGO ?= cargo
 PYTHON ?= python3
 MODELS_DIR ?= models
-# The data mirror (BEIR SciFact, raw Cranfield); see docs/data.md.
+# The data mirror (BEIR SciFact; raw SMART Cranfield, MED, CACM, ADI; raw TREC NPL); see docs/data.md.
 REPRO_MIRROR ?= $(abspath ../shared/data)
 export REPRO_MIRROR
 
@@ -68,8 +68,8 @@ lint:
 fmt:
 	$(CARGO) fmt
 
-## The main job: the layer sweep (every layer × pooling × input of all-MiniLM-L6-v2 on SciFact
-## and Cranfield). Cached: a second `make sweep` runs nothing.
+## The main job: the layer sweep (every layer × pooling × input of all-MiniLM-L6-v2 on six
+## collections, about 20 minutes cold on 2 cores). Cached: a second `make sweep` runs nothing.
 sweep: models fonts release
 	$(REPRO) run experiments/layer_sweep.toml
 	@echo "report: $$($(REPRO) --quiet report layer_sweep)"
