@@ -134,6 +134,28 @@ impl SplitMix64 {
         Self::mix(self.0)
     }
 
+    /// A uniform draw from `0..n` (multiply-shift reduction of one 64-bit draw).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+
+    /// Fisher–Yates over all of `items`, from the back (one draw per position).
+    pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i + 1);
+            items.swap(i, j);
+        }
+    }
+
+    /// Partial Fisher–Yates from the front: the first `count` items become a uniform sample
+    /// of all of them, in draw order; the rest is left in some order.
+    pub(crate) fn sample_prefix<T>(&mut self, items: &mut [T], count: usize) {
+        for slot in 0..count.min(items.len()) {
+            let pick = slot + self.below(items.len() - slot);
+            items.swap(slot, pick);
+        }
+    }
+
     const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
     #[inline(always)]
@@ -204,6 +226,35 @@ mod draw_range_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The draws the samplers make, spelled out: one 64-bit draw per position, reduced by
+    /// multiply-shift (what every shuffle in the crate did inline before these methods).
+    #[test]
+    fn shuffles_and_samples_make_the_documented_draws() {
+        let reduce = |draw: u64, n: usize| ((draw as u128 * n as u128) >> 64) as usize;
+        let mut expected: Vec<u32> = (0..10).collect();
+        let mut draws = SplitMix64::new(5);
+        for i in (1..expected.len()).rev() {
+            let j = reduce(draws.next_u64(), i + 1);
+            expected.swap(i, j);
+        }
+        let mut shuffled: Vec<u32> = (0..10).collect();
+        SplitMix64::new(5).shuffle(&mut shuffled);
+        assert_eq!(shuffled, expected);
+
+        let mut expected: Vec<u32> = (0..10).collect();
+        let mut draws = SplitMix64::new(6);
+        for slot in 0..4 {
+            let pick = slot + reduce(draws.next_u64(), 10 - slot);
+            expected.swap(slot, pick);
+        }
+        let mut sampled: Vec<u32> = (0..10).collect();
+        SplitMix64::new(6).sample_prefix(&mut sampled, 4);
+        assert_eq!(sampled, expected);
+        let mut short = vec![1, 2];
+        SplitMix64::new(6).sample_prefix(&mut short, 5);
+        assert_eq!(short.len(), 2);
+    }
     use crate::model::{load_model, InputFormat, TensorNaming};
 
     #[test]

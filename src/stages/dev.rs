@@ -42,12 +42,7 @@ pub(super) fn hold_out(dataset: &Dataset, fraction: f64, seed: u64) -> BTreeSet<
         return BTreeSet::new();
     }
     let count = ((judged.len() as f64 * fraction).round() as usize).clamp(1, judged.len() - 1);
-    let mut rng = SplitMix64::new(seed ^ DEV_STREAM);
-    for slot in 0..count {
-        let remaining = (judged.len() - slot) as u128;
-        let pick = slot + ((rng.next_u64() as u128 * remaining) >> 64) as usize;
-        judged.swap(slot, pick);
-    }
+    SplitMix64::new(seed ^ DEV_STREAM).sample_prefix(&mut judged, count);
     judged[..count]
         .iter()
         .map(|query| query.to_string())

@@ -182,12 +182,8 @@ pub(super) fn sample_negatives(
             .collect();
         let take = per_positive.min(pool.len());
         for positive in &positives {
-            // Partial Fisher–Yates: the first `take` slots become a uniform sample.
             let mut order: Vec<usize> = (0..pool.len()).collect();
-            for slot in 0..take {
-                let pick = slot + below(&mut rng, pool.len() - slot);
-                order.swap(slot, pick);
-            }
+            rng.sample_prefix(&mut order, take);
             let mut chosen: Vec<(usize, &str)> = order[..take].iter().map(|&i| pool[i]).collect();
             chosen.sort_unstable();
             mined.extend(chosen.into_iter().map(|(rank, doc)| MinedNegative {
@@ -199,11 +195,6 @@ pub(super) fn sample_negatives(
         }
     }
     mined
-}
-
-/// A uniform draw from `0..n` (multiply-shift, as the training loop's shuffle draws).
-fn below(rng: &mut SplitMix64, n: usize) -> usize {
-    ((rng.next_u64() as u128 * n as u128) >> 64) as usize
 }
 
 /// Writes `mined` as `negatives.tsv` in `out` (header, then one line per sampled negative:

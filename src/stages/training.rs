@@ -349,11 +349,7 @@ fn distillation_texts(dataset: &Dataset, max_texts: usize, seed: u64) -> Vec<Str
         .map(|d| d.full_text())
         .chain(dataset.queries.iter().map(|q| q.text.clone()))
         .collect();
-    let mut rng = SplitMix64::new(seed ^ TEXTS_STREAM);
-    for i in (1..texts.len()).rev() {
-        let j = ((rng.next_u64() as u128 * (i as u128 + 1)) >> 64) as usize;
-        texts.swap(i, j);
-    }
+    SplitMix64::new(seed ^ TEXTS_STREAM).shuffle(&mut texts);
     if max_texts > 0 {
         texts.truncate(max_texts);
     }

@@ -52,7 +52,7 @@ pub(crate) fn run(
     let mut steps = Vec::with_capacity(schedule.total_steps);
     let mut examples_seen = 0;
     for epoch in 0..settings.epochs {
-        shuffle_in_place(&mut order, &mut shuffle);
+        shuffle.shuffle(&mut order);
         for batch in order.chunks(settings.batch_size) {
             let step = steps.len();
             let mut pass = TrainingPass::new(model, &layout, &mut dropout);
@@ -132,14 +132,6 @@ fn keep_freed_memory() {
     }
 }
 
-/// Fisher–Yates with draws from `rng` (multiply-shift reduction to `0..=i`).
-fn shuffle_in_place(order: &mut [usize], rng: &mut SplitMix64) {
-    for i in (1..order.len()).rev() {
-        let j = ((rng.next_u64() as u128 * (i as u128 + 1)) >> 64) as usize;
-        order.swap(i, j);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,7 +140,7 @@ mod tests {
     fn shuffling_is_a_seeded_permutation() {
         let shuffled = |seed| {
             let mut order: Vec<usize> = (0..50).collect();
-            shuffle_in_place(&mut order, &mut SplitMix64::new(seed));
+            SplitMix64::new(seed).shuffle(&mut order);
             order
         };
         let a = shuffled(1);
