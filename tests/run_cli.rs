@@ -49,6 +49,24 @@ impl Fixture {
         std::fs::write(&self.experiment, edit(&text)).unwrap();
     }
 
+    /// Points the experiment at a copy of the smoke dataset in the fixture's directory, for
+    /// tests that damage or edit it; returns the copy.
+    fn use_a_copy_of_the_dataset(&self) -> PathBuf {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir");
+        let copy = self.dir.path().join("dataset");
+        std::fs::create_dir_all(copy.join("qrels")).unwrap();
+        for file in [
+            "corpus.jsonl",
+            "queries.jsonl",
+            "qrels/test.tsv",
+            "qrels/train.tsv",
+        ] {
+            std::fs::copy(source.join(file), copy.join(file)).unwrap();
+        }
+        self.write_experiment(|text| text.replace(&format!("{source:?}"), &format!("{copy:?}")));
+        copy
+    }
+
     fn results(&self) -> PathBuf {
         self.dir.path().join("results")
     }
@@ -617,18 +635,7 @@ fn check_reports_the_plan_without_running() {
 #[test]
 fn check_reads_the_content_of_datasets_and_models() {
     let fixture = Fixture::new();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir");
-    let copy = fixture.dir.path().join("dataset");
-    std::fs::create_dir_all(copy.join("qrels")).unwrap();
-    for file in [
-        "corpus.jsonl",
-        "queries.jsonl",
-        "qrels/test.tsv",
-        "qrels/train.tsv",
-    ] {
-        std::fs::copy(source.join(file), copy.join(file)).unwrap();
-    }
-    fixture.write_experiment(|text| text.replace(&format!("{source:?}"), &format!("{copy:?}")));
+    let copy = fixture.use_a_copy_of_the_dataset();
     let check = || {
         fixture
             .repro()
@@ -686,18 +693,7 @@ fn check_reads_the_content_of_datasets_and_models() {
 #[test]
 fn an_in_place_edit_that_keeps_size_and_mtime_is_seen() {
     let fixture = Fixture::new();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir");
-    let copy = fixture.dir.path().join("dataset");
-    std::fs::create_dir_all(copy.join("qrels")).unwrap();
-    for file in [
-        "corpus.jsonl",
-        "queries.jsonl",
-        "qrels/test.tsv",
-        "qrels/train.tsv",
-    ] {
-        std::fs::copy(source.join(file), copy.join(file)).unwrap();
-    }
-    fixture.write_experiment(|text| text.replace(&format!("{source:?}"), &format!("{copy:?}")));
+    let copy = fixture.use_a_copy_of_the_dataset();
     assert_eq!(fixture.run(&[])["status"], "succeeded");
     let qrels = copy.join("qrels/test.tsv");
     let before = std::fs::metadata(&qrels).unwrap();
