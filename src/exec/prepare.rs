@@ -6,8 +6,8 @@ use std::path::Path;
 
 use crate::config::{ConfigError, Experiment, ModelOrigin, ModelShape};
 use crate::data::beir;
+use crate::model::check_checkpoint;
 use crate::model::hub::{resolve_model, HubSettings};
-use crate::model::{check_checkpoint, BertConfig};
 use crate::plan::{
     content_hash, dataset_files, model_files, Plan, PlanInputs, ResolveError, ResolvedDataset,
     ResolvedModel,
@@ -53,9 +53,7 @@ pub fn prepare(
             continue;
         };
         let dir = resolve_model(source, &hub).map_err(|err| experiment.model_error(name, err))?;
-        let config = BertConfig::from_file(&dir.join("config.json"))
-            .map_err(|err| experiment.model_error(name, err))?;
-        check_checkpoint(&dir).map_err(|err| experiment.model_error(name, err))?;
+        let config = check_checkpoint(&dir).map_err(|err| experiment.model_error(name, err))?;
         let shape = ModelShape {
             depth: config.num_hidden_layers,
             max_positions: config.max_position_embeddings,

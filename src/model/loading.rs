@@ -168,15 +168,16 @@ pub fn load_model(
 /// Checks what can be checked of the model in `dir` without loading its weights: the
 /// configuration, the safetensors header (every tensor the full model needs, with the shape
 /// `config.json` implies, and a file as long as the header says: truncated downloads fail
-/// here) and the tokenizer. A `pytorch_model.bin` is only checked when it is loaded.
-pub fn check_checkpoint(dir: &Path) -> Result<(), ModelError> {
+/// here) and the tokenizer. A `pytorch_model.bin` is only checked when it is loaded. Returns
+/// the checked configuration.
+pub fn check_checkpoint(dir: &Path) -> Result<BertConfig, ModelError> {
     let files = ModelFiles::locate(dir)?;
     let config = BertConfig::from_file(&files.config)?;
     if files.weights_format == WeightsFormat::Safetensors {
         check_safetensors_header(&files.weights, &config)?;
     }
     TextTokenizer::from_dir(dir, config.max_position_embeddings.max(2))?;
-    Ok(())
+    Ok(config)
 }
 
 /// One entry of a safetensors header.
@@ -446,7 +447,7 @@ mod tests {
     fn a_sound_checkpoint_passes_the_cheap_check() {
         let dir = tempfile::tempdir().unwrap();
         tiny(dir.path());
-        check_checkpoint(dir.path()).unwrap();
+        assert_eq!(check_checkpoint(dir.path()).unwrap().num_hidden_layers, 2);
     }
 
     #[test]
