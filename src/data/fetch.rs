@@ -578,27 +578,36 @@ fn import_command(format: Format) -> &'static str {
     }
 }
 
-/// A raw collection's source files, recognised as its format reads them.
-fn raw_sources(source: &Path, format: Format) -> Result<Vec<PathBuf>, DataError> {
-    Ok(match format {
-        Format::Trec => {
-            let sources = sgml::find_sources(source)?;
-            sources.paths().into_iter().map(Path::to_path_buf).collect()
-        }
-        Format::Smart | Format::Beir => {
-            let sources = smart::find_sources(source, &smart::SourceHints::default())?;
-            sources.paths().into_iter().map(Path::to_path_buf).collect()
-        }
-    })
+/// A raw collection's files, recognised once and used both to key its import and to run it.
+enum RawSources {
+    Smart(smart::Sources),
+    Trec(sgml::Sources),
 }
 
-/// Converts the raw collection in `source` into the BEIR directory `out`.
-fn import_raw(source: &Path, format: Format, out: &Path) -> Result<(), DataError> {
-    match format {
-        Format::Trec => sgml::import(source, out).map(drop),
-        Format::Smart | Format::Beir => {
-            let sources = smart::find_sources(source, &smart::SourceHints::default())?;
-            smart::import_with(&sources, out, &smart::ImportOptions::default()).map(drop)
+impl RawSources {
+    fn find(source: &Path, format: Format) -> Result<Self, DataError> {
+        Ok(match format {
+            Format::Trec => RawSources::Trec(sgml::find_sources(source)?),
+            Format::Smart | Format::Beir => {
+                RawSources::Smart(smart::find_sources(source, &smart::SourceHints::default())?)
+            }
+        })
+    }
+
+    fn paths(&self) -> Vec<&Path> {
+        match self {
+            RawSources::Smart(sources) => sources.paths().to_vec(),
+            RawSources::Trec(sources) => sources.paths(),
+        }
+    }
+
+    /// Converts the collection into the BEIR directory `out`.
+    fn import(&self, out: &Path) -> Result<(), DataError> {
+        match self {
+            RawSources::Smart(sources) => {
+                smart::import_with(sources, out, &smart::ImportOptions::default()).map(drop)
+            }
+            RawSources::Trec(sources) => sgml::import_with(sources, out).map(drop),
         }
     }
 }
@@ -634,9 +643,9 @@ fn import_raw_once(
         Format::Trec => ORIGIN_TREC,
         Format::Smart | Format::Beir => ORIGIN_SMART,
     };
-    let sources = raw_sources(source, format)?;
+    let sources = RawSources::find(source, format)?;
     let mut checksums = BTreeMap::new();
-    for path in &sources {
+    for path in sources.paths() {
         let digest = sha256_file(path).map_err(|err| DataError::io(path, err))?;
         checksums.insert(file_label(path), format!("sha256:{digest}"));
     }
@@ -678,7 +687,7 @@ fn import_raw_once(
     }
     let staging = staging_dir(data_dir)?;
     let out = staging.path().join(name);
-    import_raw(source, format, &out)?;
+    sources.import(&out)?;
     write_marker(&out, &marker)?;
     replace_dir(&out, &target)?;
     Ok(target)
