@@ -218,26 +218,21 @@ fn run_import(args: &ImportArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    let name = |path: &Path| {
-        path.file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
     println!(
         "documents       {:>7}  {}",
         summary.documents,
-        name(&summary.sources.documents)
+        file_name(&summary.sources.documents)
     );
     println!(
         "queries         {:>7}  {} (query ids: {query_ids})",
         summary.queries,
-        name(&summary.sources.queries)
+        file_name(&summary.sources.queries)
     );
     println!("judged queries  {:>7}", summary.judged_queries);
     println!(
         "judgments       {:>7}  {} ({}; {} lines)",
         summary.judgments,
-        name(&summary.sources.judgments),
+        file_name(&summary.sources.judgments),
         summary.conventions.qrels_format.describe(),
         summary.judgment_lines
     );
@@ -264,12 +259,12 @@ fn run_import_trec(args: &ImportTrecArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    let name = |path: &Path| {
-        path.file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    let documents: Vec<String> = summary.sources.documents.iter().map(|p| name(p)).collect();
+    let documents: Vec<String> = summary
+        .sources
+        .documents
+        .iter()
+        .map(|p| file_name(p))
+        .collect();
     println!(
         "documents       {:>7}  {}",
         summary.documents,
@@ -278,13 +273,13 @@ fn run_import_trec(args: &ImportTrecArgs) -> anyhow::Result<()> {
     println!(
         "queries         {:>7}  {}",
         summary.queries,
-        name(&summary.sources.topics)
+        file_name(&summary.sources.topics)
     );
     println!("judged queries  {:>7}", summary.judged_queries);
     println!(
         "judgments       {:>7}  {}",
         summary.judgments,
-        name(&summary.sources.judgments)
+        file_name(&summary.sources.judgments)
     );
     println!("relevant        {:>7}  grade >= 1", summary.relevant);
     println!("written to {} (split `test`)", summary.out_dir.display());
@@ -372,4 +367,11 @@ fn run_info(global: &GlobalArgs, args: &InfoArgs) -> anyhow::Result<()> {
     );
     println!("mean doc length  {:.1} words", info.mean_document_words);
     Ok(())
+}
+
+/// The last component of `path`, for summaries.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
