@@ -306,6 +306,7 @@ fn a_dual_encoder_student_overfits_with_mnrl() {
         loss: DistillLoss::Mnrl,
         teacher_de: dir.path(),
         teacher_ce: None,
+        known_targets: None,
     };
     let out = dir.path().join("de");
     let log = train_dual_encoder(
@@ -340,6 +341,7 @@ fn mse_and_margin_mse_students_learn_from_their_teachers() {
         loss: DistillLoss::Mse,
         teacher_de: &de,
         teacher_ce: None,
+        known_targets: None,
     };
     let log = train_dual_encoder(
         &mse_spec,
@@ -372,6 +374,7 @@ fn mse_and_margin_mse_students_learn_from_their_teachers() {
         loss: DistillLoss::MarginMse,
         teacher_de: &de,
         teacher_ce: Some(&ce),
+        known_targets: None,
     };
     let student = build_student(&margin_spec, &settings(30, 8, 2)).unwrap();
     // ce:1 copies the cross encoder's (bert.-prefixed) embeddings and first layer.
@@ -458,6 +461,7 @@ fn same_seed_same_weights_and_losses_different_seed_different() {
         loss: DistillLoss::Mnrl,
         teacher_de: dir.path(),
         teacher_ce: None,
+        known_targets: None,
     };
     let student = |seed: u64, name: &str| {
         let out = dir.path().join(name);
@@ -521,6 +525,7 @@ fn trained_directories_load_back_with_the_same_outputs() {
         loss: DistillLoss::Mnrl,
         teacher_de: dir.path(),
         teacher_ce: None,
+        known_targets: None,
     };
     let student = build_student(&spec, &settings(2, 4, 1)).unwrap();
     fit_dual_encoder(

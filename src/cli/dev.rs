@@ -181,6 +181,7 @@ pub fn run(command: &DevCommand) -> anyhow::Result<()> {
                 loss: *loss,
                 teacher_de,
                 teacher_ce: teacher_ce.as_deref(),
+                known_targets: None,
             };
             let log = train_dual_encoder(&spec, &data, &settings.settings(), out, &mut |_| {})?;
             print_summary(&log, out)

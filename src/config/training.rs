@@ -75,6 +75,10 @@ pub struct TrainDeSettings {
     /// (0 = all), taken in a seeded random order.
     #[serde(default)]
     pub max_texts: usize,
+    /// `mse` also trains on every corpus document's title and sentences as texts of their
+    /// own (short, query-like; [`crate::data::Document::passages`]).
+    #[serde(default)]
+    pub sentences: bool,
     /// `margin_mse`: negatives per (query, positive), mined as for the CE teacher.
     #[serde(default = "default_negatives")]
     pub negatives: usize,

@@ -225,7 +225,8 @@ pub struct TrainCeSpec {
 }
 
 /// Train a dual-encoder student. Upstream: the CE teacher's train_ce task when it is trained
-/// by the experiment, and for `margin_mse` the teacher DE's encode (for mining).
+/// by the experiment, and for `mse` and `margin_mse` the teacher DE's encode (targets,
+/// mining).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainDeSpec {
     pub teacher_de_dir: PathBuf,
@@ -855,7 +856,9 @@ impl Plan {
                     }
                     None => None,
                 };
-                if settings.loss == "margin_mse" {
+                // margin_mse mines with the teacher DE's corpus embeddings; mse reads its
+                // corpus targets from them.
+                if matches!(settings.loss.as_str(), "margin_mse" | "mse") {
                     let (encode, _) =
                         self.retriever_encode(by_key, inputs, teacher_name, dataset, cell)?;
                     upstream.extend(encode);
@@ -1164,7 +1167,13 @@ rerank.model = ["teacher"]
                         .iter()
                         .map(|&up| plan.tasks[up].stage)
                         .collect();
-                    assert_eq!(upstream, vec![Stage::TrainCe], "{}", task.label);
+                    // mse reads its corpus targets from the DE's encode (the same task
+                    // as its eval's and the mining retriever's: no extra encode above).
+                    let expected = match spec.settings.loss.as_str() {
+                        "mse" => vec![Stage::TrainCe, Stage::Encode],
+                        _ => vec![Stage::TrainCe],
+                    };
+                    assert_eq!(upstream, expected, "{}", task.label);
                     assert_eq!(
                         spec.teacher_ce,
                         Some(ModelLocation::Trained {

@@ -17,19 +17,19 @@ use candle_core::Device;
 use super::dev::{self, DevSplit};
 use super::mining::{self, Candidates, MinedNegative, Retriever};
 use super::rerank::{self, RERANKED_PREFIX};
-use super::tasks::{io_error, upstream_dirs};
+use super::tasks::{io_error, upstream_dirs, Encoded};
 use super::{Observer, StageError};
-use crate::config::TrainCeSettings;
+use crate::config::{TrainCeSettings, TrainDeSettings};
 use crate::data::{beir, Dataset, Qrels, Run};
-use crate::model::load_model;
 use crate::model::random::SplitMix64;
+use crate::model::{load_model, Pooling};
 use crate::plan::{
     Artifact, Stage, TaskOutcome, TrainCeSpec, TrainDeSpec, TrainingStep, UpstreamDirs,
     TRAINED_MODEL_DIR,
 };
 use crate::train::{
     train_cross_encoder, train_dual_encoder, CrossEncoderExample, DistillData, DistillLoss,
-    StepRecord, StudentInit, StudentSpec, TrainingLog, TrainingSettings,
+    KnownTargets, StepRecord, StudentInit, StudentSpec, TrainingLog, TrainingSettings,
 };
 
 /// Mixed into the task's seed for the shuffle of `mse` texts (mining has its own stream).
@@ -163,8 +163,8 @@ fn dev_metrics(split: &DevSplit) -> Result<BTreeMap<String, f64>, StageError> {
 /// (query, positive, negative) triples whose negatives the teacher DE mines as `train_ce`
 /// mines its own.
 ///
-/// Upstream: the CE teacher's `train_ce` task when `teacher_ce` names one, and for
-/// `margin_mse` the teacher DE's `encode` of the dataset (layer `teacher_de_layer`).
+/// Upstream: the CE teacher's `train_ce` task when `teacher_ce` names one, and for `mse`
+/// and `margin_mse` the teacher DE's `encode` of the dataset (layer `teacher_de_layer`).
 pub fn run_train_de(
     spec: &TrainDeSpec,
     upstream: &UpstreamDirs,
@@ -190,9 +190,11 @@ pub fn run_train_de(
     let dataset = load_split(&spec.dataset_dir, &spec.split)?;
 
     let mut mined = None;
+    let mut known_targets = None;
     let data = match loss {
         DistillLoss::Mse => {
-            DistillData::Texts(distillation_texts(&dataset, settings.max_texts, spec.seed))
+            known_targets = encoded_corpus_targets(spec, upstream, &dataset)?;
+            DistillData::Texts(distillation_texts(&dataset, settings, spec.seed))
         }
         DistillLoss::Mnrl => DistillData::Pairs(positive_pairs(&dataset)?),
         DistillLoss::MarginMse => {
@@ -227,6 +229,7 @@ pub fn run_train_de(
         loss,
         teacher_de: &spec.teacher_de_dir,
         teacher_ce: teacher_ce.as_deref(),
+        known_targets: known_targets.as_ref(),
     };
     let training = settings.training(spec.seed);
     observer.phase("train", total_steps(data.len(), &training));
@@ -247,6 +250,41 @@ pub fn run_train_de(
             .push(mining::write_negatives(out, &mined)?);
     }
     Ok(outcome)
+}
+
+/// `mse`'s targets for the corpus documents, read from the teacher DE's upstream encode of
+/// the dataset instead of being computed again by every student: its final layer, mean
+/// pooling, unnormalised. Only when the encode read documents at the student's `max_len`
+/// (otherwise the student computes every target itself at its own length).
+fn encoded_corpus_targets(
+    spec: &TrainDeSpec,
+    upstream: &UpstreamDirs,
+    dataset: &Dataset,
+) -> Result<Option<KnownTargets>, StageError> {
+    if spec.teacher_de_max_len != spec.settings.max_len {
+        return Ok(None);
+    }
+    let encoded = Encoded::open(upstream_dirs(upstream, Stage::TrainDe, Stage::Encode)?)?;
+    encoded.check_holds(spec.teacher_de_layer, Pooling::Mean)?;
+    let corpus = encoded.corpus(spec.teacher_de_layer, Pooling::Mean)?;
+    let texts: HashMap<&str, String> = dataset
+        .corpus
+        .iter()
+        .map(|d| (d.id.as_str(), d.full_text()))
+        .collect();
+    let mut known = KnownTargets::new();
+    for (row, id) in encoded.manifest.doc_ids.iter().enumerate() {
+        let text = texts.get(id.as_str()).ok_or_else(|| {
+            StageError::Setting(format!(
+                "{} encodes document `{id}`, which is not in {}",
+                encoded.describe(),
+                dataset.dir.display()
+            ))
+        })?;
+        let values = &corpus.data[row * corpus.dim..(row + 1) * corpus.dim];
+        known.insert(text.clone(), values.to_vec());
+    }
+    Ok(Some(known))
 }
 
 /// Loads a split for training and refuses one without any positive judgment, which would
@@ -340,18 +378,26 @@ fn cross_encoder_examples(
     Ok(examples)
 }
 
-/// `mse`'s texts: every corpus document and every judged query of the split, in a seeded
-/// random order, the first `max_texts` of them when `max_texts > 0` (a seeded sample).
-fn distillation_texts(dataset: &Dataset, max_texts: usize, seed: u64) -> Vec<String> {
+/// `mse`'s texts: every corpus document and every judged query of the split (with
+/// `sentences`, every document's title and sentences too), in a seeded random order, the
+/// first `max_texts` of them when `max_texts > 0` (a seeded sample).
+fn distillation_texts(dataset: &Dataset, settings: &TrainDeSettings, seed: u64) -> Vec<String> {
+    let passages = dataset
+        .corpus
+        .iter()
+        .filter(|_| settings.sentences)
+        .flat_map(|d| d.passages())
+        .map(str::to_string);
     let mut texts: Vec<String> = dataset
         .corpus
         .iter()
         .map(|d| d.full_text())
         .chain(dataset.queries.iter().map(|q| q.text.clone()))
+        .chain(passages)
         .collect();
     SplitMix64::new(seed ^ TEXTS_STREAM).shuffle(&mut texts);
-    if max_texts > 0 {
-        texts.truncate(max_texts);
+    if settings.max_texts > 0 {
+        texts.truncate(settings.max_texts);
     }
     texts
 }
@@ -751,15 +797,77 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn mse_corpus_targets_come_from_the_teacher_encode_at_the_student_length() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        tiny_dataset(&root.join("data"));
+        tiny_model(&root.join("de"), 1, false);
+        let upstream = encode(&root.join("de"), &root.join("data"), &root.join("enc"));
+        let dataset = beir::load(&root.join("data"), "train").unwrap();
+        let spec = |max_len| TrainDeSpec {
+            teacher_de_dir: root.join("de"),
+            teacher_de_layer: 2,
+            teacher_de_max_len: 32,
+            teacher_ce: None,
+            dataset_dir: root.join("data"),
+            split: "train".into(),
+            seed: 0,
+            settings: TrainDeSettings {
+                max_len,
+                ..TrainDeSettings::default()
+            },
+        };
+        let known = encoded_corpus_targets(&spec(32), &upstream, &dataset)
+            .unwrap()
+            .unwrap();
+        let texts: Vec<String> = dataset.corpus.iter().map(|d| d.full_text()).collect();
+        assert_eq!(known.len(), texts.len());
+        let loaded = load_model(&root.join("de"), 32, None, &Device::Cpu).unwrap();
+        let direct = crate::model::encode_mean(
+            &loaded.model,
+            &loaded.tokenizer,
+            &texts,
+            2,
+            3,
+            false,
+            &mut |_| {},
+        )
+        .unwrap();
+        for (text, row) in texts.iter().zip(direct.data.chunks_exact(direct.dim)) {
+            for (a, b) in known[text].iter().zip(row) {
+                assert!((a - b).abs() < 1e-5, "{text}: {a} vs {b}");
+            }
+        }
+        // At another length the encode's embeddings are not the student's targets.
+        assert!(encoded_corpus_targets(&spec(16), &upstream, &dataset)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
     fn mse_texts_are_a_seeded_sample() {
         let root = tempfile::tempdir().unwrap();
         tiny_dataset(root.path());
         let dataset = beir::load(root.path(), "train").unwrap();
-        let all = distillation_texts(&dataset, 0, 1);
+        let capped = |max_texts, sentences| TrainDeSettings {
+            max_texts,
+            sentences,
+            ..TrainDeSettings::default()
+        };
+        let all = distillation_texts(&dataset, &capped(0, false), 1);
         assert_eq!(all.len(), 8 + 4);
-        assert_eq!(all, distillation_texts(&dataset, 0, 1));
-        assert_ne!(all, distillation_texts(&dataset, 0, 2));
-        assert_eq!(distillation_texts(&dataset, 5, 1), all[..5].to_vec());
+        assert_eq!(all, distillation_texts(&dataset, &capped(0, false), 1));
+        assert_ne!(all, distillation_texts(&dataset, &capped(0, false), 2));
+        assert_eq!(
+            distillation_texts(&dataset, &capped(5, false), 1),
+            all[..5].to_vec()
+        );
+        // Titles are passages; the tiny texts have one sentence each of at least 4 words
+        // but "high cancer risk" and "heat and low speed" (4 words: kept).
+        let with_passages = distillation_texts(&dataset, &capped(0, true), 1);
+        assert_eq!(with_passages.len(), 8 + 4 + 8 + 7);
+        assert!(with_passages.contains(&"wing".to_string()));
+        assert!(with_passages.contains(&"the boundary layer model".to_string()));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! states (`[CLS]` and `[SEP]` included), as the sentence-transformers directory it is saved
 //! as does.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -109,7 +110,13 @@ pub struct StudentSpec<'a> {
     pub teacher_de: &'a Path,
     /// The teacher cross encoder: needed by `margin_mse` and by `init` ce:K.
     pub teacher_ce: Option<&'a Path>,
+    /// `mse` targets the caller already has (the teacher DE's encode of the training
+    /// corpus, at the student's `max_len`): texts found here are not embedded again.
+    pub known_targets: Option<&'a KnownTargets>,
 }
+
+/// Teacher DE embeddings by text (final layer, mean-pooled, not normalised).
+pub type KnownTargets = HashMap<String, Vec<f32>>;
 
 impl StudentSpec<'_> {
     fn teacher_ce(&self, purpose: &str) -> Result<&Path, TrainError> {
@@ -190,7 +197,8 @@ pub fn fit_dual_encoder(
     let examples = data.len();
     match (spec.loss, data) {
         (DistillLoss::Mse, DistillData::Texts(texts)) => {
-            let targets = teacher_embeddings(spec.teacher_de, texts, settings.max_len)?;
+            let targets =
+                teacher_embeddings(spec.teacher_de, texts, settings.max_len, spec.known_targets)?;
             if targets.1 != student.config().hidden_size {
                 return Err(TrainError::Setting(format!(
                     "mse needs the student's width ({}) to equal the teacher's ({}, {})",
@@ -321,23 +329,49 @@ impl Embedder<'_> {
 }
 
 /// The teacher dual encoder's final-layer mean-pooled embeddings of `texts`, row-major, and
-/// their width.
+/// their width; texts in `known` are copied from it, the others embedded.
 fn teacher_embeddings(
     teacher: &Path,
     texts: &[String],
     max_len: usize,
+    known: Option<&KnownTargets>,
 ) -> Result<(Vec<f32>, usize), TrainError> {
+    let empty = KnownTargets::new();
+    let known = known.unwrap_or(&empty);
+    let missing: Vec<String> = texts
+        .iter()
+        .filter(|text| !known.contains_key(*text))
+        .cloned()
+        .collect();
     let loaded = load_model(teacher, max_len, None, &Device::Cpu)?;
-    let embeddings = encode_mean(
+    let embedded = encode_mean(
         &loaded.model,
         &loaded.tokenizer,
-        texts,
+        &missing,
         loaded.model.depth(),
         TEACHER_BATCH,
         false,
         &mut |_| {},
     )?;
-    Ok((embeddings.data, embeddings.dim))
+    let dim = loaded.model.config().hidden_size;
+    let mut fresh = missing.iter().zip(embedded.data.chunks_exact(dim.max(1)));
+    let mut rows = Vec::with_capacity(texts.len() * dim);
+    for text in texts {
+        let row = match known.get(text) {
+            Some(row) => row.as_slice(),
+            None => fresh.next().map(|(_, row)| row).ok_or_else(|| {
+                TrainError::Setting("the teacher embedded fewer texts than asked".to_string())
+            })?,
+        };
+        if row.len() != dim {
+            return Err(TrainError::Setting(format!(
+                "a known mse target has {} values, the teacher's embeddings {dim}",
+                row.len()
+            )));
+        }
+        rows.extend_from_slice(row);
+    }
+    Ok((rows, dim))
 }
 
 /// `score(q, p) − score(q, n)` of the teacher cross encoder for every triple.
@@ -397,5 +431,37 @@ mod tests {
         );
         assert!(check_data(DistillLoss::Mnrl, &pairs).is_ok());
         assert!(check_data(DistillLoss::Mse, &DistillData::Texts(vec![])).is_ok());
+    }
+
+    #[test]
+    fn known_targets_replace_only_their_own_rows() {
+        use crate::model::random::{tiny_config, write_random_bert, TINY_VOCAB};
+        let dir = tempfile::tempdir().unwrap();
+        write_random_bert(
+            dir.path(),
+            &tiny_config(2, TINY_VOCAB.len()),
+            TINY_VOCAB,
+            1,
+            false,
+        )
+        .unwrap();
+        let texts: Vec<String> = ["the cat sat", "air flow", "the cat sat", "gene"]
+            .map(String::from)
+            .into();
+        let (all, dim) = teacher_embeddings(dir.path(), &texts, 16, None).unwrap();
+        assert_eq!(all.len(), texts.len() * dim);
+        let marker = vec![7.0; dim];
+        let known: KnownTargets = [("the cat sat".to_string(), marker.clone())].into();
+        let (mixed, _) = teacher_embeddings(dir.path(), &texts, 16, Some(&known)).unwrap();
+        for (i, row) in mixed.chunks_exact(dim).enumerate() {
+            if texts[i] == "the cat sat" {
+                assert_eq!(row, marker.as_slice());
+            } else {
+                assert_eq!(row, &all[i * dim..(i + 1) * dim], "{}", texts[i]);
+            }
+        }
+        let narrow: KnownTargets = [("gene".to_string(), vec![0.0; dim - 1])].into();
+        let error = teacher_embeddings(dir.path(), &texts, 16, Some(&narrow)).unwrap_err();
+        assert!(error.to_string().contains("known mse target"), "{error}");
     }
 }

@@ -30,7 +30,8 @@ mod trainer;
 
 pub use cross_encoder::{fit_cross_encoder, train_cross_encoder, CrossEncoderExample};
 pub use dual_encoder::{
-    build_student, fit_dual_encoder, train_dual_encoder, DistillData, DistillLoss, StudentSpec,
+    build_student, fit_dual_encoder, train_dual_encoder, DistillData, DistillLoss, KnownTargets,
+    StudentSpec,
 };
 pub use error::TrainError;
 pub use params::{StudentInit, TrainableBert};
