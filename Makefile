@@ -54,16 +54,19 @@ SLURM_TEST ?= 1
 slurm-env:
 	@if [ "$(SLURM_TEST)" = 1 ]; then scripts/slurm_local.sh install; fi
 
-## Lint, then every test: unit, tiny-model integration (the report opened in headless
-## Chromium, the executor on a real Slurm among them), real-model and real-data tests.
+## Lint (fmt, clippy, no module cycles: scripts/module_graph.py), then every test: unit,
+## tiny-model integration (the report opened in headless Chromium, the executor on a real
+## Slurm among them), real-model and real-data tests.
 test: models fonts browser-env slurm-env
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(PYTHON) scripts/module_graph.py --quiet
 	REPRO_BROWSER_TEST=1 REPRO_SLURM_TEST=$(SLURM_TEST) $(CARGO) test --all-targets
 
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(PYTHON) scripts/module_graph.py --quiet
 
 fmt:
 	$(CARGO) fmt

@@ -7,7 +7,8 @@ use super::{GlobalArgs, Progress};
 use crate::exec::{capture_environment, ResultsDir};
 use crate::model::hub::{resolve_model, HubSettings};
 use crate::model::{BertConfig, InputFormat};
-use crate::stages::{run_bench, BenchSettings, Observer};
+use crate::session::hash_model_dir;
+use crate::stages::{ideal_speedup, run_bench, BenchSettings, Observer};
 use crate::store::{BenchmarkRecord, Store};
 
 #[derive(Debug, clap::Args)]
@@ -99,32 +100,22 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
 
     let full = timings.iter().find(|t| t.depth == config.num_hidden_layers);
     let fixed = timings.iter().find(|t| t.depth == 0);
-    let layers = config.num_hidden_layers as f64;
-    // The ideal speedup of depth k over depth L when the embeddings and tokenization (depth 0)
-    // cost the same at every depth and each layer costs the same.
     let ideal = |depth: usize| -> Option<f64> {
         let (full, fixed) = (full?, fixed?);
-        let t_full = 1.0 / full.documents_per_second.median;
-        let t_fixed = 1.0 / fixed.documents_per_second.median;
-        let per_layer = (t_full - t_fixed) / layers;
-        Some(t_full / (t_fixed + per_layer * depth as f64))
+        Some(ideal_speedup(
+            1.0 / full.documents_per_second.median,
+            1.0 / fixed.documents_per_second.median,
+            config.num_hidden_layers,
+            depth,
+        ))
     };
     let threads = candle_core::utils::get_num_threads();
     if !args.no_record {
         let results = ResultsDir::new(&args.results.results);
         let mut store = Store::open(&results.store_path())?;
         let environment = capture_environment(Path::new("."), threads);
-        let files: Vec<(String, String)> = crate::plan::model_files(&model_dir)
-            .iter()
-            .map(|path| {
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_default();
-                crate::util::sha256_file(path).map(|sha| (name, sha))
-            })
-            .collect::<Result<_, _>>()?;
-        let model_sha256 = crate::plan::content_hash(&files);
+        let model_sha256 =
+            hash_model_dir(&model_dir, Some(&mut store)).map_err(anyhow::Error::msg)?;
         for timing in &timings {
             store.record_benchmark(&BenchmarkRecord {
                 model: model_dir.display().to_string(),
@@ -199,7 +190,8 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
                 .map(|v| format!("{v:.2}×"))
                 .unwrap_or_else(|| "-".into())
         };
-        let naive = (timing.depth > 0).then(|| layers / timing.depth as f64);
+        let naive =
+            (timing.depth > 0).then(|| config.num_hidden_layers as f64 / timing.depth as f64);
         println!(
             "{:>5}  {:>12.2}  {:>17}  {:>10.0}  {:>8}  {:>8}  {:>8}",
             timing.depth,

@@ -2,10 +2,9 @@
 
 use std::path::PathBuf;
 
-use super::run::{find_experiment, ResultsArgs};
-use crate::exec::ResultsDir;
+use super::run::ResultsArgs;
 use crate::report::{report_dir, write_figures, write_report, ReportFormat};
-use crate::store::Store;
+use crate::session::Recorded;
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
@@ -38,24 +37,24 @@ pub struct FiguresArgs {
 }
 
 pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
-    let results = ResultsDir::new(&args.results.results);
-    let store = Store::open_read_only(&results.store_path())?;
-    let experiment = find_experiment(&store, &args.experiment)?;
+    let recorded = Recorded::open(&args.results.results)?;
+    let experiment = recorded.experiment(&args.experiment)?;
     let out_dir = report_dir(&args.reports, &experiment.name)?;
-    let path = write_report(&store, &experiment, &out_dir, &args.metrics, args.format)?;
+    let path = write_report(
+        &recorded.store,
+        &experiment,
+        &out_dir,
+        &args.metrics,
+        args.format,
+    )?;
     println!("{}", path.display());
     Ok(())
 }
 
 pub fn figures(args: &FiguresArgs) -> anyhow::Result<()> {
-    let results = ResultsDir::new(&args.results.results);
-    let store = Store::open_read_only(&results.store_path())?;
-    let experiments = args
-        .experiments
-        .iter()
-        .map(|given| find_experiment(&store, given))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let written = write_figures(&store, &experiments, &args.out)?;
+    let recorded = Recorded::open(&args.results.results)?;
+    let experiments = recorded.experiments(&args.experiments)?;
+    let written = write_figures(&recorded.store, &experiments, &args.out)?;
     if written.is_empty() {
         anyhow::bail!(
             "nothing to draw: the experiments have no finished layer probes, bench tasks or students"

@@ -5,13 +5,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use polars::prelude::SerWriter;
 
-use super::run::{find_experiment, ResultsArgs};
-use crate::exec::ResultsDir;
+use super::run::ResultsArgs;
 use crate::report::{
     cells_frame, filter_equal, format_table, mean_over, per_query_frame, sort_by_measure,
     training_steps_frame, varying_parameters, write_frame, ExportFormat,
 };
-use crate::store::Store;
+use crate::session::Recorded;
 
 #[derive(Debug, clap::Args)]
 pub struct CompareArgs {
@@ -56,14 +55,9 @@ pub struct ExportArgs {
 }
 
 pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
-    let results = ResultsDir::new(&args.results.results);
-    let store = Store::open_read_only(&results.store_path())?;
-    let experiments = args
-        .experiments
-        .iter()
-        .map(|given| find_experiment(&store, given))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let table = cells_frame(&store, &experiments)?;
+    let recorded = Recorded::open(&args.results.results)?;
+    let experiments = recorded.experiments(&args.experiments)?;
+    let table = cells_frame(&recorded.store, &experiments)?;
     let mut frame = table.frame.clone();
     for filter in &args.filters {
         let (parameter, value) = filter
@@ -119,15 +113,15 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
 }
 
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
-    let results = ResultsDir::new(&args.results.results);
-    let store = Store::open_read_only(&results.store_path())?;
-    let experiment = find_experiment(&store, &args.experiment)?;
+    let recorded = Recorded::open(&args.results.results)?;
+    let experiment = recorded.experiment(&args.experiment)?;
+    let store = &recorded.store;
     let mut frame = if args.steps {
-        training_steps_frame(&store, &experiment)?
+        training_steps_frame(store, &experiment)?
     } else if args.per_query {
-        per_query_frame(&store, &experiment)?
+        per_query_frame(store, &experiment)?
     } else {
-        cells_frame(&store, std::slice::from_ref(&experiment))?.frame
+        cells_frame(store, std::slice::from_ref(&experiment))?.frame
     };
     let extension = match args.format {
         ExportFormat::Csv => "csv",
@@ -144,7 +138,8 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
             } else {
                 ""
             };
-            results
+            recorded
+                .results
                 .root()
                 .join("exports")
                 .join(format!("{}{suffix}.{extension}", experiment.name))

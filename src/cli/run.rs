@@ -1,21 +1,21 @@
 //! `repro run`, `repro check`, `repro status` and the hidden `repro worker`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::GlobalArgs;
-use crate::exec::{
-    cancel_jobs, capture_environment, decide, execute, prepare, run_element, run_worker, Action,
-    DecideOptions, ExecOptions, ExecSummary, Executor, ResultsDir, RunObserver, TaskResult,
+use crate::exec::{run_element, run_worker, Action, ResultsDir, RunObserver, TaskResult};
+use crate::plan::Task;
+use crate::session::{
+    prepare, ExecutorKind, Recorded, Recovery, RunReport, RunStatus, Session, SessionOptions,
 };
-use crate::plan::{Stage, Task};
-use crate::store::{CellRow, RunCounts, Store};
+use crate::store::CellRow;
+use crate::task::Stage;
 
 /// Where results live: `--results` or `REPRO_RESULTS`, default `results/`.
 #[derive(Debug, Clone, clap::Args)]
@@ -164,183 +164,77 @@ pub fn check(global: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<()> {
 }
 
 pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let results = ResultsDir::new(&args.results.results);
-    let _lock = results.lock()?;
-    let mut store = Store::open(&results.store_path())?;
-    // Jobs a scheduler that died left in a batch queue would write into the cache while
-    // their tasks run again.
-    let abandoned = store.abandoned_jobs()?;
-    if !abandoned.is_empty() {
-        if let Err(error) = cancel_jobs(&abandoned) {
-            eprintln!(
-                "warning: could not cancel {} Slurm job(s) of an earlier run ({}): {error}",
-                abandoned.len(),
-                abandoned.join(", ")
-            );
-        } else if !global.quiet {
-            eprintln!(
-                "note: cancelled {} Slurm job(s) of an earlier run that stopped abruptly: {}",
-                abandoned.len(),
-                abandoned.join(", ")
-            );
-        }
-    }
-    let recovered = store.recover_abandoned()?;
-    results.discard_partial()?;
-    if recovered > 0 && !global.quiet {
-        eprintln!("note: {recovered} attempt(s) of an earlier run that stopped abruptly are recorded as lost; their tasks run again");
-    }
-    let prepared = prepare(
-        &args.experiment,
-        &global.data_dir,
-        global.mirror.as_deref(),
-        Some(&mut store),
-    )?;
-    let experiment = &prepared.experiment;
-    let plan = &prepared.plan;
-    let executor = match args.executor {
-        ExecutorName::Local => Executor::Local,
-        ExecutorName::Slurm => Executor::Slurm(experiment.slurm.clone()),
-    };
-    let known = store.experiment(&experiment.name)?.map(|row| row.id);
-    let decisions = decide(
-        plan,
-        &store,
-        &results,
-        known,
-        &DecideOptions {
-            force: args.force.clone(),
-            retry_failed: args.retry_failed,
+    let mut session = Session::open(&args.results.results)?;
+    print_recoveries(session.recoveries(), global.quiet);
+    let options = SessionOptions {
+        data_dir: global.data_dir.clone(),
+        mirror: global.mirror.clone(),
+        executor: match args.executor {
+            ExecutorName::Local => ExecutorKind::Local,
+            ExecutorName::Slurm => ExecutorKind::Slurm,
         },
-    )?;
+        jobs: args.jobs,
+        threads: args.threads,
+        keep_going: args.keep_going,
+        retry_failed: args.retry_failed,
+        force: args.force.clone(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        program: std::env::current_exe().context("locating the repro binary")?,
+    };
+    let planned = session.plan(&args.experiment, &options)?;
     if args.explain {
-        print_explanation(plan, &decisions, args.json)?;
-        return Ok(());
+        return print_explanation(planned.plan(), &planned.decisions, args.json);
     }
-
-    let experiment_id = store.upsert_experiment(
-        &experiment.name,
-        &experiment.path.display().to_string(),
-        &experiment.description,
-        &crate::util::sha256_bytes(experiment.text.as_bytes()),
-    )?;
-    store.set_experiment_text(experiment_id, &experiment.text)?;
-    let tasks: Vec<crate::store::TaskRecord> = plan
-        .tasks
-        .iter()
-        .map(|task| crate::store::TaskRecord {
-            key: task.key.clone(),
-            stage: task.stage,
-            inputs: task.inputs.to_string(),
-            upstream: task
-                .upstream
-                .iter()
-                .map(|&up| plan.tasks[up].key.clone())
-                .collect(),
-        })
-        .collect();
-    let cells: Vec<crate::store::CellRecord> = plan
-        .cells
-        .iter()
-        .map(|cell| crate::store::CellRecord {
-            key: cell.key.clone(),
-            params: serde_json::to_string(&cell.cell.params()).unwrap_or_default(),
-            tasks: cell
-                .tasks
-                .iter()
-                .map(|(stage, index)| (*stage, plan.tasks[*index].key.clone()))
-                .collect(),
-        })
-        .collect();
-    store.record_plan(experiment_id, &tasks, &cells)?;
-
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let jobs = args.jobs.max(1);
-    let environment = capture_environment(Path::new("."), threads);
-    let command: Vec<String> = std::env::args().collect();
-    let run_id = store.begin_run(
-        experiment_id,
-        &command.join(" "),
-        executor.name(),
-        jobs,
-        &environment,
-    )?;
-
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = Arc::clone(&stop);
         // A second handler cannot be installed in one process; tests call `run` once.
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    let to_run = decisions.iter().filter(|d| d.action == Action::Run).count();
-    let observer = BarsObserver::new(global.quiet || args.json, to_run);
-    let options = ExecOptions {
-        executor,
-        jobs,
-        threads_per_task: (threads / jobs).max(1),
-        keep_going: args.keep_going,
-        program: std::env::current_exe().context("locating the repro binary")?,
-        experiment: experiment.name.clone(),
-    };
-    let summary = execute(
-        plan, &decisions, &mut store, &results, run_id, &options, &observer, &stop,
-    );
+    let observer = BarsObserver::new(global.quiet || args.json, planned.to_run());
+    let report = session.execute(&planned, &options, &observer, &stop);
     observer.finish();
-    let summary = match summary {
-        Ok(summary) => summary,
-        Err(err) => {
-            store.end_run(run_id, "failed", RunCounts::default())?;
-            return Err(err.into());
-        }
-    };
-    let status = if summary.interrupted > 0 || stop.load(Ordering::SeqCst) {
-        "interrupted"
-    } else if summary.failed > 0 || summary.skipped > 0 {
-        "failed"
-    } else {
-        "succeeded"
-    };
-    store.end_run(
-        run_id,
-        status,
-        RunCounts {
-            total: summary.total,
-            run: summary.executed,
-            cached: summary.cached,
-            failed: summary.failed,
-        },
-    )?;
-    let cell_rows = store.cells(experiment_id, &crate::report::RESULT_STAGES)?;
-    let seconds = started.elapsed().as_secs_f64();
+    let report = report?;
     if args.json {
-        let output = serde_json::json!({
-            "experiment": experiment.name,
-            "run_id": run_id,
-            "status": status,
-            "seconds": seconds,
-            "summary": summary,
-            "encode_tasks": plan.count(Stage::Encode),
-            "cells": cell_rows,
-        });
-        println!("{}", serde_json::to_string_pretty(&output)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_cells(&experiment.name, &cell_rows)?;
-        print_summary(&summary, status, seconds, &results);
+        print_cells(&report.experiment, &report.cells)?;
+        print_summary(&report, session.results());
     }
-    match status {
-        "succeeded" => Ok(()),
-        "interrupted" => anyhow::bail!("interrupted; run the same command again to resume"),
-        _ => anyhow::bail!(
+    match report.status {
+        RunStatus::Succeeded => Ok(()),
+        RunStatus::Interrupted => {
+            anyhow::bail!("interrupted; run the same command again to resume")
+        }
+        RunStatus::Failed => anyhow::bail!(
             "{} task(s) failed, {} not run; see `repro status {} --tasks`",
-            summary.failed,
-            summary.skipped,
-            experiment.name
+            report.summary.failed,
+            report.summary.skipped,
+            report.experiment
         ),
+    }
+}
+
+/// What opening the results directory did to an earlier run's leftovers; warnings even when
+/// `quiet`.
+fn print_recoveries(recoveries: &[Recovery], quiet: bool) {
+    for recovery in recoveries {
+        match recovery {
+            Recovery::CancelledJobs(_) | Recovery::LostAttempts(_) if quiet => {}
+            Recovery::CancelledJobs(jobs) => eprintln!(
+                "note: cancelled {} Slurm job(s) of an earlier run that stopped abruptly: {}",
+                jobs.len(),
+                jobs.join(", ")
+            ),
+            Recovery::UncancelledJobs { jobs, error } => eprintln!(
+                "warning: could not cancel {} Slurm job(s) of an earlier run ({}): {error}",
+                jobs.len(),
+                jobs.join(", ")
+            ),
+            Recovery::LostAttempts(count) => eprintln!(
+                "note: {count} attempt(s) of an earlier run that stopped abruptly are recorded as lost; their tasks run again"
+            ),
+        }
     }
 }
 
@@ -387,9 +281,11 @@ fn print_explanation(
     Ok(())
 }
 
-fn print_summary(summary: &ExecSummary, status: &str, seconds: f64, results: &ResultsDir) {
+fn print_summary(report: &RunReport, results: &ResultsDir) {
+    let summary = &report.summary;
     println!(
-        "# {status}: {} tasks: {} ran ({} succeeded, {} failed, {} interrupted), {} cached, {} not run · {:.1} s · results in {}",
+        "# {}: {} tasks: {} ran ({} succeeded, {} failed, {} interrupted), {} cached, {} not run · {:.1} s · results in {}",
+        report.status.name(),
         summary.total,
         summary.executed,
         summary.succeeded,
@@ -397,7 +293,7 @@ fn print_summary(summary: &ExecSummary, status: &str, seconds: f64, results: &Re
         summary.interrupted,
         summary.cached,
         summary.skipped,
-        seconds,
+        report.seconds,
         results.root().display()
     );
 }
@@ -421,12 +317,9 @@ pub(super) fn print_cells(experiment: &str, cells: &[CellRow]) -> anyhow::Result
 }
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
-    let results = ResultsDir::new(&args.results.results);
-    let store = Store::open_read_only(&results.store_path())?;
-    let experiments = match &args.experiment {
-        Some(given) => vec![find_experiment(&store, given)?],
-        None => store.experiments()?,
-    };
+    let recorded = Recorded::open(&args.results.results)?;
+    let experiments = recorded.experiments(args.experiment.as_slice())?;
+    let (results, store) = (&recorded.results, &recorded.store);
     // What the store calls running is abandoned when no scheduler holds the lock.
     let live = results.scheduler_running();
     let shown = |status: &'static str| match status {
@@ -513,36 +406,6 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(())
-}
-
-/// The recorded experiment named `given`, or named inside the experiment file `given`.
-pub(super) fn find_experiment(
-    store: &Store,
-    given: &str,
-) -> anyhow::Result<crate::store::ExperimentRow> {
-    let path = Path::new(given);
-    let name = if path.is_file() {
-        crate::config::Experiment::read(path)?.name
-    } else {
-        given.to_string()
-    };
-    store.experiment(&name)?.with_context(|| {
-        let known: Vec<String> = store
-            .experiments()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
-        format!(
-            "no experiment `{name}` in {} (recorded: {})",
-            store.path().display(),
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        )
-    })
 }
 
 /// An overall bar (tasks, with ETA) and one bar per running task.
@@ -633,13 +496,12 @@ impl RunObserver for BarsObserver {
 }
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
-    let results = ResultsDir::new(&args.results.results);
-    let store = Store::open_read_only(&results.store_path())?;
+    let recorded = Recorded::open(&args.results.results)?;
     let experiment = match &args.experiment {
-        Some(given) => Some(find_experiment(&store, given)?.id),
+        Some(given) => Some(recorded.experiment(given)?.id),
         None => None,
     };
-    let verification = crate::exec::verify(&store, &results, experiment)?;
+    let verification = crate::exec::verify(&recorded.store, &recorded.results, experiment)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&verification)?);
     } else {

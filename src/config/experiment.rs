@@ -542,64 +542,9 @@ impl Experiment {
         let error =
             |span: Range<usize>, message: String| ConfigError::at(path, &text, span.start, message);
         let section = &file.experiment;
-        if *section.schema.get_ref() != SCHEMA_VERSION {
-            return Err(error(
-                section.schema.span(),
-                format!(
-                    "experiment.schema: this repro reads schema {SCHEMA_VERSION}, the file says {}",
-                    section.schema.get_ref()
-                ),
-            ));
-        }
+        check_section(section, &error)?;
+        check_models_and_datasets(&file, &error)?;
         let name = section.name.get_ref();
-        // The name becomes a directory of reports and a file of exports.
-        if !crate::util::is_plain_name(name) {
-            return Err(error(
-                section.name.span(),
-                format!(
-                    "experiment.name: `{name}` must be non-empty, use only letters, digits, `_`, \
-                     `-` and `.`, and not start with `.`"
-                ),
-            ));
-        }
-        if section.seeds.get_ref().is_empty() {
-            return Err(error(
-                section.seeds.span(),
-                "experiment.seeds is empty".to_string(),
-            ));
-        }
-        if file.models.is_empty() {
-            return Err(error(
-                0..0,
-                "no [models.<name>] table: an experiment needs at least one model".to_string(),
-            ));
-        }
-        if file.datasets.is_empty() {
-            return Err(error(
-                0..0,
-                "no [datasets.<name>] table: an experiment needs at least one dataset".to_string(),
-            ));
-        }
-        for (model, spec) in &file.models {
-            if spec.get_ref().max_len < 2 {
-                return Err(error(
-                    spec.span(),
-                    format!("models.{model}.max_len must be at least 2 (room for [CLS] and [SEP])"),
-                ));
-            }
-        }
-        for (model, spec) in &file.models {
-            check_model(model, spec.get_ref(), &file)
-                .map_err(|message| error(spec.span(), format!("models.{model}: {message}")))?;
-        }
-        for (dataset, spec) in &file.datasets {
-            if spec.get_ref().name.is_some() && spec.get_ref().path.is_some() {
-                return Err(error(
-                    spec.span(),
-                    format!("datasets.{dataset}: give `name` or `path`, not both"),
-                ));
-            }
-        }
         let encode = file
             .encode
             .as_ref()
@@ -633,18 +578,7 @@ impl Experiment {
             .map(|_| settings_table(&file.bench, "bench", BenchConfig::check, &error))
             .transpose()?;
         let slurm = settings_table(&file.slurm, "slurm", super::SlurmSettings::check, &error)?;
-        if let (Some(bench), Some(table)) = (&bench, &file.bench) {
-            if let Some(unknown) = bench
-                .datasets
-                .iter()
-                .find(|name| !file.datasets.contains_key(name.as_str()))
-            {
-                return Err(error(
-                    table.span(),
-                    format!("bench.datasets: `{unknown}` is not a declared dataset"),
-                ));
-            }
-        }
+        check_bench_datasets(bench.as_ref(), &file, &error)?;
 
         let mut grids = Vec::new();
         let sweeps: Vec<&Spanned<AxesTable>> = if file.sweep.0.is_empty() {
@@ -1193,6 +1127,101 @@ impl Experiment {
         T::deserialize(toml::Value::Table(table))
             .map_err(|err| self.error(&span, format!("sweep.{stage}: {}", err.message().trim())))
     }
+}
+
+/// The `[experiment]` table's own checks: schema, name, seeds.
+fn check_section(
+    section: &ExperimentSection,
+    error: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if *section.schema.get_ref() != SCHEMA_VERSION {
+        return Err(error(
+            section.schema.span(),
+            format!(
+                "experiment.schema: this repro reads schema {SCHEMA_VERSION}, the file says {}",
+                section.schema.get_ref()
+            ),
+        ));
+    }
+    let name = section.name.get_ref();
+    // The name becomes a directory of reports and a file of exports.
+    if !crate::util::is_plain_name(name) {
+        return Err(error(
+            section.name.span(),
+            format!(
+                "experiment.name: `{name}` must be non-empty, use only letters, digits, `_`, \
+                 `-` and `.`, and not start with `.`"
+            ),
+        ));
+    }
+    if section.seeds.get_ref().is_empty() {
+        return Err(error(
+            section.seeds.span(),
+            "experiment.seeds is empty".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// At least one model and one dataset, each table consistent in itself.
+fn check_models_and_datasets(
+    file: &ExperimentFile,
+    error: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if file.models.is_empty() {
+        return Err(error(
+            0..0,
+            "no [models.<name>] table: an experiment needs at least one model".to_string(),
+        ));
+    }
+    if file.datasets.is_empty() {
+        return Err(error(
+            0..0,
+            "no [datasets.<name>] table: an experiment needs at least one dataset".to_string(),
+        ));
+    }
+    for (model, spec) in &file.models {
+        if spec.get_ref().max_len < 2 {
+            return Err(error(
+                spec.span(),
+                format!("models.{model}.max_len must be at least 2 (room for [CLS] and [SEP])"),
+            ));
+        }
+    }
+    for (model, spec) in &file.models {
+        check_model(model, spec.get_ref(), file)
+            .map_err(|message| error(spec.span(), format!("models.{model}: {message}")))?;
+    }
+    for (dataset, spec) in &file.datasets {
+        if spec.get_ref().name.is_some() && spec.get_ref().path.is_some() {
+            return Err(error(
+                spec.span(),
+                format!("datasets.{dataset}: give `name` or `path`, not both"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[bench] datasets` name declared datasets.
+fn check_bench_datasets(
+    bench: Option<&BenchConfig>,
+    file: &ExperimentFile,
+    error: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if let (Some(bench), Some(table)) = (bench, &file.bench) {
+        if let Some(unknown) = bench
+            .datasets
+            .iter()
+            .find(|name| !file.datasets.contains_key(name.as_str()))
+        {
+            return Err(error(
+                table.span(),
+                format!("bench.datasets: `{unknown}` is not a declared dataset"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The dimensions of one sweep grid: its axes, then its zip groups.

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::train::{DistillLoss, StudentInit};
+
 /// `[train_ce]`: the cross-encoder teacher, trained on a dataset's `train` judgments with
 /// hard negatives mined from a first-stage retriever.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -53,10 +55,10 @@ pub struct TrainDeSettings {
     pub layers: usize,
     /// `random`, `ce:K` (embeddings and first K layers from the CE teacher) or `de:K`.
     #[serde(default = "default_init")]
-    pub init: String,
+    pub init: StudentInit,
     /// `mse`, `mnrl` or `margin_mse`.
     #[serde(default = "default_loss")]
-    pub loss: String,
+    pub loss: DistillLoss,
     #[serde(default = "default_epochs")]
     pub epochs: usize,
     #[serde(default = "default_de_batch")]
@@ -243,11 +245,11 @@ fn default_negatives() -> usize {
 fn default_student_layers() -> usize {
     2
 }
-fn default_init() -> String {
-    "ce:1".to_string()
+fn default_init() -> StudentInit {
+    StudentInit::CrossEncoder(1)
 }
-fn default_loss() -> String {
-    "mse".to_string()
+fn default_loss() -> DistillLoss {
+    DistillLoss::Mse
 }
 fn default_rerank_top_k() -> usize {
     100
@@ -341,9 +343,7 @@ impl TrainDeSettings {
         if self.layers == 0 {
             return Err("layers must be at least 1".to_string());
         }
-        let init: crate::train::StudentInit =
-            self.init.parse().map_err(|e| format!("init: {e}"))?;
-        if let Some(copied) = init.copied_layers() {
+        if let Some(copied) = self.init.copied_layers() {
             if copied > self.layers {
                 return Err(format!(
                     "init `{}` copies {copied} layers into a {}-layer student",
@@ -351,11 +351,10 @@ impl TrainDeSettings {
                 ));
             }
         }
-        let _: crate::train::DistillLoss = self.loss.parse().map_err(|e| format!("loss: {e}"))?;
-        if self.loss == "margin_mse" && (self.negatives == 0 || self.mine_top_k == 0) {
+        if self.loss == DistillLoss::MarginMse && (self.negatives == 0 || self.mine_top_k == 0) {
             return Err("margin_mse needs negatives and mine_top_k of at least 1".to_string());
         }
-        if self.batch < 2 && self.loss == "mnrl" {
+        if self.batch < 2 && self.loss == DistillLoss::Mnrl {
             return Err("mnrl needs batch ≥ 2 (in-batch negatives)".to_string());
         }
         Ok(())
@@ -467,15 +466,17 @@ mod tests {
     #[test]
     fn bad_values_are_refused() {
         let student = TrainDeSettings {
-            init: "ce:3".to_string(),
+            init: StudentInit::CrossEncoder(3),
             ..TrainDeSettings::default()
         };
         assert!(student.check().unwrap_err().contains("copies 3 layers"));
-        let student = TrainDeSettings {
-            loss: "cosine".to_string(),
-            ..TrainDeSettings::default()
-        };
-        assert!(student.check().unwrap_err().starts_with("loss"));
+        let unknown_loss = toml::from_str::<TrainDeSettings>("loss = \"cosine\"").unwrap_err();
+        assert!(
+            unknown_loss.to_string().contains("cosine"),
+            "{unknown_loss}"
+        );
+        let unknown_init = toml::from_str::<TrainDeSettings>("init = \"ce\"").unwrap_err();
+        assert!(unknown_init.to_string().contains("init"), "{unknown_init}");
         let teacher = TrainCeSettings {
             warmup: 1.5,
             ..TrainCeSettings::default()

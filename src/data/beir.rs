@@ -35,6 +35,11 @@ pub const QUERIES_FILE: &str = "queries.jsonl";
 /// Directory of the per-split judgments inside a BEIR directory.
 pub const QRELS_DIR: &str = "qrels";
 
+/// Where a BEIR directory keeps one split's judgments: `qrels/<split>.tsv`.
+pub fn qrels_path(dir: &Path, split: &str) -> PathBuf {
+    dir.join(QRELS_DIR).join(format!("{split}.tsv"))
+}
+
 const QRELS_HEADER: [&str; 3] = ["query-id", "corpus-id", "score"];
 
 /// True when `dir` holds the three parts of a BEIR layout (corpus, queries, a qrels folder).
@@ -249,7 +254,7 @@ fn write_files(
         .map(|(index, query)| (query.id.as_str(), index))
         .collect();
     for (split, qrels) in qrels_by_split {
-        let path = dir.join(QRELS_DIR).join(format!("{split}.tsv"));
+        let path = qrels_path(dir, split);
         let mut ordered: Vec<(&String, &BTreeMap<String, i32>)> = qrels.iter().collect();
         ordered.sort_by(|(a, _), (b, _)| {
             let rank = |id: &str| query_order.get(id).copied().unwrap_or(usize::MAX);
@@ -314,7 +319,7 @@ struct Parts {
 fn load_parts(dir: &Path, split: &str) -> Result<Parts, DataError> {
     let corpus_path = dir.join(CORPUS_FILE);
     let queries_path = dir.join(QUERIES_FILE);
-    let qrels_path = dir.join(QRELS_DIR).join(format!("{split}.tsv"));
+    let judgments = qrels_path(dir, split);
     for path in [&corpus_path, &queries_path] {
         if !path.is_file() {
             return Err(DataError::Invalid {
@@ -327,7 +332,7 @@ fn load_parts(dir: &Path, split: &str) -> Result<Parts, DataError> {
             });
         }
     }
-    if !qrels_path.is_file() {
+    if !judgments.is_file() {
         let available = splits(dir).unwrap_or_default();
         let available = if available.is_empty() {
             "none".to_string()
@@ -335,7 +340,7 @@ fn load_parts(dir: &Path, split: &str) -> Result<Parts, DataError> {
             available.join(", ")
         };
         return Err(DataError::Invalid {
-            path: qrels_path,
+            path: judgments,
             message: format!("not found: no judgments for split `{split}` (splits: {available})"),
         });
     }
@@ -373,7 +378,7 @@ fn load_parts(dir: &Path, split: &str) -> Result<Parts, DataError> {
             queries.iter().map(|query| query.id.as_str()),
             &query_lines,
         )?;
-        parse_qrels(&qrels_path, |qid, docid| {
+        parse_qrels(&judgments, |qid, docid| {
             if !query_ids.contains_key(qid) {
                 return Err(format!("query id `{qid}` is not in {QUERIES_FILE}"));
             }
@@ -385,7 +390,7 @@ fn load_parts(dir: &Path, split: &str) -> Result<Parts, DataError> {
     };
     if qrels.is_empty() {
         return Err(DataError::Invalid {
-            path: qrels_path,
+            path: judgments,
             message: format!("split `{split}` judges no query"),
         });
     }
@@ -596,7 +601,7 @@ mod tests {
         std::fs::create_dir_all(dir.join(QRELS_DIR)).unwrap();
         std::fs::write(dir.join(CORPUS_FILE), corpus).unwrap();
         std::fs::write(dir.join(QUERIES_FILE), queries).unwrap();
-        std::fs::write(dir.join(QRELS_DIR).join(format!("{split}.tsv")), qrels).unwrap();
+        std::fs::write(qrels_path(dir, split), qrels).unwrap();
     }
 
     const CORPUS: &str = concat!(

@@ -1,10 +1,10 @@
 /*!
 TREC run and qrels files: reading them into [`Run`] and [`Qrels`], writing them back.
 
-This module owns the on-disk formats only: columns, parsing, error positions, and the order
-in which a run's documents are written. It must not score anything; the ranking order it
-writes comes from [`crate::eval::measures::rank_documents`], so that a written run and the
-measures agree on ranks.
+This module owns the on-disk formats: columns, parsing, error positions, and trec_eval's
+ranking order ([`rank_documents`]), in which a run's documents are written and on which the
+measures (`crate::eval`) score, so that a written run and the measures agree on ranks. It
+must not score anything.
 
 Formats:
 
@@ -27,7 +27,6 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 
 use super::{DataError, Qrels, Run};
-use crate::eval::measures::rank_documents;
 
 /// Reads a TREC run file. See the module documentation for the format and duplicate rule.
 pub fn read_run(path: &Path) -> Result<Run, DataError> {
@@ -216,6 +215,45 @@ fn invalid(path: &Path, message: String) -> DataError {
     DataError::Invalid {
         path: path.to_path_buf(),
         message,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Ranking.
+
+/// A query's documents in trec_eval's order: score descending, equal scores by document id
+/// descending (byte order, as `strcmp`). Run files are written in this order and measures are
+/// computed on it; both go through `sort_trec_order`, the one implementation of the order.
+///
+/// `-0.0` and `0.0` tie, as they do in C. Scores should be finite (reading a run refuses
+/// others); a NaN still gets a deterministic place instead of an arbitrary one.
+pub fn rank_documents(docs: &BTreeMap<String, f64>) -> Vec<(&str, f64)> {
+    // The map iterates ids ascending; reversed, they come in the tie order.
+    let mut ranked: Vec<(&str, f64)> = docs
+        .iter()
+        .rev()
+        .map(|(id, &score)| (id.as_str(), score))
+        .collect();
+    sort_trec_order(&mut ranked, |&(_, score)| score);
+    ranked
+}
+
+/// Sorts items that arrive in *descending* document-id order into trec_eval's ranking order.
+///
+/// The sort is stable and compares scores only, so equal scores keep the incoming order, which
+/// is the tie order trec_eval wants: no string is compared, and the ranking costs one sort of
+/// numbers per query.
+pub(crate) fn sort_trec_order<T>(items: &mut [T], score: impl Fn(&T) -> f64) {
+    items.sort_by(|a, b| comparable(score(b)).total_cmp(&comparable(score(a))));
+}
+
+/// Folds `-0.0` into `0.0` so that `total_cmp` (a total order, which sorting needs) ties them
+/// as C's `<` and `>` do.
+fn comparable(score: f64) -> f64 {
+    if score == 0.0 {
+        0.0
+    } else {
+        score
     }
 }
 

@@ -2,9 +2,10 @@
 Measures that match trec_eval 9.x exactly: choosing them with trec_eval's `-m` syntax, scoring
 one run against qrels, and averaging over queries the way trec_eval does.
 
-This module owns trec_eval's ranking convention ([`rank_documents`]), the value of every
-measure for one query and the summary over queries. It must not read or write files (that is
-[`crate::data::trec`]) nor format output (that is the `repro eval` command).
+This module owns the value of every measure for one query and the summary over queries; the
+ranking convention it scores on is [`crate::data::trec::rank_documents`], the order run files
+are written in. It must not read or write files (that is [`crate::data::trec`]) nor format
+output (that is the `repro eval` command).
 
 The conventions below are trec_eval's (read from its source, `form_res_rels.c` and `m_*.c`)
 and are checked value by value against pytrec_eval, which embeds trec_eval, by the fixtures in
@@ -38,6 +39,7 @@ ranking, one division at the end), so values agree to the last bit, not just to 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::data::trec::sort_trec_order;
 use crate::data::{Qrels, Run};
 
 use super::error::{EvalError, KnownMeasures};
@@ -366,45 +368,6 @@ fn parse_cutoffs(spec: &str, params: &str) -> Result<Vec<usize>, EvalError> {
             }
         })
         .collect()
-}
-
-// ---------------------------------------------------------------------------------------
-// Ranking.
-
-/// A query's documents in trec_eval's order: score descending, equal scores by document id
-/// descending (byte order, as `strcmp`). Run files are written in this order and measures are
-/// computed on it; both go through `sort_trec_order`, the one implementation of the order.
-///
-/// `-0.0` and `0.0` tie, as they do in C. Scores should be finite ([`crate::data::trec`]
-/// refuses others); a NaN still gets a deterministic place instead of an arbitrary one.
-pub fn rank_documents(docs: &BTreeMap<String, f64>) -> Vec<(&str, f64)> {
-    // The map iterates ids ascending; reversed, they come in the tie order.
-    let mut ranked: Vec<(&str, f64)> = docs
-        .iter()
-        .rev()
-        .map(|(id, &score)| (id.as_str(), score))
-        .collect();
-    sort_trec_order(&mut ranked, |&(_, score)| score);
-    ranked
-}
-
-/// Sorts items that arrive in *descending* document-id order into trec_eval's ranking order.
-///
-/// The sort is stable and compares scores only, so equal scores keep the incoming order, which
-/// is the tie order trec_eval wants: no string is compared, and the ranking costs one sort of
-/// numbers per query.
-fn sort_trec_order<T>(items: &mut [T], score: impl Fn(&T) -> f64) {
-    items.sort_by(|a, b| comparable(score(b)).total_cmp(&comparable(score(a))));
-}
-
-/// Folds `-0.0` into `0.0` so that `total_cmp` (a total order, which sorting needs) ties them
-/// as C's `<` and `>` do.
-fn comparable(score: f64) -> f64 {
-    if score == 0.0 {
-        0.0
-    } else {
-        score
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -797,6 +760,7 @@ fn bpref(ranking: &JudgedRanking) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::trec::rank_documents;
 
     fn qrels(entries: &[(&str, &str, i32)]) -> Qrels {
         let mut qrels = Qrels::new();

@@ -13,4 +13,4 @@ pub mod retrieval;
 pub mod significance;
 
 pub use error::{EvalError, KnownMeasures};
-pub use measures::{evaluate, parse_measures, rank_documents, Evaluation, Measure};
+pub use measures::{evaluate, parse_measures, Evaluation, Measure};

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
-use crate::model::random::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// How many random sign patterns [`compare_paired`] callers use unless told otherwise: ranx
 /// defaults to 1,000, but with 10,000 the Monte-Carlo error of a p-value near 0.05 is about

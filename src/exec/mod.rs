@@ -17,7 +17,6 @@ It must not know what a stage computes (that is `stages`) or how an experiment i
 mod environment;
 mod local;
 pub mod manifest;
-mod prepare;
 mod schedule;
 mod slurm;
 mod worker;
@@ -29,12 +28,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use crate::config::SlurmSettings;
-use crate::plan::{input_differences, Plan, Stage, Task};
+use crate::plan::{input_differences, Plan, Task};
 use crate::store::{Store, StoreError, TaskStatus};
+use crate::task::Stage;
 use schedule::Schedule;
 
 pub use environment::capture_environment;
-pub use prepare::{prepare, PrepareError, Prepared};
 pub use slurm::{cancel_jobs, run_element};
 pub use worker::{run_worker, WorkerSpec};
 
@@ -361,7 +360,7 @@ fn recorded_metrics_differ(
     output: &Path,
 ) -> Result<Option<String>, ExecError> {
     let path = output.join(OUTCOME);
-    let outcome: crate::plan::TaskOutcome = match std::fs::read(&path)
+    let outcome: crate::task::TaskOutcome = match std::fs::read(&path)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
     {

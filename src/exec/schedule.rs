@@ -10,8 +10,9 @@ use super::{
     io_error, Action, Decision, ExecError, ExecSummary, ResultsDir, RunObserver, TaskResult,
     OUTCOME,
 };
-use crate::plan::{Plan, TaskOutcome, UpstreamDirs};
+use crate::plan::Plan;
 use crate::store::{AttemptEnd, AttemptId, Store};
+use crate::task::{TaskOutcome, UpstreamDirs};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {

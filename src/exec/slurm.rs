@@ -27,8 +27,8 @@ use super::schedule::{describe_failure, log_tail, Ending, Launch, Schedule};
 use super::worker::WorkerSpec;
 use super::{io_error, ExecError, ExecOptions, OUTCOME};
 use crate::config::SlurmSettings;
-use crate::plan::TaskOutcome;
 use crate::store::{AttemptEnd, Store};
+use crate::task::TaskOutcome;
 
 /// Slurm refuses arrays larger than its `MaxArraySize` (1001 by default).
 const MAX_ARRAY: usize = 1000;

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{io_error, ExecError, OUTCOME};
-use crate::plan::{TaskSpec, UpstreamDirs};
 use crate::stages::{run_task, Observer};
+use crate::task::{TaskSpec, UpstreamDirs};
 
 /// What the scheduler hands a worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -310,7 +310,7 @@ pub struct ClassifierHead {
 }
 
 impl ClassifierHead {
-    pub(crate) fn load(
+    fn load(
         pooler: VarBuilder,
         classifier: VarBuilder,
         config: &BertConfig,
@@ -345,13 +345,23 @@ pub struct BertModel {
 
 impl BertModel {
     /// Builds the encoder from `vb`, which must point at the encoder's root (the prefix that
-    /// holds `embeddings.*` and `encoder.*`). Only the first `depth` layers are loaded.
+    /// holds `embeddings.*` and `encoder.*`, and with `with_head` the cross encoder's
+    /// `pooler.*` and `classifier.*`). Only the first `depth` layers are loaded.
     pub(crate) fn load(
         vb: VarBuilder,
         config: &BertConfig,
         depth: usize,
-        head: Option<ClassifierHead>,
+        with_head: bool,
     ) -> candle_core::Result<Self> {
+        let head = if with_head {
+            Some(ClassifierHead::load(
+                vb.pp("pooler"),
+                vb.pp("classifier"),
+                config,
+            )?)
+        } else {
+            None
+        };
         let embeddings = BertEmbeddings::load(vb.pp("embeddings"), config)?;
         let layers = (0..depth)
             .map(|index| BertLayer::load(vb.pp("encoder").pp(format!("layer.{index}")), config))
@@ -512,8 +522,9 @@ mod tests {
 
     use super::*;
     use crate::model::loading::expected_tensors;
-    use crate::model::random::{tiny_config, SplitMix64};
+    use crate::model::random::tiny_config;
     use crate::model::tokenize::TokenizedText;
+    use crate::rng::SplitMix64;
 
     /// A random BERT whose biases and layer-norm parameters are far from 0 and 1, so the
     /// fused kernels' handling of every parameter shows in the output.
@@ -539,7 +550,7 @@ mod tests {
             })
             .collect();
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-        BertModel::load(vb, &config, 2, None).unwrap()
+        BertModel::load(vb, &config, 2, false).unwrap()
     }
 
     fn batch(lengths: &[usize]) -> Batch {

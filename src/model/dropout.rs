@@ -10,7 +10,7 @@
 use candle_core::{DType, Tensor};
 
 use super::config::BertConfig;
-use super::random::{DrawRange, SplitMix64};
+use crate::rng::{DrawRange, SplitMix64};
 
 /// The dropout of a training forward pass: where it applies, with what probability, and the
 /// generator of its masks. Inference never uses one.

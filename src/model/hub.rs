@@ -10,19 +10,13 @@ use std::path::{Path, PathBuf};
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 
+use super::layout::{REQUIRED, SPECIAL_TOKENS_FILE, TOKENIZER_CONFIG_FILE};
 use super::ModelError;
-
-/// Files a model directory needs: the first present of each group.
-const REQUIRED: &[&[&str]] = &[
-    &["config.json"],
-    &["model.safetensors", "pytorch_model.bin"],
-    &["tokenizer.json", "vocab.txt"],
-];
 
 /// Files fetched when the repository has them; none is needed to run the model.
 const OPTIONAL: &[&str] = &[
-    "tokenizer_config.json",
-    "special_tokens_map.json",
+    TOKENIZER_CONFIG_FILE,
+    SPECIAL_TOKENS_FILE,
     "modules.json",
     "sentence_bert_config.json",
     "1_Pooling/config.json",

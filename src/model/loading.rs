@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-use super::bert::{BertModel, ClassifierHead};
+use super::bert::BertModel;
 use super::config::BertConfig;
+use super::layout::{CONFIG_FILE, PICKLE_FILE, SAFETENSORS_FILE};
 use super::tokenize::TextTokenizer;
 use super::ModelError;
 
@@ -44,15 +45,15 @@ impl ModelFiles {
                 wanted: "such directory".to_string(),
             });
         }
-        let config = dir.join("config.json");
+        let config = dir.join(CONFIG_FILE);
         if !config.is_file() {
             return Err(ModelError::MissingFile {
                 dir: dir.to_path_buf(),
-                wanted: "config.json".to_string(),
+                wanted: CONFIG_FILE.to_string(),
             });
         }
-        let safetensors = dir.join("model.safetensors");
-        let pickle = dir.join("pytorch_model.bin");
+        let safetensors = dir.join(SAFETENSORS_FILE);
+        let pickle = dir.join(PICKLE_FILE);
         let (weights, weights_format) = if safetensors.is_file() {
             (safetensors, WeightsFormat::Safetensors)
         } else if pickle.is_file() {
@@ -60,7 +61,7 @@ impl ModelFiles {
         } else {
             return Err(ModelError::MissingFile {
                 dir: dir.to_path_buf(),
-                wanted: "model.safetensors or pytorch_model.bin".to_string(),
+                wanted: format!("{SAFETENSORS_FILE} or {PICKLE_FILE}"),
             });
         };
         Ok(ModelFiles {
@@ -146,16 +147,7 @@ pub fn load_model(
         encoder_tensors.insert(name, tensor.to_device(device)?);
     }
     let vb = VarBuilder::from_tensors(encoder_tensors, DType::F32, device);
-    let head = if has_head {
-        Some(ClassifierHead::load(
-            vb.pp("pooler"),
-            vb.pp("classifier"),
-            &config,
-        )?)
-    } else {
-        None
-    };
-    let model = BertModel::load(vb, &config, depth, head)?;
+    let model = BertModel::load(vb, &config, depth, has_head)?;
     let tokenizer = TextTokenizer::from_dir(dir, max_len)?;
     Ok(LoadedModel {
         model,

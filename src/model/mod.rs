@@ -20,6 +20,7 @@ mod encode;
 mod error;
 pub mod hub;
 mod kernels;
+pub mod layout;
 
 /// See [`kernels::openblas::core_upgrade`]: the OpenBLAS kernel family to force, if any.
 #[cfg(feature = "openblas")]

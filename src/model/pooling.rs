@@ -82,7 +82,8 @@ fn masked_max(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
     hidden.broadcast_add(&penalty)?.max(1)
 }
 
-/// Scales each row of `(rows, width)` to unit L2 norm (rows of zeros stay zero).
+/// Scales each row of `(rows, width)` to unit L2 norm; norms below 1e-12 count as 1e-12, as in
+/// PyTorch's `F.normalize` (rows of zeros stay zero). Differentiable: the MNRL loss uses it too.
 pub fn l2_normalize_rows(xs: &Tensor) -> candle_core::Result<Tensor> {
     let norms = xs
         .sqr()?

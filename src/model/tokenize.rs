@@ -14,6 +14,7 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use super::layout::{TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, VOCAB_FILE};
 use super::ModelError;
 
 /// How one sentence is presented to the encoder.
@@ -137,8 +138,8 @@ impl TextTokenizer {
     /// Loads `tokenizer.json` from `dir`, or builds a BERT WordPiece tokenizer from
     /// `vocab.txt` (lower-casing unless `tokenizer_config.json` says `do_lower_case: false`).
     pub fn from_dir(dir: &Path, max_len: usize) -> Result<Self, ModelError> {
-        let json = dir.join("tokenizer.json");
-        let vocab = dir.join("vocab.txt");
+        let json = dir.join(TOKENIZER_FILE);
+        let vocab = dir.join(VOCAB_FILE);
         let (inner, source) = if json.is_file() {
             let tokenizer = Tokenizer::from_file(&json).map_err(|err| ModelError::Tokenizer {
                 path: json.clone(),
@@ -248,7 +249,7 @@ fn wordpiece_from_vocab(dir: &Path, vocab: &Path) -> Result<Tokenizer, ModelErro
         .unk_token("[UNK]".to_string())
         .build()
         .map_err(|err| tokenizer_error(err.to_string()))?;
-    let lowercase = read_do_lower_case(&dir.join("tokenizer_config.json"))?;
+    let lowercase = read_do_lower_case(&dir.join(TOKENIZER_CONFIG_FILE))?;
     let mut tokenizer = Tokenizer::new(model);
     let id = |token: &str| {
         tokenizer

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::data::beir;
+
 /// A model or dataset the plan needs but cannot place.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -19,25 +21,15 @@ pub enum ResolveError {
 
 /// The files repro reads from a model directory: its config, weights and tokenizer.
 pub fn model_files(dir: &Path) -> Vec<PathBuf> {
-    let first = |names: &[&str]| {
-        names
-            .iter()
-            .map(|name| dir.join(name))
-            .find(|path| path.is_file())
-    };
-    let mut files = vec![dir.join("config.json")];
-    files.extend(first(&["model.safetensors", "pytorch_model.bin"]));
-    files.extend(first(&["tokenizer.json", "vocab.txt"]));
-    files.extend(first(&["tokenizer_config.json"]));
-    files
+    crate::model::layout::defining_files(dir)
 }
 
 /// The files of a BEIR dataset that one split reads.
 pub fn dataset_files(dir: &Path, split: &str) -> Vec<PathBuf> {
     vec![
-        dir.join("corpus.jsonl"),
-        dir.join("queries.jsonl"),
-        dir.join("qrels").join(format!("{split}.tsv")),
+        dir.join(beir::CORPUS_FILE),
+        dir.join(beir::QUERIES_FILE),
+        beir::qrels_path(dir, split),
     ]
 }
 

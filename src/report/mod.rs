@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use crate::plan::Stage;
 use crate::store::{CellRow, ExperimentRow, Store, StoreError};
+use crate::task::Stage;
 
 /// Why a table could not be built or written.
 #[derive(Debug, thiserror::Error)]

@@ -14,10 +14,10 @@ use serde::Serialize;
 use super::{cells_frame, CellsTable, ReportError, RESULT_STAGES};
 use crate::config::{Experiment, ModelKind, ModelOrigin};
 use crate::eval::significance::{compare_by_query, PairedComparison};
-use crate::plan::Stage;
-use crate::plan::TrainingStep;
-use crate::stages::{depth_metric, FUSED_PREFIX, RERANKED_PREFIX};
+use crate::stages::{depth_metric, ideal_speedup, FUSED_PREFIX, RERANKED_PREFIX};
 use crate::store::{CellRow, ExperimentRow, RunRow, Store};
+use crate::task::Stage;
+use crate::task::TrainingStep;
 
 /// Significance level of the paired tests.
 pub const ALPHA: f64 = 0.05;
@@ -752,10 +752,8 @@ impl Study {
                     let rate = metric("docs_per_second", depth);
                     let full_seconds = 1.0 / full_rate;
                     let ideal = (depth > 0).then(|| deepest as f64 / depth as f64);
-                    let ideal_with_fixed_cost = fixed_seconds.map(|fixed| {
-                        let per_layer = (full_seconds - fixed) / deepest as f64;
-                        full_seconds / (fixed + per_layer * depth as f64)
-                    });
+                    let ideal_with_fixed_cost = fixed_seconds
+                        .map(|fixed| ideal_speedup(full_seconds, fixed, deepest, depth));
                     SpeedPoint {
                         depth,
                         docs_per_second: rate,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::{Observer, StageError};
 use crate::data::beir;
 use crate::model::{encode_texts, load_model, BertConfig, EncodeOptions, InputFormat, Pooling};
-use crate::plan::{Artifact, BenchSpec, TaskOutcome, UpstreamDirs};
+use crate::task::{Artifact, BenchSpec, TaskOutcome, UpstreamDirs};
 
 /// What to measure.
 #[derive(Debug, Clone, Serialize)]
@@ -151,10 +151,18 @@ pub fn depth_metric(name: &str, depth: usize) -> String {
     format!("{name}@{depth}")
 }
 
+/// The speedup depth `depth` would have over `layers` layers if the fixed cost (tokenization
+/// and embeddings, measured as depth 0: `fixed_seconds` per document) were the same at every
+/// depth and each layer cost the same: `t(L) / (t(0) + k · (t(L) − t(0)) / L)`.
+pub fn ideal_speedup(full_seconds: f64, fixed_seconds: f64, layers: usize, depth: usize) -> f64 {
+    let per_layer = (full_seconds - fixed_seconds) / layers as f64;
+    full_seconds / (fixed_seconds + per_layer * depth as f64)
+}
+
 /// The texts a benchmark encodes: the first `count` documents of a BEIR dataset's corpus, as
 /// `title + " " + text`.
 pub fn first_documents(dataset_dir: &Path, count: usize) -> Result<Vec<String>, StageError> {
-    let corpus = beir::read_corpus(&dataset_dir.join("corpus.jsonl"))?;
+    let corpus = beir::read_corpus(&dataset_dir.join(beir::CORPUS_FILE))?;
     Ok(corpus
         .iter()
         .take(count)
@@ -171,7 +179,7 @@ pub(super) fn run_bench_task(
     observer: &dyn Observer,
 ) -> Result<TaskOutcome, StageError> {
     let model_dir = spec.model.resolve(upstream).map_err(StageError::Setting)?;
-    let config = BertConfig::from_file(&model_dir.join("config.json"))?;
+    let config = BertConfig::from_file(&model_dir.join(crate::model::layout::CONFIG_FILE))?;
     let depths = spec
         .settings
         .depths_for(config.num_hidden_layers)
@@ -226,6 +234,14 @@ pub(super) fn run_bench_task(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ideal_speedup_spreads_the_variable_cost_evenly_over_the_layers() {
+        // 1 s fixed + 6 × 1 s layers: depth 2 costs 3 s, 7/3 of the full depth's speed.
+        assert!((ideal_speedup(7.0, 1.0, 6, 2) - 7.0 / 3.0).abs() < 1e-12);
+        assert!((ideal_speedup(7.0, 1.0, 6, 6) - 1.0).abs() < 1e-12);
+        assert!((ideal_speedup(7.0, 0.0, 6, 3) - 2.0).abs() < 1e-12);
+    }
 
     #[test]
     fn summary_takes_the_median() {

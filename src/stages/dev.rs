@@ -9,12 +9,12 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::tasks::io_error;
+use super::inputs::io_error;
 use super::StageError;
 use crate::data::{trec, Dataset, Qrels, Run};
 use crate::eval::measures::{evaluate, parse_measures, Measure};
-use crate::model::random::SplitMix64;
-use crate::plan::Artifact;
+use crate::rng::SplitMix64;
+use crate::task::Artifact;
 
 /// Directory of the dev split inside a `train_ce` task's output.
 pub(super) const DEV_DIR: &str = "dev";

@@ -16,13 +16,14 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use super::tasks::{io_error, normalize_rows, Encoded};
+use super::embeddings::{normalize_rows, Encoded};
+use super::inputs::io_error;
 use super::{Observer, StageError};
 use crate::data::{Dataset, Qrels};
 use crate::eval::retrieval::{search, BlockSizes};
-use crate::model::random::SplitMix64;
 use crate::model::{encode_mean, load_model, Pooling};
-use crate::plan::Artifact;
+use crate::rng::SplitMix64;
+use crate::task::Artifact;
 
 /// Batch size of the query encode: queries are short, and the batch does not change the
 /// embeddings (padding is masked), only the speed.

@@ -5,25 +5,33 @@ A stage takes resolved inputs (a loaded model, a loaded dataset, settings), runs
 a typed outcome with its measurements. Stages report progress through [`Observer`] and never
 print; they must not parse command lines or settings files.
 
-The DAG's tasks are dispatched by [`run_task`] (`tasks.rs`: encode and eval); training tasks
-live in `training.rs` (with hard-negative mining in `mining.rs` and the teacher's dev split in
-`dev.rs`), re-ranking and its fusion in `rerank.rs`.
+The DAG's tasks are dispatched by [`run_task`] (`dispatch.rs`), one file per stage:
+`encode.rs`, `eval.rs`, `training.rs` (train_ce and train_de, with hard-negative mining in
+`mining.rs` and the teacher's dev split in `dev.rs`), `rerank.rs` (with its fusion) and
+`bench.rs`; `embeddings.rs` owns the format encodes write and later tasks read, `inputs.rs`
+where a task finds its upstream outputs. `probe.rs` is the one-command layer probe.
 */
 
 mod bench;
 mod dev;
+mod dispatch;
+mod embeddings;
+mod encode;
+mod eval;
+mod inputs;
 mod mining;
 mod probe;
 mod rerank;
-mod tasks;
 mod training;
 
 pub use bench::{
-    depth_metric, first_documents, run_bench, BenchSettings, DepthTiming, Summary, BENCH_FILE,
+    depth_metric, first_documents, ideal_speedup, run_bench, BenchSettings, DepthTiming, Summary,
+    BENCH_FILE,
 };
+pub use dispatch::run_task;
+pub use embeddings::EmbeddingsManifest;
 pub use probe::{run_probe, EncodeStats, ProbeCell, ProbeOutcome};
 pub use rerank::{run_rerank, FUSED_PREFIX, RERANKED_PREFIX};
-pub use tasks::{run_task, EmbeddingsManifest};
 pub use training::{run_train_ce, run_train_de};
 
 use crate::data::DataError;

@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::eval::retrieve_and_score;
 use super::{Observer, StageError};
 use crate::config::ProbeSettings;
 use crate::data::{trec, Dataset};
-use crate::eval::measures::{evaluate, parse_measures};
-use crate::eval::retrieval::{hits_to_run, search, BlockSizes};
+use crate::eval::measures::parse_measures;
 use crate::model::{encode_texts, EncodeOptions, LoadedModel, PooledEmbeddings, Pooling};
 
 /// What one encode cost.
@@ -143,20 +143,20 @@ pub fn run_probe(
     let mut measure_names = Vec::new();
     for (cell, documents) in &corpus_embeddings.cells {
         let queries = &query_embeddings.cells[cell];
-        let hits = search(
+        let (run, evaluation) = retrieve_and_score(
             queries,
             documents,
+            &query_ids,
             &doc_ids,
             settings.top_k,
-            BlockSizes::default(),
+            &dataset.qrels,
+            &measures,
         )?;
-        let run = hits_to_run(&query_ids, &doc_ids, &hits);
         if let Some(dir) = runs_dir {
             let path = dir.join(format!("layer{}_{}.trec", cell.layer, cell.pooling));
             let tag = format!("repro-layer{}-{}", cell.layer, cell.pooling);
             trec::write_run(&path, &run, &tag)?;
         }
-        let evaluation = evaluate(&dataset.qrels, &run, &measures, false)?;
         if measure_names.is_empty() {
             measure_names = evaluation.names();
         }

@@ -22,14 +22,16 @@ use std::time::Instant;
 use candle_core::Device;
 
 use super::dev::DevSplit;
-use super::tasks::{read_split_qrels, upstream_dir, RUN_FILE};
+use super::eval::{read_split_qrels, RUN_FILE};
+use super::inputs::upstream_dir;
 use super::{Observer, StageError};
 use crate::config::Fusion;
+use crate::data::trec::rank_documents;
 use crate::data::{beir, trec, Run};
-use crate::eval::measures::{evaluate, parse_measures, rank_documents};
+use crate::eval::measures::{evaluate, parse_measures};
 use crate::eval::Evaluation;
 use crate::model::{load_model, Batch, BertModel, ModelError, TokenizedText};
-use crate::plan::{Artifact, RerankSpec, Stage, TaskOutcome, UpstreamDirs};
+use crate::task::{Artifact, RerankSpec, Stage, TaskOutcome, UpstreamDirs};
 
 /// The prefix of every measure of the run re-ranked by cross-encoder score alone.
 pub const RERANKED_PREFIX: &str = "reranked_";
@@ -364,9 +366,9 @@ mod tests {
     use crate::config::RerankSettings;
     use crate::data::Qrels;
     use crate::model::random::{tiny_config, write_random_bert, TINY_VOCAB};
-    use crate::plan::{ModelLocation, TaskSpec, TRAINED_MODEL_DIR};
     use crate::stages::training::tests::tiny_dataset;
     use crate::stages::{run_task, Silent};
+    use crate::task::{ModelLocation, TaskSpec, TRAINED_MODEL_DIR};
 
     #[test]
     fn tails_keep_first_stage_order_below_every_head() {

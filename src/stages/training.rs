@@ -2,7 +2,7 @@
 //! judgments with mined hard negatives (holding out a dev split when asked, [`super::dev`]),
 //! `train_de` distils a dual-encoder student from its teachers. Both write the trained model
 //! into `<output>/model/` ([`TRAINED_MODEL_DIR`]), where downstream tasks find it through
-//! [`crate::plan::ModelLocation`].
+//! [`crate::task::ModelLocation`].
 //!
 //! This file turns a dataset and its judgments into the training library's examples and its
 //! log into a [`TaskOutcome`]; the optimisation itself is [`crate::train`]'s. Every random
@@ -15,21 +15,22 @@ use std::path::Path;
 use candle_core::Device;
 
 use super::dev::{self, DevSplit};
+use super::embeddings::Encoded;
+use super::inputs::{io_error, upstream_dirs};
 use super::mining::{self, Candidates, MinedNegative, Retriever};
 use super::rerank::{self, RERANKED_PREFIX};
-use super::tasks::{io_error, upstream_dirs, Encoded};
 use super::{Observer, StageError};
 use crate::config::{TrainCeSettings, TrainDeSettings};
 use crate::data::{beir, Dataset, Qrels, Run};
-use crate::model::random::SplitMix64;
 use crate::model::{load_model, Pooling};
-use crate::plan::{
+use crate::rng::SplitMix64;
+use crate::task::{
     Artifact, Stage, TaskOutcome, TrainCeSpec, TrainDeSpec, TrainingStep, UpstreamDirs,
     TRAINED_MODEL_DIR,
 };
 use crate::train::{
     train_cross_encoder, train_dual_encoder, CrossEncoderExample, DistillData, DistillLoss,
-    KnownTargets, StepRecord, StudentInit, StudentSpec, TrainingLog, TrainingSettings,
+    KnownTargets, StepRecord, StudentSpec, TrainingLog, TrainingSettings,
 };
 
 /// Mixed into the task's seed for the shuffle of `mse` texts (mining has its own stream).
@@ -173,14 +174,7 @@ pub fn run_train_de(
 ) -> Result<TaskOutcome, StageError> {
     let settings = &spec.settings;
     settings.check().map_err(StageError::Setting)?;
-    let init: StudentInit = settings
-        .init
-        .parse()
-        .map_err(|err| StageError::Setting(format!("train_de.init: {err}")))?;
-    let loss: DistillLoss = settings
-        .loss
-        .parse()
-        .map_err(|err| StageError::Setting(format!("train_de.loss: {err}")))?;
+    let (init, loss) = (settings.init, settings.loss);
     let teacher_ce = spec
         .teacher_ce
         .as_ref()
@@ -298,7 +292,7 @@ fn load_split(dir: &Path, split: &str) -> Result<Dataset, StageError> {
     if !has_positive {
         return Err(StageError::Setting(format!(
             "{}: split `{split}` has no positive judgment to train on",
-            dir.join("qrels").join(format!("{split}.tsv")).display()
+            crate::data::beir::qrels_path(dir, split).display()
         )));
     }
     Ok(dataset)
@@ -512,9 +506,9 @@ pub(super) mod tests {
     use crate::data::{Document, Qrels, Query};
     use crate::model::random::{tiny_config, write_random_bert, TINY_VOCAB};
     use crate::model::InputFormat;
-    use crate::plan::{EncodeSpec, ModelLocation, TaskSpec};
-    use crate::stages::tasks::read_split_qrels;
+    use crate::stages::eval::read_split_qrels;
     use crate::stages::{run_task, Silent};
+    use crate::task::{EncodeSpec, ModelLocation, TaskSpec};
 
     /// A tiny BEIR dataset with `train` and `test` judgments.
     pub(crate) fn tiny_dataset(dir: &Path) {
@@ -756,8 +750,8 @@ pub(super) mod tests {
             split: "train".into(),
             seed: 0,
             settings: TrainDeSettings {
-                loss: loss.into(),
-                init: init.into(),
+                loss: loss.parse().unwrap(),
+                init: init.parse().unwrap(),
                 batch: 4,
                 max_len: 32,
                 max_texts: 6,

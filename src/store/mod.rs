@@ -21,7 +21,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
-use crate::plan::{Stage, TaskOutcome, TrainingStep};
+use crate::task::{Stage, TaskOutcome, TrainingStep};
 
 /// Why the store could not answer or record.
 #[derive(Debug, thiserror::Error)]
@@ -1268,7 +1268,7 @@ fn uri_path(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Artifact;
+    use crate::task::Artifact;
 
     fn environment() -> Environment {
         Environment {

@@ -21,8 +21,9 @@ use crate::model::{encode_mean, load_model, Batch, InputFormat, TextTokenizer, T
 /// Batch size of the teachers' (inference-only) passes.
 const TEACHER_BATCH: usize = 32;
 
-/// The distillation objective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The distillation objective, written `mse`, `mnrl` or `margin_mse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DistillLoss {
     /// Mean squared error to the teacher dual encoder's final-layer mean-pooled (not
     /// normalised) embeddings; data: [`DistillData::Texts`].

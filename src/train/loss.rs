@@ -5,6 +5,8 @@
 
 use candle_core::{DType, Tensor, D};
 
+use crate::model::l2_normalize_rows;
+
 /// sentence-transformers' default `scale` of MultipleNegativesRankingLoss (a temperature of
 /// 0.05 on cosine similarities).
 pub const MNRL_SCALE: f64 = 20.0;
@@ -37,7 +39,8 @@ pub fn mnrl(queries: &Tensor, candidates: &Tensor, scale: f64) -> candle_core::R
     if columns < rows {
         candle_core::bail!("mnrl needs at least one candidate per query ({columns} < {rows})")
     }
-    let scores = (normalize_rows(queries)?.matmul(&normalize_rows(candidates)?.t()?)? * scale)?;
+    let scores =
+        (l2_normalize_rows(queries)?.matmul(&l2_normalize_rows(candidates)?.t()?)? * scale)?;
     let mut target = vec![0f32; rows * columns];
     for row in 0..rows {
         target[row * columns + row] = 1.0;
@@ -70,13 +73,6 @@ pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> 
     let sums = mask.unsqueeze(1)?.matmul(hidden)?.squeeze(1)?;
     let counts = mask.sum_keepdim(D::Minus1)?.maximum(1e-9)?;
     sums.broadcast_div(&counts)
-}
-
-/// Rows scaled to unit L2 norm (norms below 1e-12 count as 1e-12, as PyTorch's
-/// `F.normalize`).
-fn normalize_rows(xs: &Tensor) -> candle_core::Result<Tensor> {
-    let norms = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
-    xs.broadcast_div(&norms)
 }
 
 /// `log_softmax` over the last dimension; the row maximum is detached (it cancels out).

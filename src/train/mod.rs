@@ -194,7 +194,7 @@ enum Stream {
 /// The seed of `stream` in the run seeded with `seed`.
 fn stream_seed(seed: u64, stream: Stream) -> u64 {
     let mixed = seed ^ (stream as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    crate::model::random::SplitMix64::new(mixed).next_u64()
+    crate::rng::SplitMix64::new(mixed).next_u64()
 }
 
 #[cfg(test)]

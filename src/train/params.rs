@@ -17,14 +17,16 @@ use candle_nn::VarBuilder;
 
 use super::save;
 use super::TrainError;
-use crate::model::random::SplitMix64;
+use crate::model::layout;
 use crate::model::{
-    expected_tensors, read_checkpoint, BertConfig, BertModel, Checkpoint, ClassifierHead,
-    ModelFiles, TextTokenizer,
+    expected_tensors, read_checkpoint, BertConfig, BertModel, Checkpoint, ModelFiles, TextTokenizer,
 };
+use crate::rng::SplitMix64;
 
-/// How a student dual encoder's weights start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How a student dual encoder's weights start. Written `random`, `ce:K` or `de:K` (in
+/// experiment files, cache keys and the store alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum StudentInit {
     /// Every weight from BERT's initialiser.
     Random,
@@ -51,6 +53,20 @@ impl fmt::Display for StudentInit {
             StudentInit::CrossEncoder(k) => write!(f, "ce:{k}"),
             StudentInit::DualEncoder(k) => write!(f, "de:{k}"),
         }
+    }
+}
+
+impl TryFrom<String> for StudentInit {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<StudentInit> for String {
+    fn from(init: StudentInit) -> Self {
+        init.to_string()
     }
 }
 
@@ -186,16 +202,7 @@ impl TrainableBert {
             .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
             .collect();
         let vb = VarBuilder::from_tensors(tensors, dtype, &device);
-        let head = if with_head {
-            Some(ClassifierHead::load(
-                vb.pp("pooler"),
-                vb.pp("classifier"),
-                &config,
-            )?)
-        } else {
-            None
-        };
-        let mut model = BertModel::load(vb, &config, config.num_hidden_layers, head)?;
+        let mut model = BertModel::load(vb, &config, config.num_hidden_layers, with_head)?;
         // The fast kernels read fused copies of the weights made at load time, which the
         // optimiser's updates do not reach; candle's ops read the variables themselves.
         model.set_fast_kernels(false);
@@ -287,8 +294,11 @@ impl TrainableBert {
             }
         })?;
         save::write_model_dir(output, |dir| {
-            save::write_json(&dir.join("config.json"), &serde_json::Value::Object(config))?;
-            save::write_weights(&dir.join("model.safetensors"), &tensors)?;
+            save::write_json(
+                &dir.join(layout::CONFIG_FILE),
+                &serde_json::Value::Object(config),
+            )?;
+            save::write_weights(&dir.join(layout::SAFETENSORS_FILE), &tensors)?;
             save::copy_tokenizer_files(&self.tokenizer_dir, dir)
         })
     }
@@ -316,8 +326,11 @@ impl TrainableBert {
         let tensors = self.named_tensors(|name| name.to_string())?;
         let hidden = self.config.hidden_size;
         save::write_model_dir(output, |dir| {
-            save::write_json(&dir.join("config.json"), &serde_json::Value::Object(config))?;
-            save::write_weights(&dir.join("model.safetensors"), &tensors)?;
+            save::write_json(
+                &dir.join(layout::CONFIG_FILE),
+                &serde_json::Value::Object(config),
+            )?;
+            save::write_weights(&dir.join(layout::SAFETENSORS_FILE), &tensors)?;
             save::copy_tokenizer_files(&self.tokenizer_dir, dir)?;
             save::write_sentence_transformers_files(dir, hidden, max_seq_length)
         })

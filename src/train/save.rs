@@ -8,14 +8,7 @@ use std::path::Path;
 use candle_core::Tensor;
 
 use super::TrainError;
-
-/// The tokenizer files a model directory may carry; those the source has are copied.
-const TOKENIZER_FILES: &[&str] = &[
-    "tokenizer.json",
-    "vocab.txt",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-];
+use crate::model::layout::TOKENIZER_FILES;
 
 /// Fills a staging directory beside `output` with `fill`, then renames it to `output`. A
 /// previous `output` is replaced only once the new one is complete; on error nothing changes.

@@ -11,8 +11,8 @@ use super::params::TrainableBert;
 use super::step::{Gradients, TrainingPass};
 use super::{stream_seed, StepRecord, Stream, TrainError, TrainingLog, TrainingSettings};
 use crate::model::backprop::EncoderTensors;
-use crate::model::random::SplitMix64;
 use crate::model::Dropout;
+use crate::rng::SplitMix64;
 
 /// The loss of one batch: the examples' indices and the step's training pass in, a scalar
 /// out.

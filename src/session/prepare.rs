@@ -58,8 +58,7 @@ pub fn prepare(
             depth: config.num_hidden_layers,
             max_positions: config.max_position_embeddings,
         };
-        let files = model_files(&dir);
-        let sha256 = hash_files(&files, &dir, store.as_deref_mut())
+        let sha256 = hash_model_dir(&dir, store.as_deref_mut())
             .map_err(|err| experiment.model_error(name, err))?;
         shapes.insert(name.clone(), shape);
         models.insert(
@@ -81,7 +80,7 @@ pub fn prepare(
             .unwrap_or(name);
         let dir = crate::data::fetch::resolve(wanted, data_dir, mirror)
             .map_err(|err| experiment.dataset_error(name, err))?;
-        let qrels = dir.join("qrels").join(format!("{}.tsv", spec.split));
+        let qrels = crate::data::beir::qrels_path(&dir, &spec.split);
         if !qrels.is_file() {
             return Err(experiment
                 .dataset_error(
@@ -108,7 +107,7 @@ pub fn prepare(
                 continue;
             }
             let split = &model_spec.train_split;
-            let qrels = dir.join("qrels").join(format!("{split}.tsv"));
+            let qrels = crate::data::beir::qrels_path(&dir, split);
             if !qrels.is_file() {
                 return Err(experiment
                     .model_error(
@@ -151,6 +150,12 @@ pub fn prepare(
         datasets,
         plan,
     })
+}
+
+/// A model directory's identity: one content hash over the files that define the model
+/// ([`model_files`]), the same for `repro run` and `repro bench`.
+pub fn hash_model_dir(dir: &Path, store: Option<&mut Store>) -> Result<String, String> {
+    hash_files(&model_files(dir), dir, store)
 }
 
 /// One content hash over `files` (named relative to `root`), each file's sha256 taken from
