@@ -963,12 +963,30 @@ rerank.model = ["teacher"]
             first.entry(task.stage).or_insert(&task.key);
         }
         let recorded: BTreeMap<Stage, &str> = [
-            (Stage::Encode, "RECORD"),
-            (Stage::Eval, "RECORD"),
-            (Stage::TrainCe, "RECORD"),
-            (Stage::TrainDe, "RECORD"),
-            (Stage::Rerank, "RECORD"),
-            (Stage::Bench, "RECORD"),
+            (
+                Stage::Encode,
+                "76be4b7d2257a4bf4432e224556e46be3f39ca55b3ecfc48fa61c80fa124d288",
+            ),
+            (
+                Stage::Eval,
+                "e94240323d822f154f71c5ad17713914e55aaf7f1d78ba0afb519c9614236871",
+            ),
+            (
+                Stage::TrainCe,
+                "a11aa8394642f169d19bf0dff1b0f270fe3d2cc7c7ea0875bda19234a1a57851",
+            ),
+            (
+                Stage::TrainDe,
+                "be2d99932fc672d5e7d1d62b629b48de42db5882a1de3f092a6a1188ac7dac1e",
+            ),
+            (
+                Stage::Rerank,
+                "a50f050827635949571bf52fed6e4dd1eb1f9d82b9144d089fa0f5e996dc9a38",
+            ),
+            (
+                Stage::Bench,
+                "4b11e25431e039b31f0f467739baa5740273a9f82ca79af9e670a817be3effcf",
+            ),
         ]
         .into();
         assert_eq!(first, recorded);
