@@ -8,7 +8,7 @@ use crate::exec::{capture_environment, ResultsDir};
 use crate::model::hub::{resolve_model, HubSettings};
 use crate::model::{BertConfig, InputFormat};
 use crate::session::hash_model_dir;
-use crate::stages::{ideal_speedup, run_bench, BenchSettings, Observer};
+use crate::stages::{ideal_speedup, run_bench, BenchSettings, DepthTiming, Observer};
 use crate::store::{BenchmarkRecord, Store};
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +63,82 @@ impl Observer for BarObserver {
     }
 }
 
+/// The human-readable table: each depth's rate, its speedup over the full model, the ideal
+/// speedup with a fixed cost and the naive one (L/k).
+fn print_table(
+    header: &str,
+    timings: &[DepthTiming],
+    layers: usize,
+    ideal: &dyn Fn(usize) -> Option<f64>,
+) {
+    let full = timings.iter().find(|t| t.depth == layers);
+    println!("{header}");
+    println!(
+        "{:>5}  {:>12}  {:>17}  {:>10}  {:>8}  {:>8}  {:>8}",
+        "depth", "docs/s", "(min–max)", "tokens/s", "speedup", "ideal", "L/k"
+    );
+    for timing in timings {
+        let speedup =
+            full.map(|f| timing.documents_per_second.median / f.documents_per_second.median);
+        let show = |value: Option<f64>| {
+            value
+                .map(|v| format!("{v:.2}×"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let naive = (timing.depth > 0).then(|| layers as f64 / timing.depth as f64);
+        println!(
+            "{:>5}  {:>12.2}  {:>17}  {:>10.0}  {:>8}  {:>8}  {:>8}",
+            timing.depth,
+            timing.documents_per_second.median,
+            format!(
+                "({:.2}–{:.2})",
+                timing.documents_per_second.min, timing.documents_per_second.max
+            ),
+            timing.tokens_per_second.median,
+            show(speedup),
+            show(ideal(timing.depth)),
+            show(naive)
+        );
+    }
+}
+
+/// Records every depth's timing in the store of `--results`.
+fn record(
+    args: &BenchArgs,
+    model_dir: &Path,
+    texts: &str,
+    settings: &BenchSettings,
+    timings: &[DepthTiming],
+    threads: usize,
+) -> anyhow::Result<()> {
+    let results = ResultsDir::new(&args.results.results);
+    let mut store = Store::open(&results.store_path())?;
+    let environment = capture_environment(Path::new("."), threads);
+    let model_sha256 = hash_model_dir(model_dir, Some(&mut store)).map_err(anyhow::Error::msg)?;
+    for timing in timings {
+        store.record_benchmark(&BenchmarkRecord {
+            model: model_dir.display().to_string(),
+            model_sha256: model_sha256.clone(),
+            texts: texts.to_string(),
+            documents: settings.documents,
+            tokens: timing.tokens,
+            max_len: settings.max_len,
+            batch: settings.batch,
+            input: settings.input.to_string(),
+            depth: timing.depth,
+            runs: settings.runs,
+            seconds: serde_json::to_string(&timing.seconds)?,
+            docs_per_second: timing.documents_per_second.median,
+            docs_per_second_min: timing.documents_per_second.min,
+            docs_per_second_max: timing.documents_per_second.max,
+            tokens_per_second: timing.tokens_per_second.median,
+            features: features().to_string(),
+            environment: environment.clone(),
+        })?;
+    }
+    Ok(())
+}
+
 /// Compile-time choices that change the encoder's speed.
 fn features() -> &'static str {
     if cfg!(feature = "openblas") {
@@ -111,36 +187,12 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
     };
     let threads = candle_core::utils::get_num_threads();
     if !args.no_record {
-        let results = ResultsDir::new(&args.results.results);
-        let mut store = Store::open(&results.store_path())?;
-        let environment = capture_environment(Path::new("."), threads);
-        let model_sha256 =
-            hash_model_dir(&model_dir, Some(&mut store)).map_err(anyhow::Error::msg)?;
-        for timing in &timings {
-            store.record_benchmark(&BenchmarkRecord {
-                model: model_dir.display().to_string(),
-                model_sha256: model_sha256.clone(),
-                texts: format!(
-                    "{} (first {} documents)",
-                    dataset_dir.display(),
-                    texts.len()
-                ),
-                documents: texts.len(),
-                tokens: timing.tokens,
-                max_len: args.max_len,
-                batch: args.batch,
-                input: settings.input.to_string(),
-                depth: timing.depth,
-                runs: args.runs,
-                seconds: serde_json::to_string(&timing.seconds)?,
-                docs_per_second: timing.documents_per_second.median,
-                docs_per_second_min: timing.documents_per_second.min,
-                docs_per_second_max: timing.documents_per_second.max,
-                tokens_per_second: timing.tokens_per_second.median,
-                features: features().to_string(),
-                environment: environment.clone(),
-            })?;
-        }
+        let texts = format!(
+            "{} (first {} documents)",
+            dataset_dir.display(),
+            texts.len()
+        );
+        record(args, &model_dir, &texts, &settings, &timings, threads)?;
     }
     if args.json {
         let rows: Vec<serde_json::Value> = timings
@@ -166,7 +218,7 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!(
+    let header = format!(
         "# {} · {} documents of {} · max_len {} · batch {} · {} · {} runs · {} threads · {}",
         model_dir.display(),
         texts.len(),
@@ -178,33 +230,6 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
         threads,
         features()
     );
-    println!(
-        "{:>5}  {:>12}  {:>17}  {:>10}  {:>8}  {:>8}  {:>8}",
-        "depth", "docs/s", "(min–max)", "tokens/s", "speedup", "ideal", "L/k"
-    );
-    for timing in &timings {
-        let speedup =
-            full.map(|f| timing.documents_per_second.median / f.documents_per_second.median);
-        let show = |value: Option<f64>| {
-            value
-                .map(|v| format!("{v:.2}×"))
-                .unwrap_or_else(|| "-".into())
-        };
-        let naive =
-            (timing.depth > 0).then(|| config.num_hidden_layers as f64 / timing.depth as f64);
-        println!(
-            "{:>5}  {:>12.2}  {:>17}  {:>10.0}  {:>8}  {:>8}  {:>8}",
-            timing.depth,
-            timing.documents_per_second.median,
-            format!(
-                "({:.2}–{:.2})",
-                timing.documents_per_second.min, timing.documents_per_second.max
-            ),
-            timing.tokens_per_second.median,
-            show(speedup),
-            show(ideal(timing.depth)),
-            show(naive)
-        );
-    }
+    print_table(&header, &timings, config.num_hidden_layers, &ideal);
     Ok(())
 }

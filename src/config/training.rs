@@ -44,6 +44,13 @@ pub struct TrainCeSettings {
     /// ([`Fusion::Interpolate`]). 0: no dev split. Left out of the cache key when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dev_fraction: f64,
+    /// Label-free pairs added to the judgments: this many corpus documents (a seeded sample
+    /// of those with a title and a text) each give their title as a query for their own
+    /// text, with `negatives` texts mined from the retriever's top `mine_top_k` for the
+    /// title. Every document of these pairs is shown without its title, so the title is
+    /// never copied into its positive. 0: none. Left out of the cache key when 0.
+    #[serde(default, skip_serializing_if = "is_zero_count")]
+    pub title_pairs: usize,
 }
 
 /// `[train_de]`: a dual-encoder student distilled from the teachers of its model table.
@@ -135,6 +142,10 @@ impl Fusion {
 
 fn is_zero(value: &f64) -> bool {
     *value == 0.0
+}
+
+fn is_zero_count(value: &usize) -> bool {
+    *value == 0
 }
 
 /// `[bench]`: measure encoder throughput at each depth of every model the experiment

@@ -45,9 +45,9 @@ impl Document {
 
     /// The document's title and each sentence of its text, the short texts a student
     /// distils on besides whole documents. A sentence ends at `.`, `!` or `?` (and any
-    /// closing brackets or quotes) followed by white space and an upper-case letter, a digit or an opening bracket (so "e.g. the"
-    /// and "3.5 mg" do not end one); pieces of fewer than [`MIN_SENTENCE_WORDS`] words are
-    /// left out, as headings and fragments.
+    /// closing brackets or quotes) followed by white space and an upper-case letter, a digit
+    /// or an opening bracket (so "e.g. the" and "3.5 mg" do not end one); pieces of fewer
+    /// than [`MIN_SENTENCE_WORDS`] words are left out, as headings and fragments.
     pub fn passages(&self) -> Vec<&str> {
         let title = self.title.trim();
         let mut passages: Vec<&str> = Vec::new();

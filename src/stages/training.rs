@@ -35,6 +35,48 @@ use crate::train::{
 
 /// Mixed into the task's seed for the shuffle of `mse` texts (mining has its own stream).
 const TEXTS_STREAM: u64 = 0x7465_7874_7300_0002;
+/// Mixed into the task's seed for the sample of title pairs and their negatives.
+const TITLES_STREAM: u64 = 0x7469_746c_6573_0003;
+
+/// The label-free half of a teacher's data (`train_ce.title_pairs`): `count` corpus
+/// documents with a title and a text, a seeded sample, each a query (`title:<id>`, its title)
+/// judged relevant to itself only. The corpus is the dataset's, every document without its
+/// title, so that neither the positive nor a negative repeats the query verbatim.
+fn title_pair_dataset(dataset: &Dataset, count: usize, seed: u64) -> Dataset {
+    let mut titled: Vec<&crate::data::Document> = dataset
+        .corpus
+        .iter()
+        .filter(|doc| !doc.title.trim().is_empty() && !doc.text.trim().is_empty())
+        .collect();
+    SplitMix64::new(seed ^ TITLES_STREAM).sample_prefix(&mut titled, count);
+    titled.truncate(count);
+    let mut queries = Vec::with_capacity(titled.len());
+    let mut qrels = Qrels::new();
+    for doc in titled {
+        let id = format!("title:{}", doc.id);
+        qrels.insert(id.clone(), [(doc.id.clone(), 1)].into_iter().collect());
+        queries.push(crate::data::Query {
+            id,
+            text: doc.title.trim().to_string(),
+        });
+    }
+    let corpus = dataset
+        .corpus
+        .iter()
+        .map(|doc| crate::data::Document {
+            title: String::new(),
+            ..doc.clone()
+        })
+        .collect();
+    Dataset {
+        name: dataset.name.clone(),
+        dir: dataset.dir.clone(),
+        split: dataset.split.clone(),
+        corpus,
+        queries,
+        qrels,
+    }
+}
 
 /// Trains a cross-encoder teacher: every positive judgment of `spec.split` becomes a
 /// (query, positive, 1) example, and `negatives` documents the retriever ranks high for the
@@ -65,8 +107,23 @@ pub fn run_train_ce(
         .partition(|candidates| held_out.contains(&candidates.query));
     let mined =
         mining::sample_negatives(&candidates, &dataset.qrels, settings.negatives, spec.seed);
-    let examples = cross_encoder_examples(&dataset, &candidates, &mined)?;
+    let mut examples = cross_encoder_examples(&dataset, &candidates, &mined)?;
     let negatives_artifact = mining::write_negatives(out, &mined)?;
+    let title_examples = if settings.title_pairs > 0 {
+        let titles = title_pair_dataset(&dataset, settings.title_pairs, spec.seed);
+        let candidates = mining::retrieve(retriever, &titles, settings.mine_top_k, observer)?;
+        let mined = mining::sample_negatives(
+            &candidates,
+            &titles.qrels,
+            settings.negatives,
+            spec.seed ^ TITLES_STREAM,
+        );
+        cross_encoder_examples(&titles, &candidates, &mined)?
+    } else {
+        Vec::new()
+    };
+    let title_count = title_examples.len();
+    examples.extend(title_examples);
 
     let training = settings.training(spec.seed);
     observer.phase("train", total_steps(examples.len(), &training));
@@ -82,6 +139,11 @@ pub fn run_train_ce(
     outcome
         .metrics
         .insert("mined_negatives".to_string(), mined.len() as f64);
+    if settings.title_pairs > 0 {
+        outcome
+            .metrics
+            .insert("title_pair_examples".to_string(), title_count as f64);
+    }
     outcome.artifacts.push(negatives_artifact);
     if !dev_candidates.is_empty() {
         let split = score_dev_split(&model_dir, settings, &dataset, &dev_candidates, observer)?;
@@ -674,11 +736,51 @@ pub(super) mod tests {
         // The same seed mines the same negatives.
         let again = root.join("again");
         std::fs::create_dir_all(&again).unwrap();
-        run_task(&TaskSpec::TrainCe(spec), &upstream, &again, &Silent).unwrap();
+        run_task(&TaskSpec::TrainCe(spec.clone()), &upstream, &again, &Silent).unwrap();
         assert_eq!(
             negatives,
             std::fs::read_to_string(again.join("negatives.tsv")).unwrap()
         );
+
+        // Title pairs add (title, own text) positives with 2 mined negatives each.
+        let mut titled = spec;
+        titled.settings.title_pairs = 3;
+        let with_titles = root.join("titles");
+        std::fs::create_dir_all(&with_titles).unwrap();
+        let outcome =
+            run_task(&TaskSpec::TrainCe(titled), &upstream, &with_titles, &Silent).unwrap();
+        assert_eq!(outcome.metrics["title_pair_examples"], 3.0 * 3.0);
+        assert_eq!(outcome.metrics["train_examples"], 15.0 + 9.0);
+    }
+
+    #[test]
+    fn title_pairs_are_a_seeded_sample_of_titled_documents_shown_without_titles() {
+        let dir = tempfile::tempdir().unwrap();
+        tiny_dataset(dir.path());
+        let dataset = load_split(dir.path(), "train").unwrap();
+        let titles = title_pair_dataset(&dataset, 3, 7);
+        assert_eq!(titles.queries.len(), 3);
+        for query in &titles.queries {
+            let id = query.id.strip_prefix("title:").unwrap();
+            let source = dataset.corpus.iter().find(|doc| doc.id == id).unwrap();
+            assert_eq!(query.text, source.title);
+            assert_eq!(titles.qrels[&query.id], [(id.to_string(), 1)].into());
+        }
+        let ids: Vec<&str> = titles.corpus.iter().map(|doc| doc.id.as_str()).collect();
+        let original: Vec<&str> = dataset.corpus.iter().map(|doc| doc.id.as_str()).collect();
+        assert_eq!(ids, original, "the corpus keeps its documents and order");
+        assert!(titles.corpus.iter().all(|doc| doc.title.is_empty()));
+        let query_ids = |seed| -> Vec<String> {
+            title_pair_dataset(&dataset, 3, seed)
+                .queries
+                .into_iter()
+                .map(|query| query.id)
+                .collect()
+        };
+        assert_eq!(query_ids(7), query_ids(7));
+        assert_ne!(query_ids(7), query_ids(8));
+        // Asking for more than there are gives every titled document once.
+        assert_eq!(title_pair_dataset(&dataset, 100, 7).queries.len(), 8);
     }
 
     #[test]

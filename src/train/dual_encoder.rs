@@ -458,7 +458,14 @@ mod tests {
             if texts[i] == "the cat sat" {
                 assert_eq!(row, marker.as_slice());
             } else {
-                assert_eq!(row, &all[i * dim..(i + 1) * dim], "{}", texts[i]);
+                // Embedded in a smaller batch: equal up to the matrix products' rounding.
+                let alone = &all[i * dim..(i + 1) * dim];
+                let gap = row
+                    .iter()
+                    .zip(alone)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(gap < 1e-5, "{}: {gap}", texts[i]);
             }
         }
         let narrow: KnownTargets = [("gene".to_string(), vec![0.0; dim - 1])].into();
