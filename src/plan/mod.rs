@@ -171,6 +171,16 @@ impl<'a> PlanInputs<'a> {
             .ok_or_else(|| ResolveError::Unresolved(format!("the model's `{field}`")))
     }
 
+    /// The dataset a trained model learns from and the hash of its training split.
+    fn training_split(
+        &self,
+        spec: &ModelSpec,
+    ) -> Result<(&'a ResolvedDataset, String), ResolveError> {
+        let dataset = self.dataset(Self::reference("train_dataset", &spec.train_dataset)?)?;
+        let hash = Self::split_hash(dataset, &spec.train_split)?;
+        Ok((dataset, hash))
+    }
+
     /// The judgments hash of a dataset's training split.
     fn split_hash(dataset: &ResolvedDataset, split: &str) -> Result<String, ResolveError> {
         if split == dataset.split {
@@ -483,9 +493,7 @@ impl Plan {
             .ok_or_else(|| ResolveError::Unresolved(format!("train_ce settings for `{name}`")))?;
         let base = inputs.model(PlanInputs::reference("base", &spec.base)?)?;
         let retriever_name = PlanInputs::reference("negatives_from", &spec.negatives_from)?;
-        let dataset =
-            inputs.dataset(PlanInputs::reference("train_dataset", &spec.train_dataset)?)?;
-        let train_hash = PlanInputs::split_hash(dataset, &spec.train_split)?;
+        let (dataset, train_hash) = inputs.training_split(spec)?;
         let (encode, retriever) =
             self.retriever_encode(by_key, inputs, retriever_name, dataset, cell)?;
         let task_spec = TrainCeSpec {
@@ -524,9 +532,7 @@ impl Plan {
             .ok_or_else(|| ResolveError::Unresolved(format!("train_de settings for `{name}`")))?;
         let teacher_name = PlanInputs::reference("teacher_de", &spec.teacher_de)?;
         let teacher = inputs.model(teacher_name)?;
-        let dataset =
-            inputs.dataset(PlanInputs::reference("train_dataset", &spec.train_dataset)?)?;
-        let train_hash = PlanInputs::split_hash(dataset, &spec.train_split)?;
+        let (dataset, train_hash) = inputs.training_split(spec)?;
         let mut upstream = Vec::new();
         let teacher_ce = match &spec.teacher_ce {
             Some(ce) => {
