@@ -11,9 +11,9 @@ use repro::model::{
 };
 use repro::train::loss::mean_pool;
 use repro::train::{
-    build_student, fit_cross_encoder, fit_dual_encoder, train_cross_encoder, train_dual_encoder,
-    CrossEncoderExample, DistillData, DistillLoss, StudentInit, StudentSpec, TrainableBert,
-    TrainingLog, TrainingSettings,
+    build_student, fit_cross_encoder, fit_cross_encoder_to_logits, fit_dual_encoder,
+    train_cross_encoder, train_dual_encoder, CrossEncoderExample, DistillData, DistillLoss,
+    LogitTarget, StudentInit, StudentSpec, TrainableBert, TrainingLog, TrainingSettings, WarmStart,
 };
 
 fn tiny_model(dir: &Path, layers: usize, cross_encoder: bool) {
@@ -256,12 +256,14 @@ fn a_cross_encoder_overfits_a_tiny_dataset() {
     let mut seen = 0;
     let log = train_cross_encoder(
         dir.path(),
+        None,
         &examples,
         &settings(40, 4, 1),
         &out,
         &mut |_| seen += 1,
     )
-    .unwrap();
+    .unwrap()
+    .fine_tune;
     assert_eq!(seen, 40 * 4);
     assert_eq!(log.steps.len(), 160);
     assert_eq!(log.examples_seen, 40 * examples.len());
@@ -279,14 +281,7 @@ fn a_cross_encoder_overfits_a_tiny_dataset() {
         .all(|s| s.grad_norm.is_finite() && s.grad_norm > 0.0));
 
     // The saved model separates every positive from every negative.
-    let loaded = load_model(&out, 32, None, &Device::Cpu).unwrap();
-    let pairs: Vec<_> = examples
-        .iter()
-        .map(|e| loaded.tokenizer.encode_pair(&e.query, &e.document).unwrap())
-        .collect();
-    let members: Vec<_> = pairs.iter().collect();
-    let batch = Batch::new(&members, 0, &Device::Cpu).unwrap();
-    let scores = loaded.model.score_pairs(&batch).unwrap();
+    let scores = saved_logits(&out, &examples);
     let lowest_positive = scores.iter().step_by(2).fold(f32::MAX, |a, &b| a.min(b));
     let highest_negative = scores
         .iter()
@@ -294,6 +289,72 @@ fn a_cross_encoder_overfits_a_tiny_dataset() {
         .step_by(2)
         .fold(f32::MIN, |a, &b| a.max(b));
     assert!(lowest_positive > highest_negative, "{scores:?}");
+}
+
+/// The saved cross encoder's logit of every example's pair.
+fn saved_logits(dir: &Path, examples: &[CrossEncoderExample]) -> Vec<f32> {
+    let loaded = load_model(dir, 32, None, &Device::Cpu).unwrap();
+    let pairs: Vec<_> = examples
+        .iter()
+        .map(|e| loaded.tokenizer.encode_pair(&e.query, &e.document).unwrap())
+        .collect();
+    let members: Vec<_> = pairs.iter().collect();
+    let batch = Batch::new(&members, 0, &Device::Cpu).unwrap();
+    loaded.model.score_pairs(&batch).unwrap()
+}
+
+#[test]
+fn a_warm_start_regresses_the_logits_onto_their_targets_before_fine_tuning() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model_without_dropout(dir.path(), 2);
+    let examples = ce_examples();
+    let targets: Vec<LogitTarget> = examples
+        .iter()
+        .enumerate()
+        .map(|(index, e)| LogitTarget {
+            query: e.query.clone(),
+            document: e.document.clone(),
+            logit: ((index * 7) % 5) as f32 - 2.0,
+        })
+        .collect();
+    let model = TrainableBert::cross_encoder(dir.path(), 1, DType::F32).unwrap();
+    let log =
+        fit_cross_encoder_to_logits(&model, &targets, &settings(60, 4, 1), &mut |_| {}).unwrap();
+    let (first, last) = log.loss_at_ends(0.1).unwrap();
+    assert!(last < 0.05 * first, "mse {first} → {last}");
+    let regressed = dir.path().join("regressed");
+    model.save_cross_encoder(&regressed).unwrap();
+    for (logit, target) in saved_logits(&regressed, &examples).iter().zip(&targets) {
+        assert!(
+            (logit - target.logit).abs() < 0.3,
+            "{logit} vs {}",
+            target.logit
+        );
+    }
+
+    // Both phases in one call: the warm start's steps, then the fine-tuning's.
+    let mut seen = 0;
+    let logs = train_cross_encoder(
+        dir.path(),
+        Some(WarmStart {
+            targets: &targets,
+            epochs: 3,
+        }),
+        &examples,
+        &settings(2, 4, 1),
+        &dir.path().join("both"),
+        &mut |_| seen += 1,
+    )
+    .unwrap();
+    let warm_steps = logs.warm_start.as_ref().map_or(0, |log| log.steps.len());
+    assert_eq!(warm_steps, 3 * targets.len().div_ceil(4));
+    assert_eq!(seen, warm_steps + logs.fine_tune.steps.len());
+    let bad = [LogitTarget {
+        logit: f32::NAN,
+        ..targets[0].clone()
+    }];
+    let error = fit_cross_encoder_to_logits(&model, &bad, &settings(1, 4, 1), &mut |_| {});
+    assert!(error.unwrap_err().to_string().contains("logit NaN"));
 }
 
 #[test]
@@ -437,12 +498,14 @@ fn same_seed_same_weights_and_losses_different_seed_different() {
         let out = dir.path().join(name);
         let log = train_cross_encoder(
             dir.path(),
+            None,
             &examples,
             &settings(2, 4, seed),
             &out,
             &mut |_| {},
         )
-        .unwrap();
+        .unwrap()
+        .fine_tune;
         let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
         let losses: Vec<f64> = log.steps.iter().map(|s| s.loss).collect();
         (bytes, losses)

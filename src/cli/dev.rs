@@ -160,7 +160,15 @@ pub fn run(command: &DevCommand) -> anyhow::Result<()> {
                     _ => bail!("{}:{}: expected 3 fields", data.display(), line + 1),
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let log = train_cross_encoder(base, &examples, &settings.settings(), out, &mut |_| {})?;
+            let logs = train_cross_encoder(
+                base,
+                None,
+                &examples,
+                &settings.settings(),
+                out,
+                &mut |_| {},
+            )?;
+            let log = logs.fine_tune;
             print_summary(&log, out)
         }
         DevCommand::TrainDe {

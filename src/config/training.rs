@@ -51,7 +51,27 @@ pub struct TrainCeSettings {
     /// never copied into its positive. 0: none. Left out of the cache key when 0.
     #[serde(default, skip_serializing_if = "is_zero_count")]
     pub title_pairs: usize,
+    /// Epochs of the DE warm start before the judgments: the teacher's logit is regressed
+    /// (mean squared error) onto the retriever's scaled cosine of its top
+    /// `warm_start_top_k` candidates of every training query (and title pair), so the new
+    /// head starts from the dual encoder's ranking. Label-free: no judgment is read. 0: no
+    /// warm start. Left out of the cache key when 0, like the two settings below when unset.
+    #[serde(default, skip_serializing_if = "is_zero_count")]
+    pub warm_start_epochs: usize,
+    /// Candidates per query of the warm start (unset: [`DEFAULT_WARM_START_TOP_K`]), at most
+    /// `mine_top_k`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_start_top_k: Option<usize>,
+    /// The target logit is `scale · (cosine − mean cosine of the warm start's pairs)`
+    /// (unset: [`DEFAULT_WARM_START_SCALE`], MultipleNegativesRankingLoss's scale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_start_scale: Option<f64>,
 }
+
+/// Candidates per query of the DE warm start when `warm_start_top_k` is unset.
+pub const DEFAULT_WARM_START_TOP_K: usize = 10;
+/// Scale of the DE warm start's target logits when `warm_start_scale` is unset.
+pub const DEFAULT_WARM_START_SCALE: f64 = crate::train::loss::MNRL_SCALE;
 
 /// `[train_de]`: a dual-encoder student distilled from the teachers of its model table.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -315,6 +335,14 @@ optimisation_settings!(
 );
 
 impl TrainCeSettings {
+    pub fn warm_start_top_k(&self) -> usize {
+        self.warm_start_top_k.unwrap_or(DEFAULT_WARM_START_TOP_K)
+    }
+
+    pub fn warm_start_scale(&self) -> f64 {
+        self.warm_start_scale.unwrap_or(DEFAULT_WARM_START_SCALE)
+    }
+
     /// Value checks serde cannot express.
     pub fn check(&self) -> Result<(), String> {
         common_checks(
@@ -331,6 +359,17 @@ impl TrainCeSettings {
             if !(rate.is_finite() && rate > 0.0) {
                 return Err(format!("head_learning_rate must be positive, got {rate}"));
             }
+        }
+        if self.warm_start_epochs > 0 && !(1..=self.mine_top_k).contains(&self.warm_start_top_k()) {
+            return Err(format!(
+                "warm_start_top_k {} must be in 1..={} (mine_top_k)",
+                self.warm_start_top_k(),
+                self.mine_top_k
+            ));
+        }
+        let scale = self.warm_start_scale();
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(format!("warm_start_scale must be positive, got {scale}"));
         }
         if !(0.0..0.5).contains(&self.dev_fraction) {
             return Err(format!(
@@ -464,6 +503,24 @@ mod tests {
         assert!(weight("lambda = 0.3").unwrap_err().contains("interpolate"));
         let teacher: TrainCeSettings = toml::from_str("dev_fraction = 0.7").unwrap();
         assert!(teacher.check().unwrap_err().contains("dev_fraction"));
+    }
+
+    #[test]
+    fn warm_start_settings_leave_the_cache_key_as_it_was_until_set_and_are_checked() {
+        let teacher = serde_json::to_value(TrainCeSettings::default()).unwrap();
+        for field in ["warm_start_epochs", "warm_start_top_k", "warm_start_scale"] {
+            assert!(teacher.get(field).is_none(), "{teacher}");
+        }
+        let check = |toml: &str| toml::from_str::<TrainCeSettings>(toml).unwrap().check();
+        check("warm_start_epochs = 1").unwrap();
+        check("warm_start_epochs = 1\nmine_top_k = 30\nwarm_start_top_k = 30").unwrap();
+        let too_many = check("warm_start_epochs = 1\nmine_top_k = 5\nwarm_start_top_k = 6");
+        assert!(too_many.unwrap_err().contains("warm_start_top_k"));
+        let scale = check("warm_start_epochs = 1\nwarm_start_scale = 0.0");
+        assert!(scale.unwrap_err().contains("warm_start_scale"));
+        let set: TrainCeSettings = toml::from_str("warm_start_epochs = 2").unwrap();
+        assert_eq!(set.warm_start_top_k(), DEFAULT_WARM_START_TOP_K);
+        assert_eq!(set.warm_start_scale(), DEFAULT_WARM_START_SCALE);
     }
 
     #[test]

@@ -29,8 +29,9 @@ use crate::task::{
     TRAINED_MODEL_DIR,
 };
 use crate::train::{
-    train_cross_encoder, train_dual_encoder, CrossEncoderExample, DistillData, DistillLoss,
-    KnownTargets, StepRecord, StudentSpec, TrainingLog, TrainingSettings,
+    train_cross_encoder, train_dual_encoder, CrossEncoderExample, CrossEncoderLogs, DistillData,
+    DistillLoss, KnownTargets, LogitTarget, StepRecord, StudentSpec, TrainingLog, TrainingSettings,
+    WarmStart,
 };
 
 /// Mixed into the task's seed for the shuffle of `mse` texts (mining has its own stream).
@@ -107,43 +108,23 @@ pub fn run_train_ce(
         .partition(|candidates| held_out.contains(&candidates.query));
     let mined =
         mining::sample_negatives(&candidates, &dataset.qrels, settings.negatives, spec.seed);
-    let mut examples = cross_encoder_examples(&dataset, &candidates, &mined)?;
     let negatives_artifact = mining::write_negatives(out, &mined)?;
-    let title_examples = if settings.title_pairs > 0 {
+    let mut data = TeacherData::default();
+    data.add(&dataset, &candidates, &mined, settings)?;
+    if settings.title_pairs > 0 {
         let titles = title_pair_dataset(&dataset, settings.title_pairs, spec.seed);
         let candidates = mining::retrieve(retriever, &titles, settings.mine_top_k, observer)?;
-        let mined = mining::sample_negatives(
-            &candidates,
-            &titles.qrels,
-            settings.negatives,
-            spec.seed ^ TITLES_STREAM,
-        );
-        cross_encoder_examples(&titles, &candidates, &mined)?
-    } else {
-        Vec::new()
-    };
-    let title_count = title_examples.len();
-    examples.extend(title_examples);
+        let seed = spec.seed ^ TITLES_STREAM;
+        let mined = mining::sample_negatives(&candidates, &titles.qrels, settings.negatives, seed);
+        data.title_examples = data.add(&titles, &candidates, &mined, settings)?;
+    }
 
-    let training = settings.training(spec.seed);
-    observer.phase("train", total_steps(examples.len(), &training));
     let model_dir = out.join(TRAINED_MODEL_DIR);
-    let log = train_cross_encoder(
-        &spec.base_dir,
-        &examples,
-        &training,
-        &model_dir,
-        &mut |_| observer.advance(1),
-    )?;
-    let mut outcome = training_outcome(&log, examples.len(), out)?;
+    let logs = train_teacher(spec, &data, &model_dir, observer)?;
+    let mut outcome = training_outcome(&logs.fine_tune, data.examples.len(), out)?;
     outcome
         .metrics
-        .insert("mined_negatives".to_string(), mined.len() as f64);
-    if settings.title_pairs > 0 {
-        outcome
-            .metrics
-            .insert("title_pair_examples".to_string(), title_count as f64);
-    }
+        .extend(data.metrics(settings, &logs, mined.len()));
     outcome.artifacts.push(negatives_artifact);
     if !dev_candidates.is_empty() {
         let split = score_dev_split(&model_dir, settings, &dataset, &dev_candidates, observer)?;
@@ -151,6 +132,141 @@ pub fn run_train_ce(
         outcome.artifacts.extend(split.write(out)?);
     }
     Ok(outcome)
+}
+
+/// A teacher's training data: labelled examples from judgments (and title pairs) and, for
+/// the DE warm start, the retriever's scored candidates of the same queries.
+#[derive(Default)]
+struct TeacherData {
+    examples: Vec<CrossEncoderExample>,
+    /// How many of `examples` are title pairs.
+    title_examples: usize,
+    /// The warm start's pairs, each `logit` the retriever's cosine until
+    /// [`TeacherData::warm_start_targets`] centres and scales it.
+    warm_start: Vec<LogitTarget>,
+}
+
+impl TeacherData {
+    /// Adds the examples of `dataset`'s queries in `candidates` (see
+    /// [`cross_encoder_examples`]) and, with a warm start, each query's top
+    /// `warm_start_top_k` candidates and their cosines; returns the number of examples added.
+    fn add(
+        &mut self,
+        dataset: &Dataset,
+        candidates: &[Candidates],
+        mined: &[MinedNegative],
+        settings: &TrainCeSettings,
+    ) -> Result<usize, StageError> {
+        let examples = cross_encoder_examples(dataset, candidates, mined)?;
+        let added = examples.len();
+        self.examples.extend(examples);
+        if settings.warm_start_epochs > 0 {
+            let texts = Texts::of(dataset);
+            for Candidates {
+                query,
+                ranked,
+                scores,
+            } in candidates
+            {
+                let top = ranked.iter().zip(scores).take(settings.warm_start_top_k());
+                for (doc, &cosine) in top {
+                    self.warm_start.push(LogitTarget {
+                        query: texts.query(query)?.to_string(),
+                        document: texts.document(doc)?.to_string(),
+                        logit: cosine,
+                    });
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    /// The warm start's targets: each cosine, less the mean cosine of all pairs, times
+    /// `scale`, so the targets centre on a logit of 0.
+    fn warm_start_targets(&self, scale: f64) -> Vec<LogitTarget> {
+        let count = self.warm_start.len().max(1) as f64;
+        let mean = self
+            .warm_start
+            .iter()
+            .map(|pair| f64::from(pair.logit))
+            .sum::<f64>()
+            / count;
+        self.warm_start
+            .iter()
+            .map(|pair| LogitTarget {
+                logit: ((f64::from(pair.logit) - mean) * scale) as f32,
+                ..pair.clone()
+            })
+            .collect()
+    }
+
+    /// The teacher's own measurements beside [`training_outcome`]'s: mined negatives, title
+    /// pairs, the two ends of the loss curves (first and last 10% of the steps).
+    fn metrics(
+        &self,
+        settings: &TrainCeSettings,
+        logs: &CrossEncoderLogs,
+        mined: usize,
+    ) -> BTreeMap<String, f64> {
+        let mut metrics = BTreeMap::new();
+        metrics.insert("mined_negatives".to_string(), mined as f64);
+        if settings.title_pairs > 0 {
+            metrics.insert(
+                "title_pair_examples".to_string(),
+                self.title_examples as f64,
+            );
+        }
+        let mut ends = |prefix: &str, log: &TrainingLog| {
+            if let Some((first, last)) = log.loss_at_ends(LOSS_CURVE_END) {
+                metrics.insert(format!("{prefix}loss_first_tenth"), first);
+                metrics.insert(format!("{prefix}loss_last_tenth"), last);
+            }
+        };
+        ends("", &logs.fine_tune);
+        if let Some(log) = &logs.warm_start {
+            ends("warm_start_", log);
+            metrics.insert("warm_start_pairs".to_string(), self.warm_start.len() as f64);
+            metrics.insert("warm_start_steps".to_string(), log.steps.len() as f64);
+            metrics.insert("warm_start_seconds".to_string(), log.seconds);
+        }
+        metrics
+    }
+}
+
+/// The fraction of a loss curve's steps averaged at each of its ends.
+const LOSS_CURVE_END: f64 = 0.1;
+
+/// Trains the teacher from `spec.base_dir`: the DE warm start when it has one, then the
+/// judgments.
+fn train_teacher(
+    spec: &TrainCeSpec,
+    data: &TeacherData,
+    model_dir: &Path,
+    observer: &dyn Observer,
+) -> Result<CrossEncoderLogs, StageError> {
+    let settings = &spec.settings;
+    let training = settings.training(spec.seed);
+    let targets = data.warm_start_targets(settings.warm_start_scale());
+    let warm_start = (settings.warm_start_epochs > 0).then_some(WarmStart {
+        targets: &targets,
+        epochs: settings.warm_start_epochs,
+    });
+    let warm_steps = TrainingSettings {
+        epochs: settings.warm_start_epochs,
+        ..training.clone()
+    };
+    observer.phase(
+        "train",
+        total_steps(targets.len(), &warm_steps) + total_steps(data.examples.len(), &training),
+    );
+    Ok(train_cross_encoder(
+        &spec.base_dir,
+        warm_start,
+        &data.examples,
+        &training,
+        model_dir,
+        &mut |_| observer.advance(1),
+    )?)
 }
 
 /// The held-out queries' candidates scored by the trained cross encoder, beside the
@@ -747,10 +863,49 @@ pub(super) mod tests {
         titled.settings.title_pairs = 3;
         let with_titles = root.join("titles");
         std::fs::create_dir_all(&with_titles).unwrap();
-        let outcome =
-            run_task(&TaskSpec::TrainCe(titled), &upstream, &with_titles, &Silent).unwrap();
+        let outcome = run_task(
+            &TaskSpec::TrainCe(titled.clone()),
+            &upstream,
+            &with_titles,
+            &Silent,
+        )
+        .unwrap();
         assert_eq!(outcome.metrics["title_pair_examples"], 3.0 * 3.0);
         assert_eq!(outcome.metrics["train_examples"], 15.0 + 9.0);
+        assert!(!outcome.metrics.contains_key("warm_start_steps"));
+
+        // The DE warm start: the top 3 candidates of the 4 train queries and 3 title pairs,
+        // one epoch, before the same fine-tuning; the step log is the fine-tuning's.
+        titled.settings.warm_start_epochs = 1;
+        titled.settings.warm_start_top_k = Some(3);
+        let warm = root.join("warm");
+        std::fs::create_dir_all(&warm).unwrap();
+        let outcome = run_task(&TaskSpec::TrainCe(titled), &upstream, &warm, &Silent).unwrap();
+        assert_eq!(outcome.metrics["warm_start_pairs"], 21.0);
+        assert_eq!(outcome.metrics["warm_start_steps"], 6.0);
+        assert_eq!(outcome.metrics["train_steps"], 6.0);
+        assert_eq!(outcome.steps.len(), 6);
+        assert!(outcome.metrics["warm_start_loss_last_tenth"].is_finite());
+        assert!(outcome.metrics["loss_first_tenth"].is_finite());
+    }
+
+    #[test]
+    fn warm_start_targets_are_centred_scaled_cosines() {
+        let pair = |cosine| LogitTarget {
+            query: "q".into(),
+            document: "d".into(),
+            logit: cosine,
+        };
+        let data = TeacherData {
+            warm_start: vec![pair(0.5), pair(0.25), pair(0.75)],
+            ..TeacherData::default()
+        };
+        let logits: Vec<f32> = data
+            .warm_start_targets(20.0)
+            .iter()
+            .map(|target| target.logit)
+            .collect();
+        assert_eq!(logits, vec![0.0, -5.0, 5.0]);
     }
 
     #[test]

@@ -28,7 +28,10 @@ mod save;
 mod step;
 mod trainer;
 
-pub use cross_encoder::{fit_cross_encoder, train_cross_encoder, CrossEncoderExample};
+pub use cross_encoder::{
+    fit_cross_encoder, fit_cross_encoder_to_logits, train_cross_encoder, CrossEncoderExample,
+    CrossEncoderLogs, LogitTarget, WarmStart,
+};
 pub use dual_encoder::{
     build_student, fit_dual_encoder, train_dual_encoder, DistillData, DistillLoss, KnownTargets,
     StudentSpec,
@@ -165,6 +168,17 @@ impl TrainingLog {
         }
     }
 
+    /// The mean loss of the first and of the last `fraction` of the steps (at least one step
+    /// each), the two ends of the loss curve; `None` without steps.
+    pub fn loss_at_ends(&self, fraction: f64) -> Option<(f64, f64)> {
+        let count = ((self.steps.len() as f64 * fraction).ceil() as usize).max(1);
+        let mean = |steps: &[StepRecord]| {
+            steps.iter().map(|step| step.loss).sum::<f64>() / steps.len() as f64
+        };
+        let last = self.steps.len().checked_sub(count)?;
+        Some((mean(&self.steps[..count]), mean(&self.steps[last..])))
+    }
+
     /// The mean loss of each epoch.
     pub fn epoch_losses(&self) -> Vec<f64> {
         let epochs = self.steps.iter().map(|s| s.epoch + 1).max().unwrap_or(0);
@@ -286,5 +300,29 @@ mod tests {
             peak_rss_bytes: None,
         };
         assert_eq!(log.epoch_losses(), vec![2.0, 0.5]);
+    }
+
+    #[test]
+    fn loss_at_ends_averages_the_first_and_last_fraction_of_steps() {
+        let log = |losses: &[f64]| TrainingLog {
+            steps: losses
+                .iter()
+                .enumerate()
+                .map(|(step, &loss)| StepRecord {
+                    step,
+                    epoch: 0,
+                    loss,
+                    learning_rate: 0.0,
+                    grad_norm: 0.0,
+                })
+                .collect(),
+            examples_seen: 0,
+            seconds: 0.0,
+            peak_rss_bytes: None,
+        };
+        let losses: Vec<f64> = (0..20).map(f64::from).collect();
+        assert_eq!(log(&losses).loss_at_ends(0.1), Some((0.5, 18.5)));
+        assert_eq!(log(&[4.0, 2.0]).loss_at_ends(0.1), Some((4.0, 2.0)));
+        assert_eq!(log(&[]).loss_at_ends(0.1), None);
     }
 }
