@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::{BenchConfig, RerankSettings, TrainCeSettings, TrainDeSettings};
-use crate::model::{InputFormat, Pooling, Shard};
+use crate::model::{InputFormat, Pooling, Precision, Shard};
 
 /// The kinds of task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -254,6 +254,8 @@ pub struct EncodeSpec {
     pub batch: usize,
     /// Layers run; hidden states 0..=depth are pooled.
     pub depth: usize,
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     /// The part of the corpus this task encodes when the encode is sharded (`[encode]
     /// shards`); the queries are encoded by shard 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,6 +271,8 @@ pub struct BenchSpec {
     pub input: InputFormat,
     pub max_len: usize,
     pub batch: usize,
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     pub settings: BenchConfig,
 }
 
@@ -334,6 +338,7 @@ impl EncodeSpec {
             max_len,
             batch,
             depth,
+            precision,
             shard,
         } = self;
         let mut params = json!({
@@ -343,6 +348,10 @@ impl EncodeSpec {
             "batch": batch,
             "depth": depth,
         });
+        // f32 is left out, so keys made before precision existed stay as they were.
+        if !precision.is_f32() {
+            params["precision"] = json!(precision);
+        }
         // Only a sharded encode names its shard, so unsharded keys stay as they were.
         if let Some(shard) = shard {
             params["shard"] = json!([shard.index, shard.count]);
@@ -443,14 +452,19 @@ impl BenchSpec {
             input,
             max_len,
             batch,
+            precision,
             settings,
         } = self;
-        json!({
+        let mut params = json!({
             "input": input,
             "max_len": max_len,
             "batch": batch,
             "settings": settings,
-        })
+        });
+        if !precision.is_f32() {
+            params["precision"] = json!(precision);
+        }
+        params
     }
 }
 
@@ -488,6 +502,7 @@ mod tests {
             max_len: 32,
             batch: 8,
             depth: 2,
+            precision: Precision::F32,
             shard,
         })
     }

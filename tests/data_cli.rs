@@ -4,23 +4,14 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use assert_cmd::Command;
 use predicates::str::contains;
 
-/// The data mirror: `REPRO_MIRROR`, else `../shared/data` beside the crate.
-fn mirror() -> PathBuf {
-    let mirror = std::env::var_os("REPRO_MIRROR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    assert!(
-        mirror.join("scifact").is_dir() && mirror.join("cranfield").is_dir(),
-        "these tests read the data mirror at {} (set REPRO_MIRROR)",
-        mirror.display()
-    );
-    mirror
-}
+mod common;
+
+use common::mirror;
 
 /// `repro` with a private data directory and no settings leaking in from the environment.
 fn repro(data_dir: &Path) -> Command {

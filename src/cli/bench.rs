@@ -6,9 +6,11 @@ use super::run::ResultsArgs;
 use super::{GlobalArgs, Progress};
 use crate::exec::{capture_environment, ResultsDir};
 use crate::model::hub::{resolve_model, HubSettings};
-use crate::model::{BertConfig, InputFormat};
+use crate::model::{BertConfig, Bf16Kernel, InputFormat, Precision};
 use crate::session::hash_model_dir;
-use crate::stages::{ideal_speedup, run_bench, BenchSettings, DepthTiming, Observer};
+use crate::stages::{
+    ideal_speedup, paired_speedup, run_bench, BenchSettings, DepthTiming, Observer,
+};
 use crate::store::{BenchmarkRecord, Store};
 
 #[derive(Debug, clap::Args)]
@@ -36,6 +38,9 @@ pub struct BenchArgs {
     pub runs: usize,
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
+    /// Precisions of the dense products, measured side by side: `f32`, `bf16`, `f32,bf16`.
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    pub precision: Vec<Precision>,
     #[command(flatten)]
     pub results: ResultsArgs,
     /// Do not record the measurement in the store.
@@ -132,19 +137,24 @@ fn record(
             docs_per_second_min: timing.documents_per_second.min,
             docs_per_second_max: timing.documents_per_second.max,
             tokens_per_second: timing.tokens_per_second.median,
-            features: features().to_string(),
+            features: features(timing.precision),
             environment: environment.clone(),
         })?;
     }
     Ok(())
 }
 
-/// Compile-time choices that change the encoder's speed.
-fn features() -> &'static str {
-    if cfg!(feature = "openblas") {
+/// The choices that change the encoder's speed: the f32 products' library (a compile-time
+/// feature) and, in bf16, the kernel.
+fn features(precision: Precision) -> String {
+    let library = if cfg!(feature = "openblas") {
         "openblas"
     } else {
         "gemm"
+    };
+    match (precision, Bf16Kernel::detect()) {
+        (Precision::Bf16, Ok(kernel)) => format!("{library}+bf16-{}", kernel.name()),
+        _ => library.to_string(),
     }
 }
 
@@ -169,22 +179,12 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
         depths,
         runs: args.runs,
         warmup: args.warmup,
+        precisions: args.precision.clone(),
     };
     let progress = BarObserver(Progress::new(global.quiet || args.json, 0, "bench"));
     let timings = run_bench(&model_dir, &texts, &settings, &progress)?;
     progress.0.finish();
 
-    let full = timings.iter().find(|t| t.depth == config.num_hidden_layers);
-    let fixed = timings.iter().find(|t| t.depth == 0);
-    let ideal = |depth: usize| -> Option<f64> {
-        let (full, fixed) = (full?, fixed?);
-        Some(ideal_speedup(
-            1.0 / full.documents_per_second.median,
-            1.0 / fixed.documents_per_second.median,
-            config.num_hidden_layers,
-            depth,
-        ))
-    };
     let threads = candle_core::utils::get_num_threads();
     if !args.no_record {
         let texts = format!(
@@ -194,42 +194,120 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
         );
         record(args, &model_dir, &texts, &settings, &timings, threads)?;
     }
+    let layers = config.num_hidden_layers;
     if args.json {
         let rows: Vec<serde_json::Value> = timings
             .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "depth": t.depth,
-                    "documents_per_second": t.documents_per_second,
-                    "tokens_per_second": t.tokens_per_second,
-                    "seconds": t.seconds,
-                    "tokens": t.tokens,
-                    "speedup": full.map(|f| t.documents_per_second.median / f.documents_per_second.median),
-                    "ideal_speedup": ideal(t.depth),
-                })
-            })
+            .map(|t| json_row(t, &timings, layers))
             .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "model": model_dir.display().to_string(), "settings": settings,
-                "features": features(), "threads": threads, "depths": rows,
+                "features": features(Precision::F32), "threads": threads, "depths": rows,
             }))?
         );
         return Ok(());
     }
-    let header = format!(
-        "# {} · {} documents of {} · max_len {} · batch {} · {} · {} runs · {} threads · {}",
-        model_dir.display(),
-        texts.len(),
-        dataset_dir.display(),
-        args.max_len,
-        args.batch,
-        settings.input,
-        args.runs,
-        threads,
-        features()
-    );
-    print_table(&header, &timings, config.num_hidden_layers, &ideal);
+    for &precision in &args.precision {
+        let header = format!(
+            "# {} · {} documents of {} · max_len {} · batch {} · {} · {} runs · {} threads · {}",
+            model_dir.display(),
+            texts.len(),
+            dataset_dir.display(),
+            args.max_len,
+            args.batch,
+            settings.input,
+            args.runs,
+            threads,
+            features(precision)
+        );
+        let of_precision: Vec<DepthTiming> = timings
+            .iter()
+            .filter(|t| t.precision == precision)
+            .cloned()
+            .collect();
+        let ideal = |depth| ideal_of(&of_precision, layers, depth);
+        print_table(&header, &of_precision, layers, &ideal);
+    }
+    print_precision_speedups(&timings, layers);
     Ok(())
+}
+
+/// The speedup `depth` would have under [`ideal_speedup`], from `timings` of one precision.
+fn ideal_of(timings: &[DepthTiming], layers: usize, depth: usize) -> Option<f64> {
+    let full = timings.iter().find(|t| t.depth == layers)?;
+    let fixed = timings.iter().find(|t| t.depth == 0)?;
+    Some(ideal_speedup(
+        1.0 / full.documents_per_second.median,
+        1.0 / fixed.documents_per_second.median,
+        layers,
+        depth,
+    ))
+}
+
+/// The same depth at the first precision measured, the baseline of precision speedups.
+fn baseline_of<'a>(timing: &DepthTiming, timings: &'a [DepthTiming]) -> Option<&'a DepthTiming> {
+    let first = timings.first()?.precision;
+    (timing.precision != first).then(|| {
+        timings
+            .iter()
+            .find(|t| t.precision == first && t.depth == timing.depth)
+    })?
+}
+
+fn json_row(timing: &DepthTiming, timings: &[DepthTiming], layers: usize) -> serde_json::Value {
+    let same_precision: Vec<DepthTiming> = timings
+        .iter()
+        .filter(|t| t.precision == timing.precision)
+        .cloned()
+        .collect();
+    let full = same_precision.iter().find(|t| t.depth == layers);
+    let baseline = baseline_of(timing, timings);
+    serde_json::json!({
+        "depth": timing.depth,
+        "precision": timing.precision,
+        "documents_per_second": timing.documents_per_second,
+        "tokens_per_second": timing.tokens_per_second,
+        "seconds": timing.seconds,
+        "tokens": timing.tokens,
+        "speedup": full.map(|f| timing.documents_per_second.median / f.documents_per_second.median),
+        "ideal_speedup": ideal_of(&same_precision, layers, timing.depth),
+        "precision_speedup": baseline.map(|b| timing.documents_per_second.median / b.documents_per_second.median),
+        "precision_speedup_paired": baseline.map(|b| paired_speedup(b, timing)),
+    })
+}
+
+/// Each depth's speed at every later precision over the first's: the ratio of medians and
+/// the median of the rounds' ratios.
+fn print_precision_speedups(timings: &[DepthTiming], layers: usize) {
+    let compared: Vec<(&DepthTiming, &DepthTiming)> = timings
+        .iter()
+        .filter_map(|t| baseline_of(t, timings).map(|b| (b, t)))
+        .collect();
+    if compared.is_empty() {
+        return;
+    }
+    println!(
+        "\n{:>5}  {:>9}  {:>14}  {:>15}",
+        "depth", "precision", "vs precision", "paired rounds"
+    );
+    for (baseline, timing) in compared {
+        let marker = if timing.depth == layers {
+            " (full)"
+        } else {
+            ""
+        };
+        println!(
+            "{:>5}  {:>9}  {:>14}  {:>15}{marker}",
+            timing.depth,
+            timing.precision.name(),
+            format!(
+                "{:.2}× {}",
+                timing.documents_per_second.median / baseline.documents_per_second.median,
+                baseline.precision.name()
+            ),
+            format!("{:.2}×", paired_speedup(baseline, timing)),
+        );
+    }
 }

@@ -49,7 +49,7 @@ use super::{
     read_toml, BenchConfig, ConfigError, Fusion, LayerSelection, RerankSettings, TrainCeSettings,
     TrainDeSettings,
 };
-use crate::model::{InputFormat, Pooling};
+use crate::model::{InputFormat, Pooling, Precision};
 
 /// The experiment-file schema this build reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -169,6 +169,10 @@ pub struct EncodeSettings {
     /// retrieval; the embeddings are identical to an unsharded encode.
     #[serde(default = "one_shard", skip_serializing_if = "is_one_shard")]
     pub shards: usize,
+    /// The encoder's dense products in `f32` (default) or `bf16` (bf16 inputs, f32 sums; a
+    /// CPU with AMX-BF16 or AVX512-BF16). Training and its mining stay f32.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 fn default_batch() -> usize {
@@ -189,6 +193,7 @@ impl Default for EncodeSettings {
             batch: default_batch(),
             max_len: None,
             shards: one_shard(),
+            precision: Precision::F32,
         }
     }
 }

@@ -14,7 +14,7 @@ use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, Var
 
 use super::config::{Activation, BertConfig};
 use super::dropout::Dropout;
-use super::kernels;
+use super::kernels::{self, Bf16Kernel, Precision};
 use super::tokenize::Batch;
 use super::ModelError;
 
@@ -245,6 +245,7 @@ impl BertLayer {
             activation: config.hidden_act,
             output: kernel_weights(&output.dense)?,
             output_norm: output.norm_weights()?,
+            bf16: None,
         };
         Ok(Self {
             attention,
@@ -341,6 +342,7 @@ pub struct BertModel {
     head: Option<ClassifierHead>,
     config: BertConfig,
     fast_kernels: bool,
+    precision: Precision,
 }
 
 impl BertModel {
@@ -372,6 +374,7 @@ impl BertModel {
             head,
             config: config.clone(),
             fast_kernels: true,
+            precision: Precision::F32,
         })
     }
 
@@ -379,6 +382,39 @@ impl BertModel {
     /// generic ops (on by default; they apply to f32 on the CPU and have no backward pass).
     pub fn set_fast_kernels(&mut self, enabled: bool) {
         self.fast_kernels = enabled;
+    }
+
+    /// Sets the precision of the encoder's dense products. `Bf16` rounds and packs every
+    /// layer's dense weights once, here ([`kernels::bf16`]), and fails on a CPU without a
+    /// bf16 kernel or a model that cannot run repro's CPU kernels (f32 on the CPU); the
+    /// training pass is always f32.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<(), ModelError> {
+        match precision {
+            Precision::F32 => {
+                for layer in &mut self.layers {
+                    layer.fused.bf16 = None;
+                }
+            }
+            Precision::Bf16 => {
+                if !self.can_use_kernels() {
+                    return Err(ModelError::Setting(
+                        "bf16 runs on repro's CPU kernels: an f32 model on the CPU with fast \
+                         kernels on"
+                            .to_string(),
+                    ));
+                }
+                let kernel = Bf16Kernel::detect().map_err(ModelError::Setting)?;
+                for layer in &mut self.layers {
+                    layer.fused.bf16 = Some(kernels::Bf16Weights::pack(&layer.fused, kernel)?);
+                }
+            }
+        }
+        self.precision = precision;
+        Ok(())
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn config(&self) -> &BertConfig {
@@ -396,9 +432,18 @@ impl BertModel {
 
     /// Runs the embeddings and the first `up_to` layers; returns hidden states `0..=up_to`.
     pub fn forward(&self, batch: &Batch, up_to: usize) -> Result<HiddenStates, ModelError> {
-        let weights = self.embeddings.word_embeddings.embeddings();
-        let fast = self.fast_kernels && weights.device().is_cpu() && weights.dtype() == DType::F32;
+        let fast = self.can_use_kernels();
+        if !fast && self.precision == Precision::Bf16 {
+            return Err(ModelError::Setting(
+                "bf16 products need repro's CPU kernels, which were switched off".to_string(),
+            ));
+        }
         self.forward_pass(batch, up_to, if fast { Pass::Fast } else { Pass::Ops })
+    }
+
+    fn can_use_kernels(&self) -> bool {
+        let weights = self.embeddings.word_embeddings.embeddings();
+        self.fast_kernels && weights.device().is_cpu() && weights.dtype() == DType::F32
     }
 
     /// The training forward pass: differentiable ops only (it has a backward pass), with
@@ -593,6 +638,56 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// bf16 products stay close to f32 hidden state by hidden state (each row's cosine),
+    /// on every kernel this CPU has; a model without the CPU kernels refuses bf16; f32 again
+    /// restores the f32 results exactly.
+    #[test]
+    fn bf16_layers_stay_close_to_f32() {
+        let mut model = random_model(64, 2, Activation::Gelu);
+        let batch = batch(&[60, 41, 7, 300]);
+        let f32_states = model.forward(&batch, 2).unwrap();
+        let support = kernels::bf16::Bf16Support::detect();
+        for kernel in [Bf16Kernel::Amx, Bf16Kernel::Avx512] {
+            if Bf16Kernel::choose(support, Some(kernel.name())).is_err() {
+                eprintln!("this CPU has no {kernel:?} kernel");
+                continue;
+            }
+            for layer in &mut model.layers {
+                layer.fused.bf16 = Some(kernels::Bf16Weights::pack(&layer.fused, kernel).unwrap());
+            }
+            model.precision = Precision::Bf16;
+            let bf16_states = model.forward(&batch, 2).unwrap();
+            for (layer, (low, full)) in bf16_states
+                .layers
+                .iter()
+                .zip(&f32_states.layers)
+                .enumerate()
+            {
+                let rows = |t: &Tensor| t.flatten_to(1).unwrap().to_vec2::<f32>().unwrap();
+                for (low, full) in rows(low).iter().zip(rows(full)) {
+                    let dot: f32 = low.iter().zip(&full).map(|(a, b)| a * b).sum();
+                    let norms = low.iter().map(|a| a * a).sum::<f32>().sqrt()
+                        * full.iter().map(|b| b * b).sum::<f32>().sqrt();
+                    assert!(
+                        dot / norms > 0.999,
+                        "{kernel:?} layer {layer}: {}",
+                        dot / norms
+                    );
+                }
+            }
+            model.set_fast_kernels(false);
+            let refused = model.forward(&batch, 2).unwrap_err().to_string();
+            assert!(refused.contains("kernels"), "{refused}");
+            assert!(model.set_precision(Precision::Bf16).is_err());
+            model.set_fast_kernels(true);
+            model.set_precision(Precision::F32).unwrap();
+            let again = model.forward(&batch, 2).unwrap();
+            for (a, b) in again.layers.iter().zip(&f32_states.layers) {
+                assert_eq!(kernels::max_abs_difference(a, b), 0.0);
             }
         }
     }

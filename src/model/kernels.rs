@@ -25,9 +25,11 @@ use rayon::prelude::*;
 use super::config::Activation;
 
 mod avx512;
+pub mod bf16;
 mod layer;
 
-pub use layer::{encoder_layer, DenseWeights, LayerWeights, NormWeights};
+pub use bf16::{Bf16Kernel, Precision};
+pub use layer::{encoder_layer, Bf16Weights, DenseWeights, LayerWeights, NormWeights};
 
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {

@@ -40,6 +40,7 @@ pub use encode::{
     PooledEmbeddings, Shard,
 };
 pub use error::ModelError;
+pub use kernels::{bf16::KERNEL_VARIABLE as BF16_KERNEL_VARIABLE, Bf16Kernel, Precision};
 pub(crate) use kernels::{dispatch, target_builds};
 pub use loading::{check_checkpoint, load_model, LoadedModel, ModelFiles, TensorNaming};
 pub(crate) use loading::{expected_tensors, read_checkpoint, Checkpoint};

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use crate::config::{Cell, ModelKind, ModelOrigin, ModelShape, ModelSpec, RerankSettings};
-use crate::model::{InputFormat, Shard};
+use crate::model::{InputFormat, Precision, Shard};
 use crate::task::{
     canonical_key, BenchSpec, EncodeSpec, EvalSpec, ModelLocation, RerankSpec, Stage, TaskSpec,
     TrainCeSpec, TrainDeSpec,
@@ -141,6 +141,7 @@ struct EncodeRequest<'a> {
     input: InputFormat,
     max_len: usize,
     batch: usize,
+    precision: Precision,
     depth: usize,
     shards: usize,
 }
@@ -192,8 +193,8 @@ impl<'a> PlanInputs<'a> {
     }
 }
 
-/// The cells one encode serves: the same (model, dataset, input, max_len, batch).
-type EncodeGroup = (String, String, InputFormat, usize, usize);
+/// The cells one encode serves: the same (model, dataset, input, max_len, batch, precision).
+type EncodeGroup = (String, String, InputFormat, usize, usize, Precision);
 
 fn encode_group(cell: &Cell, specs: &BTreeMap<String, ModelSpec>) -> EncodeGroup {
     (
@@ -202,6 +203,7 @@ fn encode_group(cell: &Cell, specs: &BTreeMap<String, ModelSpec>) -> EncodeGroup
         cell.input,
         cell.max_len(),
         cell.encode.batch,
+        cell.encode.precision,
     )
 }
 
@@ -272,6 +274,7 @@ impl Plan {
                 input: cell.input,
                 max_len: cell.max_len(),
                 batch: cell.encode.batch,
+                precision: cell.encode.precision,
                 depth,
                 shards: cell.encode.shards,
             },
@@ -384,14 +387,19 @@ impl Plan {
                 input: request.input,
                 max_len: request.max_len,
                 batch: request.batch,
+                precision: request.precision,
                 depth: request.depth,
                 shard,
             };
             let part = shard
                 .map(|shard| format!(", shard {}/{}", shard.index + 1, shard.count))
                 .unwrap_or_default();
+            let precision = match request.precision {
+                Precision::F32 => String::new(),
+                other => format!(", {other}"),
+            };
             let label = format!(
-                "encode {} × {} ({}, max_len {}, layers 0-{}{part})",
+                "encode {} × {} ({}, max_len {}, layers 0-{}{part}{precision})",
                 request.model,
                 request
                     .dataset
@@ -437,6 +445,7 @@ impl Plan {
             input: cell.input,
             max_len: cell.max_len(),
             batch: cell.encode.batch,
+            precision: cell.encode.precision,
             settings: settings.clone(),
         };
         let upstream: Vec<usize> = source.task.into_iter().collect();
@@ -607,6 +616,8 @@ impl Plan {
                 input: InputFormat::Single,
                 max_len: inputs.spec(retriever_name)?.max_len,
                 batch: cell.encode.batch,
+                // Training data is mined in f32, as training runs (the queries' side too).
+                precision: Precision::F32,
                 depth: retriever.shape.depth,
                 shards: cell.encode.shards,
             },
@@ -945,6 +956,24 @@ rerank.model = ["teacher"]
         assert!(keys(&base).iter().all(|key| !keys(&batch).contains(key)));
         let differences = input_differences(&base.tasks[0].inputs, &batch.tasks[0].inputs);
         assert_eq!(differences, vec!["params.batch: 32 → 8"]);
+    }
+
+    #[test]
+    fn bf16_is_an_encode_axis_of_its_own_and_f32_keys_do_not_name_it() {
+        let base = plan("[sweep]\nlayers = [1, 2]\n");
+        let f32 = plan("[sweep]\nlayers = [1, 2]\n[encode]\nprecision = \"f32\"\n");
+        assert_eq!(base.tasks[0].key, f32.tasks[0].key);
+        let both = plan("[sweep]\nlayers = [1, 2]\nencode.precision = [\"f32\", \"bf16\"]\n");
+        assert_eq!(both.count(Stage::Encode), 2, "one encode per precision");
+        assert_eq!(both.count(Stage::Eval), 4);
+        let bf16 = both
+            .tasks
+            .iter()
+            .find(|task| task.stage == Stage::Encode && task.key != base.tasks[0].key)
+            .unwrap();
+        assert!(bf16.label.ends_with(", bf16)"), "{}", bf16.label);
+        let differences = input_differences(&base.tasks[0].inputs, &bf16.inputs);
+        assert_eq!(differences, vec!["params.precision: (none) → \"bf16\""]);
     }
 
     #[test]

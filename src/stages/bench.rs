@@ -13,7 +13,9 @@ use serde::Serialize;
 
 use super::{Observer, StageError};
 use crate::data::beir;
-use crate::model::{encode_texts, load_model, BertConfig, EncodeOptions, InputFormat, Pooling};
+use crate::model::{
+    encode_texts, load_model, BertConfig, EncodeOptions, InputFormat, Pooling, Precision,
+};
 use crate::task::{Artifact, BenchSpec, TaskOutcome, UpstreamDirs};
 
 /// What to measure.
@@ -27,12 +29,15 @@ pub struct BenchSettings {
     pub depths: Vec<usize>,
     pub runs: usize,
     pub warmup: usize,
+    /// Precisions to measure, side by side (one model each).
+    pub precisions: Vec<Precision>,
 }
 
-/// The timings of one depth.
+/// The timings of one depth at one precision.
 #[derive(Debug, Clone, Serialize)]
 pub struct DepthTiming {
     pub depth: usize,
+    pub precision: Precision,
     /// Seconds of every timed run, in order.
     pub seconds: Vec<f64>,
     pub documents_per_second: Summary,
@@ -68,14 +73,15 @@ impl Summary {
     }
 }
 
-/// Measures `texts` through the model in `model_dir` truncated to each depth.
+/// Measures `texts` through the model in `model_dir` truncated to each depth, at each
+/// precision.
 ///
-/// The depths take turns: every warm-up run of each depth first, then timed round after
-/// timed round, each round one run of every depth. On a machine whose speed drifts over
-/// minutes (shared cloud cores) that compares the depths side by side, where measuring one
-/// depth after the other would fold the drift into the speedups. The model is loaded once
-/// with its deepest requested layer; a pass to depth `k` runs exactly the first `k` layers,
-/// which is all a model truncated to `k` layers computes.
+/// The (precision, depth) pairs take turns: every warm-up run of each first, then timed
+/// round after timed round, each round one run of every pair. On a machine whose speed
+/// drifts over minutes (shared cloud cores) that compares them side by side, where measuring
+/// one after the other would fold the drift into the speedups. The model is loaded once per
+/// precision with its deepest requested layer; a pass to depth `k` runs exactly the first
+/// `k` layers, which is all a model truncated to `k` layers computes.
 pub fn run_bench(
     model_dir: &std::path::Path,
     texts: &[String],
@@ -86,8 +92,16 @@ pub fn run_bench(
         return Err(StageError::Setting("runs must be at least 1".to_string()));
     }
     let deepest = settings.depths.iter().copied().max().unwrap_or(0);
-    let loaded = load_model(model_dir, settings.max_len, Some(deepest), &Device::Cpu)?;
-    let encode = |depth: usize| -> Result<(f64, usize), StageError> {
+    let mut models = Vec::with_capacity(settings.precisions.len());
+    for &precision in &settings.precisions {
+        let mut loaded = load_model(model_dir, settings.max_len, Some(deepest), &Device::Cpu)?;
+        loaded.model.set_precision(precision)?;
+        models.push(loaded);
+    }
+    let variants: Vec<(usize, usize)> = (0..models.len())
+        .flat_map(|model| settings.depths.iter().map(move |&depth| (model, depth)))
+        .collect();
+    let encode = |(model, depth): (usize, usize)| -> Result<(f64, usize), StageError> {
         let options = EncodeOptions {
             layers: vec![depth],
             poolings: vec![Pooling::Mean],
@@ -95,6 +109,7 @@ pub fn run_bench(
             batch_size: settings.batch,
             normalize: true,
         };
+        let loaded = &models[model];
         let started = Instant::now();
         let encoded = encode_texts(
             &loaded.model,
@@ -105,34 +120,33 @@ pub fn run_bench(
         )?;
         Ok((started.elapsed().as_secs_f64(), encoded.tokens))
     };
-    let depths = settings.depths.len();
-    observer.phase("warm-up", settings.warmup * depths);
+    observer.phase("warm-up", settings.warmup * variants.len());
     for _ in 0..settings.warmup {
-        for &depth in &settings.depths {
-            encode(depth)?;
+        for &variant in &variants {
+            encode(variant)?;
             observer.advance(1);
         }
     }
-    observer.phase("timed rounds", settings.runs * depths);
-    let mut seconds = vec![Vec::with_capacity(settings.runs); depths];
-    let mut tokens = vec![0; depths];
+    observer.phase("timed rounds", settings.runs * variants.len());
+    let mut seconds = vec![Vec::with_capacity(settings.runs); variants.len()];
+    let mut tokens = vec![0; variants.len()];
     for _ in 0..settings.runs {
-        for (index, &depth) in settings.depths.iter().enumerate() {
-            let (elapsed, encoded_tokens) = encode(depth)?;
+        for (index, &variant) in variants.iter().enumerate() {
+            let (elapsed, encoded_tokens) = encode(variant)?;
             seconds[index].push(elapsed);
             tokens[index] = encoded_tokens;
             observer.advance(1);
         }
     }
-    Ok(settings
-        .depths
+    Ok(variants
         .iter()
         .zip(seconds)
         .zip(tokens)
-        .map(|((&depth, seconds), tokens)| {
+        .map(|((&(model, depth), seconds), tokens)| {
             let rate = |count: usize| seconds.iter().map(|s| count as f64 / s).collect::<Vec<_>>();
             DepthTiming {
                 depth,
+                precision: settings.precisions[model],
                 documents_per_second: Summary::of(rate(texts.len())),
                 tokens_per_second: Summary::of(rate(tokens)),
                 seconds,
@@ -140,6 +154,18 @@ pub fn run_bench(
             }
         })
         .collect())
+}
+
+/// The median over the timed rounds of `baseline`'s seconds over `other`'s in the same round:
+/// how many times faster `other` ran, paired round by round.
+pub fn paired_speedup(baseline: &DepthTiming, other: &DepthTiming) -> f64 {
+    let ratios: Vec<f64> = baseline
+        .seconds
+        .iter()
+        .zip(&other.seconds)
+        .map(|(base, other)| base / other)
+        .collect();
+    Summary::of(ratios).median
 }
 
 /// The file of a bench task's output holding every run's timings (JSON).
@@ -193,6 +219,7 @@ pub(super) fn run_bench_task(
         depths,
         runs: spec.settings.runs,
         warmup: spec.settings.warmup,
+        precisions: vec![spec.precision],
     };
     let timings = run_bench(&model_dir, &texts, &settings, observer)?;
     let mut outcome = TaskOutcome::default();
@@ -241,6 +268,21 @@ mod tests {
         assert!((ideal_speedup(7.0, 1.0, 6, 2) - 7.0 / 3.0).abs() < 1e-12);
         assert!((ideal_speedup(7.0, 1.0, 6, 6) - 1.0).abs() < 1e-12);
         assert!((ideal_speedup(7.0, 0.0, 6, 3) - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn paired_speedup_is_the_median_ratio_of_each_round() {
+        let timing = |seconds: Vec<f64>| DepthTiming {
+            depth: 6,
+            precision: Precision::F32,
+            seconds,
+            documents_per_second: Summary::of(vec![]),
+            tokens_per_second: Summary::of(vec![]),
+            tokens: 0,
+        };
+        let baseline = timing(vec![2.0, 4.0, 3.0]);
+        let faster = timing(vec![1.0, 1.0, 3.0]);
+        assert_eq!(paired_speedup(&baseline, &faster), 2.0);
     }
 
     #[test]

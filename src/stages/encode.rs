@@ -23,7 +23,8 @@ pub(super) fn run_encode(
     observer: &dyn Observer,
 ) -> Result<TaskOutcome, StageError> {
     let model_dir = spec.model.resolve(upstream).map_err(StageError::Setting)?;
-    let loaded = load_model(&model_dir, spec.max_len, Some(spec.depth), &Device::Cpu)?;
+    let mut loaded = load_model(&model_dir, spec.max_len, Some(spec.depth), &Device::Cpu)?;
+    loaded.model.set_precision(spec.precision)?;
     let dataset = beir::load(&spec.dataset_dir, &spec.split)?;
     let options = EncodeOptions {
         layers: (0..=spec.depth).collect(),
@@ -113,7 +114,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::model::Embeddings;
+    use crate::model::{Embeddings, Precision};
     use crate::stages::embeddings::{read_manifest, Encoded};
     use crate::stages::{run_task, Silent};
     use crate::task::TaskSpec;
@@ -151,6 +152,7 @@ mod tests {
                     // 8 documents in 4 batches: 3 shards get 2, 1 and 1 of them.
                     batch: 2,
                     depth: 2,
+                    precision: Precision::F32,
                     shard: (shards > 1).then_some(Shard {
                         index,
                         count: shards,

@@ -25,8 +25,8 @@ mod rerank;
 mod training;
 
 pub use bench::{
-    depth_metric, first_documents, ideal_speedup, run_bench, BenchSettings, DepthTiming, Summary,
-    BENCH_FILE,
+    depth_metric, first_documents, ideal_speedup, paired_speedup, run_bench, BenchSettings,
+    DepthTiming, Summary, BENCH_FILE,
 };
 pub use dispatch::run_task;
 pub use embeddings::EmbeddingsManifest;

@@ -771,6 +771,7 @@ pub(super) mod tests {
             max_len: 32,
             batch: 4,
             depth: 2,
+            precision: crate::model::Precision::F32,
             shard: None,
         });
         run_task(&spec, &UpstreamDirs::default(), out, &Silent).unwrap();

@@ -26,6 +26,19 @@ pub fn minilm_dir() -> PathBuf {
     dir
 }
 
+/// The data mirror: `REPRO_MIRROR`, else `../shared/data` beside the crate.
+pub fn mirror() -> PathBuf {
+    let mirror = std::env::var_os("REPRO_MIRROR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    assert!(
+        mirror.join("scifact").is_dir() && mirror.join("cranfield").is_dir(),
+        "these tests read the data mirror at {} (set REPRO_MIRROR)",
+        mirror.display()
+    );
+    mirror
+}
+
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub experiment: PathBuf,

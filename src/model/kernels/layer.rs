@@ -14,6 +14,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp2, Error, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::bf16::{self, dense_block_bf16, Bf16Kernel, PackedMatrix};
 use super::{
     activate_in_place, contiguous, dense_block, residual_layer_norm_rows, AttentionScratch, Heads,
 };
@@ -52,6 +53,36 @@ pub struct LayerWeights {
     pub activation: Activation,
     pub output: DenseWeights,
     pub output_norm: NormWeights,
+    /// The four dense weights packed for bf16 products; `None`: f32 products.
+    pub bf16: Option<Bf16Weights>,
+}
+
+/// A layer's dense weights rounded to bf16 and packed ([`PackedMatrix`]), and the kernel
+/// that multiplies by them.
+pub struct Bf16Weights {
+    pub kernel: Bf16Kernel,
+    pub qkv: PackedMatrix,
+    pub attention_output: PackedMatrix,
+    pub intermediate: PackedMatrix,
+    pub output: PackedMatrix,
+}
+
+impl Bf16Weights {
+    /// Packs `layer`'s dense weights for `kernel`.
+    pub fn pack(layer: &LayerWeights, kernel: Bf16Kernel) -> Result<Self> {
+        let pack = |dense: &DenseWeights| -> Result<PackedMatrix> {
+            let (n, k) = dense.weight.dims2()?;
+            let values = dense.weight.flatten_all()?.to_vec1::<f32>()?;
+            Ok(PackedMatrix::pack(&values, n, k))
+        };
+        Ok(Self {
+            kernel,
+            qkv: pack(&layer.qkv)?,
+            attention_output: pack(&layer.attention_output)?,
+            intermediate: pack(&layer.intermediate)?,
+            output: pack(&layer.output)?,
+        })
+    }
 }
 
 /// `hidden (batch, tokens, hidden)` through one encoder layer; `mask_bias (batch, tokens)` is
@@ -77,6 +108,7 @@ struct Scratch {
     attended: Vec<f32>,
     intermediate: Vec<f32>,
     attention: AttentionScratch,
+    bf16: bf16::Scratch,
 }
 
 thread_local! {
@@ -103,6 +135,16 @@ struct Parameters<'a> {
     activation: Activation,
     output: (&'a [f32], &'a [f32]),
     output_norm: (&'a [f32], f32),
+    bf16: Option<&'a Bf16Weights>,
+}
+
+/// Which of a layer's dense products [`Parameters::dense`] computes.
+#[derive(Clone, Copy)]
+enum Dense {
+    Qkv,
+    AttentionOutput,
+    Intermediate,
+    Output,
 }
 
 impl Parameters<'_> {
@@ -123,13 +165,7 @@ impl Parameters<'_> {
         let rows = mask_bias.len();
         let inner = self.intermediate_size();
         let qkv = prefix(&mut scratch.qkv, rows * 3 * width);
-        dense_block(
-            (rows, 3 * width, width),
-            hidden,
-            self.qkv.0,
-            self.qkv.1,
-            qkv,
-        );
+        self.dense(Dense::Qkv, rows, hidden, qkv, &mut scratch.bf16);
         let context = prefix(&mut scratch.context, rows * width);
         for ((qkv, bias), context) in qkv
             .chunks_exact(tokens * 3 * width)
@@ -140,16 +176,52 @@ impl Parameters<'_> {
                 .attend(qkv, bias, context, &mut scratch.attention);
         }
         let attended = prefix(&mut scratch.attended, rows * width);
-        let (weight, bias) = self.attention_output;
-        dense_block((rows, width, width), context, weight, bias, attended);
+        let bf16 = &mut scratch.bf16;
+        self.dense(Dense::AttentionOutput, rows, context, attended, bf16);
         layer_norm(attended, hidden, self.attention_norm);
         let intermediate = prefix(&mut scratch.intermediate, rows * inner);
-        let (weight, bias) = self.intermediate;
-        dense_block((rows, inner, width), attended, weight, bias, intermediate);
+        self.dense(Dense::Intermediate, rows, attended, intermediate, bf16);
         activate_in_place(intermediate, self.activation);
-        let (weight, bias) = self.output;
-        dense_block((rows, width, inner), intermediate, weight, bias, out);
+        self.dense(Dense::Output, rows, intermediate, out, bf16);
         layer_norm(out, attended, self.output_norm);
+    }
+
+    /// `out = x Wᵀ + b` for `rows` rows of one of the layer's dense products, in bf16 when
+    /// the layer has packed weights.
+    fn dense(
+        &self,
+        which: Dense,
+        rows: usize,
+        x: &[f32],
+        out: &mut [f32],
+        scratch: &mut bf16::Scratch,
+    ) {
+        let (weight, bias) = match which {
+            Dense::Qkv => self.qkv,
+            Dense::AttentionOutput => self.attention_output,
+            Dense::Intermediate => self.intermediate,
+            Dense::Output => self.output,
+        };
+        let width = self.heads.hidden();
+        let (n, k) = match which {
+            Dense::Qkv => (3 * width, width),
+            Dense::AttentionOutput => (width, width),
+            Dense::Intermediate => (self.intermediate_size(), width),
+            Dense::Output => (width, self.intermediate_size()),
+        };
+        match self.bf16 {
+            None => dense_block((rows, n, k), x, weight, bias, out),
+            Some(packed) => {
+                let weight = match which {
+                    Dense::Qkv => &packed.qkv,
+                    Dense::AttentionOutput => &packed.attention_output,
+                    Dense::Intermediate => &packed.intermediate,
+                    Dense::Output => &packed.output,
+                };
+                assert_eq!((weight.rows(), weight.columns()), (n, k), "packed weight");
+                dense_block_bf16(packed.kernel, rows, x, weight, bias, out, scratch)
+            }
+        }
     }
 }
 
@@ -249,6 +321,7 @@ impl CustomOp2 for EncoderLayer<'_> {
             activation: weights.activation,
             output: (output_weight, output_bias),
             output_norm: (output_norm, weights.output_norm.eps),
+            bf16: weights.bf16.as_ref(),
         };
 
         let total = batch * tokens * width;
