@@ -106,13 +106,15 @@ smoke: release
 	$(REPRO) dev tiny-model target/smoke/tiny-bert
 	$(REPRO) run experiments/smoke.toml
 
-## Encoder speed: repro against sentence-transformers on PyTorch on the same 256 SciFact
-## documents (max_len 256, batch 32, every core), their ratio, then the truncated-depth table.
-## The two alternate, one timed run each per round (after each process's own warm-up), so
-## a shared machine's drifting speed falls on both alike; the ratio is over the rounds' medians.
+## Encoder speed: repro (f32 and bf16) against sentence-transformers on PyTorch (f32 and bf16
+## autocast) on the same 256 SciFact documents (max_len 256, batch 32, every core), their
+## ratios, then the truncated-depth table. They alternate, one timed run each per round
+## (after each process's own warm-up), so a shared machine's drifting speed falls on all
+## alike; ratios are over the rounds' medians. BENCH_PRECISIONS=f32 on a CPU without bf16.
 ## Uses the system OpenBLAS when installed (Debian: libopenblas-dev).
 BENCH_PYTHON ?= .venv-bench/bin/python
 BENCH_ROUNDS ?= 5
+BENCH_PRECISIONS ?= f32,bf16
 
 bench-env: $(BENCH_PYTHON)
 
@@ -124,11 +126,12 @@ bench: models bench-env
 	$(MAKE) release
 	rm -rf target/bench && mkdir -p target/bench
 	for round in $$(seq $(BENCH_ROUNDS)); do \
-		$(REPRO) --quiet bench --model $(MINILM) --dataset scifact --documents 256 --depth 6 --runs 1 --json > target/bench/repro-$$round.json && \
-		$(BENCH_PYTHON) scripts/bench_pytorch.py --model $(MINILM) --corpus $(REPRO_MIRROR)/scifact/corpus.jsonl --documents 256 --runs 1 > target/bench/pytorch-$$round.json || exit 1; \
+		$(REPRO) --quiet bench --model $(MINILM) --dataset scifact --documents 256 --depth 6 --runs 1 --precision $(BENCH_PRECISIONS) --json > target/bench/repro-$$round.json && \
+		$(BENCH_PYTHON) scripts/bench_pytorch.py --model $(MINILM) --corpus $(REPRO_MIRROR)/scifact/corpus.jsonl --documents 256 --runs 1 > target/bench/pytorch-$$round.json && \
+		{ case "$(BENCH_PRECISIONS)" in *bf16*) $(BENCH_PYTHON) scripts/bench_pytorch.py --bf16 --model $(MINILM) --corpus $(REPRO_MIRROR)/scifact/corpus.jsonl --documents 256 --runs 1 > target/bench/pytorch-bf16-$$round.json;; esac; } || exit 1; \
 	done
 	$(PYTHON) scripts/bench_ratio.py target/bench
-	$(REPRO) --quiet bench --model $(MINILM) --dataset scifact --documents 256 --depth all --runs 5
+	$(REPRO) --quiet bench --model $(MINILM) --dataset scifact --documents 256 --depth all --runs 5 --precision $(BENCH_PRECISIONS)
 
 ## Training speed and memory: repro's trainer against a plain PyTorch loop (the Hugging Face
 ## recipe: AdamW, 10% warm-up, clipping at 1, dropout on) on SciFact's train split, every core.

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Prints repro's and PyTorch's documents/s and their ratio from the rounds `make bench`
-leaves in a directory: `repro-N.json` (`repro bench --json`) and `pytorch-N.json`
-(`scripts/bench_pytorch.py`), one timed run each, run alternately.
+"""Prints documents/s of repro and of PyTorch at each precision, and their ratios, from the
+rounds `make bench` leaves in a directory: `repro-N.json` (`repro bench --json`, one timed
+run of each precision it measured), `pytorch-N.json` (`scripts/bench_pytorch.py`, f32) and,
+when present, `pytorch-bf16-N.json` (the same with bf16 autocast), run alternately.
 
-The ratio is that of the two medians; the paired ratios (round by round, both measured
-within a minute of each other) show how much of it a shared machine's drift could explain.
+Each ratio is that of two medians; the paired ratios (round by round, both measured within a
+minute of each other) show how much of it a shared machine's drift could explain.
 
     python3 scripts/bench_ratio.py target/bench
 """
@@ -14,13 +15,21 @@ import statistics
 import sys
 
 
-def rates(path):
+def repro_rates(path):
+    """documents/s of every precision at the deepest depth: {"repro f32": [...], ...}."""
     data = json.loads(path.read_text())
-    if "depths" in data:  # repro bench
-        full = max(data["depths"], key=lambda row: row["depth"])
-        seconds = full["seconds"]
-        return [data["settings"]["documents"] / s for s in seconds], data
-    return data["runs"], data
+    deepest = max(row["depth"] for row in data["depths"])
+    rates = {}
+    for row in data["depths"]:
+        if row["depth"] == deepest:
+            name = "repro " + row.get("precision", "f32")
+            rates[name] = [data["settings"]["documents"] / s for s in row["seconds"]]
+    return rates, data
+
+
+def pytorch_rates(path, name):
+    data = json.loads(path.read_text())
+    return {name: data["runs"]}, data
 
 
 def main():
@@ -28,21 +37,36 @@ def main():
     rounds = sorted(int(p.stem.split("-")[1]) for p in directory.glob("repro-*.json"))
     if not rounds:
         sys.exit(f"error: no repro-N.json in {directory}")
-    ours, theirs, paired = [], [], []
+    runs, per_round, notes = {}, [], {}
     for number in rounds:
-        repro_rates, repro = rates(directory / f"repro-{number}.json")
-        pytorch_rates, pytorch = rates(directory / f"pytorch-{number}.json")
-        ours += repro_rates
-        theirs += pytorch_rates
-        paired.append(statistics.median(repro_rates) / statistics.median(pytorch_rates))
-    line = "{:<8} {:>8.2f} documents/s  (min {:.2f}, max {:.2f}, {} runs)  {}"
-    print(line.format("repro", statistics.median(ours), min(ours), max(ours), len(ours),
-                      f"{repro['features']}, {repro['threads']} threads"))
-    print(line.format("pytorch", statistics.median(theirs), min(theirs), max(theirs),
-                      len(theirs), f"torch {pytorch['torch']}, {pytorch['threads']} threads"))
-    print(f"ratio repro / pytorch (medians): {statistics.median(ours) / statistics.median(theirs):.2f}")
-    print("paired ratios by round: " + " ".join(f"{r:.2f}" for r in paired)
-          + f"  (median {statistics.median(paired):.2f})")
+        this_round = {}
+        found, repro = repro_rates(directory / f"repro-{number}.json")
+        notes.update({name: f"{repro['features']}, {repro['threads']} threads" for name in found})
+        for file, name in [(f"pytorch-{number}.json", "pytorch f32"),
+                           (f"pytorch-bf16-{number}.json", "pytorch bf16")]:
+            if (directory / file).exists():
+                more, pytorch = pytorch_rates(directory / file, name)
+                found.update(more)
+                notes[name] = f"torch {pytorch['torch']}, {pytorch['threads']} threads"
+        for name, rates in found.items():
+            runs.setdefault(name, []).extend(rates)
+            this_round[name] = statistics.median(rates)
+        per_round.append(this_round)
+    line = "{:<13} {:>8.2f} documents/s  (min {:.2f}, max {:.2f}, {} runs)  {}"
+    for name, rates in runs.items():
+        print(line.format(name, statistics.median(rates), min(rates), max(rates), len(rates),
+                          notes[name]))
+    pairs = [("repro f32", "pytorch f32"), ("repro bf16", "repro f32"),
+             ("repro bf16", "pytorch f32"), ("repro bf16", "pytorch bf16"),
+             ("pytorch bf16", "pytorch f32")]
+    for ours, theirs in pairs:
+        if ours not in runs or theirs not in runs:
+            continue
+        ratio = statistics.median(runs[ours]) / statistics.median(runs[theirs])
+        paired = [r[ours] / r[theirs] for r in per_round if ours in r and theirs in r]
+        print(f"ratio {ours} / {theirs} (medians): {ratio:.2f}; paired by round: "
+              + " ".join(f"{p:.2f}" for p in paired)
+              + f" (median {statistics.median(paired):.2f})")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 //! `repro probe` end to end on a tiny random BERT and a tiny BEIR dataset built here.
 
-use std::path::Path;
+mod common;
+
+use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use common::Fixture;
 use predicates::str::contains;
-use repro::model::random::{tiny_config, write_random_bert, TINY_VOCAB};
 
 fn write_dataset(dir: &Path) {
     let corpus = [
@@ -40,30 +42,12 @@ fn write_dataset(dir: &Path) {
     .unwrap();
 }
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    model: std::path::PathBuf,
-    dataset: std::path::PathBuf,
-}
-
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny-bert");
-    write_random_bert(
-        &model,
-        &tiny_config(3, TINY_VOCAB.len()),
-        TINY_VOCAB,
-        5,
-        false,
-    )
-    .unwrap();
-    let dataset = dir.path().join("tiny-beir");
+/// The shared fixture's tiny model, and [`write_dataset`]'s dataset in its directory.
+fn fixture() -> (Fixture, PathBuf) {
+    let fixture = Fixture::new();
+    let dataset = fixture.dir.path().join("tiny-beir");
     write_dataset(&dataset);
-    Fixture {
-        _dir: dir,
-        model,
-        dataset,
-    }
+    (fixture, dataset)
 }
 
 fn repro() -> Command {
@@ -74,7 +58,7 @@ fn repro() -> Command {
 
 #[test]
 fn probe_reports_every_layer_and_pooling_as_json() {
-    let fixture = fixture();
+    let (fixture, dataset) = fixture();
     let output = repro()
         .args([
             "probe",
@@ -87,9 +71,9 @@ fn probe_reports_every_layer_and_pooling_as_json() {
             "32",
         ])
         .arg("--model")
-        .arg(&fixture.model)
+        .arg(&fixture.model())
         .arg("--dataset")
-        .arg(&fixture.dataset)
+        .arg(&dataset)
         .output()
         .unwrap();
     assert!(
@@ -120,7 +104,7 @@ fn probe_reports_every_layer_and_pooling_as_json() {
 
 #[test]
 fn probe_table_and_saved_runs_agree_with_repro_eval() {
-    let fixture = fixture();
+    let (fixture, dataset) = fixture();
     let runs = tempfile::tempdir().unwrap();
     let output = repro()
         .args([
@@ -135,9 +119,9 @@ fn probe_table_and_saved_runs_agree_with_repro_eval() {
             "32",
         ])
         .arg("--model")
-        .arg(&fixture.model)
+        .arg(&fixture.model())
         .arg("--dataset")
-        .arg(&fixture.dataset)
+        .arg(&dataset)
         .arg("--save-runs")
         .arg(runs.path())
         .output()
@@ -163,7 +147,7 @@ fn probe_table_and_saved_runs_agree_with_repro_eval() {
     let run = runs.path().join("layer2_mean.trec");
     let evaluated = repro()
         .args(["eval", "-m", "ndcg_cut.10"])
-        .arg(fixture.dataset.join("qrels/test.tsv"))
+        .arg(dataset.join("qrels/test.tsv"))
         .arg(&run)
         .output()
         .unwrap();
@@ -179,13 +163,13 @@ fn probe_table_and_saved_runs_agree_with_repro_eval() {
 
 #[test]
 fn missing_model_file_is_one_clear_error() {
-    let fixture = fixture();
-    std::fs::remove_file(fixture.model.join("model.safetensors")).unwrap();
+    let (fixture, dataset) = fixture();
+    std::fs::remove_file(fixture.model().join("model.safetensors")).unwrap();
     repro()
         .args(["probe", "--dataset"])
-        .arg(&fixture.dataset)
+        .arg(&dataset)
         .arg("--model")
-        .arg(&fixture.model)
+        .arg(&fixture.model())
         .assert()
         .failure()
         .stderr(contains("model.safetensors or pytorch_model.bin"));
@@ -193,14 +177,14 @@ fn missing_model_file_is_one_clear_error() {
 
 #[test]
 fn unknown_dataset_name_is_one_clear_error() {
-    let fixture = fixture();
+    let (fixture, _) = fixture();
     let empty = tempfile::tempdir().unwrap();
     repro()
         .env_remove("REPRO_MIRROR")
         .arg("--data-dir")
         .arg(empty.path())
         .args(["probe", "--dataset", "no-such-dataset", "--model"])
-        .arg(&fixture.model)
+        .arg(&fixture.model())
         .assert()
         .failure()
         .stderr(contains("no-such-dataset"));
@@ -208,7 +192,7 @@ fn unknown_dataset_name_is_one_clear_error() {
 
 #[test]
 fn bad_probe_file_names_file_line_and_key() {
-    let fixture = fixture();
+    let (fixture, _) = fixture();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("probe.toml");
     std::fs::write(
@@ -220,9 +204,9 @@ fn bad_probe_file_names_file_line_and_key() {
         .args(["probe", "--config"])
         .arg(&config)
         .arg("--model")
-        .arg(&fixture.model)
+        .arg(&fixture.model())
         .arg("--dataset")
-        .arg(&fixture.dataset)
+        .arg(&dataset)
         .assert()
         .failure()
         .stderr(contains("probe.toml:3:1"))
@@ -231,7 +215,7 @@ fn bad_probe_file_names_file_line_and_key() {
 
 #[test]
 fn layer_beyond_depth_in_probe_file_points_at_its_line() {
-    let fixture = fixture();
+    let (fixture, _) = fixture();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("probe.toml");
     std::fs::write(&config, "[probe]\n\nlayers = \"0-5\"\n").unwrap();
@@ -239,9 +223,9 @@ fn layer_beyond_depth_in_probe_file_points_at_its_line() {
         .args(["probe", "--config"])
         .arg(&config)
         .arg("--model")
-        .arg(&fixture.model)
+        .arg(&fixture.model())
         .arg("--dataset")
-        .arg(&fixture.dataset)
+        .arg(&dataset)
         .assert()
         .failure()
         .stderr(contains(

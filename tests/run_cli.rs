@@ -1,110 +1,14 @@
 //! `repro run`, `check` and `status` end to end: the smoke experiment (`experiments/smoke.toml`)
 //! on a tiny random BERT built here and the committed tiny dataset.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
-use repro::model::random::{tiny_config, write_random_bert, TINY_VOCAB};
+use common::Fixture;
 use serde_json::Value;
-
-const SMOKE: &str = include_str!("../experiments/smoke.toml");
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    experiment: PathBuf,
-}
-
-impl Fixture {
-    /// The smoke experiment with its model written to a temporary directory.
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let model = dir.path().join("tiny-bert");
-        write_random_bert(
-            &model,
-            &tiny_config(3, TINY_VOCAB.len()),
-            TINY_VOCAB,
-            7,
-            false,
-        )
-        .unwrap();
-        let fixture = Fixture {
-            experiment: dir.path().join("smoke.toml"),
-            dir,
-        };
-        fixture.write_experiment(|text| text.to_string());
-        fixture
-    }
-
-    /// Rewrites the experiment file: `edit` gets the smoke text with absolute paths.
-    fn write_experiment(&self, mut edit: impl FnMut(&str) -> String) {
-        let dataset = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir");
-        let text = SMOKE
-            .replace(
-                "\"target/smoke/tiny-bert\"",
-                &format!("{:?}", self.dir.path().join("tiny-bert")),
-            )
-            .replace("\"tests/fixtures/smoke/beir\"", &format!("{:?}", dataset));
-        std::fs::write(&self.experiment, edit(&text)).unwrap();
-    }
-
-    /// Points the experiment at a copy of the smoke dataset in the fixture's directory, for
-    /// tests that damage or edit it; returns the copy.
-    fn use_a_copy_of_the_dataset(&self) -> PathBuf {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir");
-        let copy = self.dir.path().join("dataset");
-        std::fs::create_dir_all(copy.join("qrels")).unwrap();
-        for file in [
-            "corpus.jsonl",
-            "queries.jsonl",
-            "qrels/test.tsv",
-            "qrels/train.tsv",
-        ] {
-            std::fs::copy(source.join(file), copy.join(file)).unwrap();
-        }
-        self.write_experiment(|text| text.replace(&format!("{source:?}"), &format!("{copy:?}")));
-        copy
-    }
-
-    fn results(&self) -> PathBuf {
-        self.dir.path().join("results")
-    }
-
-    fn repro(&self) -> Command {
-        let mut command = Command::cargo_bin("repro").unwrap();
-        command
-            .arg("--quiet")
-            .env("REPRO_RESULTS", self.results())
-            .env("REPRO_DATA", self.dir.path().join("data"))
-            .env_remove("REPRO_MIRROR")
-            .env_remove("REPRO_FAIL_STAGE");
-        command
-    }
-
-    /// `repro run --json` that must succeed; returns its summary.
-    fn run(&self, extra: &[&str]) -> Value {
-        let output = self
-            .repro()
-            .arg("run")
-            .arg(&self.experiment)
-            .arg("--json")
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            String::from_utf8_lossy(&output.stdout)
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-
-    fn store(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.results().join("repro.sqlite")).unwrap()
-    }
-}
 
 fn count(connection: &rusqlite::Connection, sql: &str) -> i64 {
     connection.query_row(sql, [], |row| row.get(0)).unwrap()
@@ -120,8 +24,8 @@ const TASKS: u64 = 18;
 
 #[test]
 fn second_run_executes_nothing() {
-    let fixture = Fixture::new();
-    let first = fixture.run(&[]);
+    let fixture = Fixture::smoke();
+    let first = fixture.run();
     assert_eq!(first["status"], "succeeded");
     assert_eq!(summary(&first, "total"), TASKS);
     assert_eq!(summary(&first, "executed"), TASKS);
@@ -135,7 +39,7 @@ fn second_run_executes_nothing() {
     }
 
     let started = Instant::now();
-    let second = fixture.run(&[]);
+    let second = fixture.run();
     let elapsed = started.elapsed();
     assert_eq!(summary(&second, "executed"), 0);
     assert_eq!(summary(&second, "cached"), TASKS);
@@ -170,11 +74,11 @@ fn second_run_executes_nothing() {
 
 #[test]
 fn changing_one_axis_value_reruns_only_the_affected_tasks() {
-    let fixture = Fixture::new();
-    fixture.run(&[]);
+    let fixture = Fixture::smoke();
+    fixture.run();
 
     // A retrieval setting: every eval task re-runs, no encode.
-    fixture.write_experiment(|text| text.replace("top_k = 100", "top_k = 50"));
+    fixture.write_smoke(|text| text.replace("top_k = 100", "top_k = 50"));
     let explained = fixture
         .repro()
         .arg("run")
@@ -191,23 +95,23 @@ fn changing_one_axis_value_reruns_only_the_affected_tasks() {
         explanation.contains("# 16 to run, 2 cached, 0 blocked"),
         "{explanation}"
     );
-    let outcome = fixture.run(&[]);
+    let outcome = fixture.run();
     assert_eq!(summary(&outcome, "executed"), 16);
     assert_eq!(summary(&outcome, "cached"), 2);
 
     // One more pooling: only its new eval tasks; the encodes already hold every pooling.
-    fixture.write_experiment(|text| {
+    fixture.write_smoke(|text| {
         text.replace("top_k = 100", "top_k = 50").replace(
             "pooling = [\"mean\", \"cls\"]",
             "pooling = [\"mean\", \"cls\", \"max\"]",
         )
     });
-    let outcome = fixture.run(&[]);
+    let outcome = fixture.run();
     assert_eq!(summary(&outcome, "executed"), 8);
     assert_eq!(summary(&outcome, "cached"), 18);
 
     // An encode setting: everything downstream of the encodes.
-    fixture.write_experiment(|text| {
+    fixture.write_smoke(|text| {
         text.replace("top_k = 100", "top_k = 50")
             .replace(
                 "pooling = [\"mean\", \"cls\"]",
@@ -215,18 +119,18 @@ fn changing_one_axis_value_reruns_only_the_affected_tasks() {
             )
             .replace("batch = 4", "batch = 3")
     });
-    let outcome = fixture.run(&[]);
+    let outcome = fixture.run();
     assert_eq!(summary(&outcome, "executed"), 26);
 
     // --force re-runs a stage even though it is cached.
-    let outcome = fixture.run(&["--force", "eval"]);
+    let outcome = fixture.run_with(&["--force", "eval"]);
     assert_eq!(summary(&outcome, "executed"), 24);
     assert_eq!(summary(&outcome, "cached"), 2);
 }
 
 #[test]
 fn a_run_killed_mid_sweep_resumes_to_a_complete_consistent_store() {
-    let fixture = Fixture::new();
+    let fixture = Fixture::smoke();
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("repro"))
         .arg("--quiet")
         .arg("run")
@@ -280,7 +184,7 @@ fn a_run_killed_mid_sweep_resumes_to_a_complete_consistent_store() {
     assert!(text.contains("abandoned (its scheduler is gone)"), "{text}");
     assert!(!text.contains(": running"), "{text}");
 
-    let outcome = fixture.run(&[]);
+    let outcome = fixture.run();
     assert_eq!(outcome["status"], "succeeded");
     assert_eq!(
         summary(&outcome, "cached") as i64,
@@ -351,7 +255,7 @@ fn a_run_killed_mid_sweep_resumes_to_a_complete_consistent_store() {
 
 #[test]
 fn a_failed_task_is_recorded_and_only_it_is_retried() {
-    let fixture = Fixture::new();
+    let fixture = Fixture::smoke();
     let output = fixture
         .repro()
         .env("REPRO_FAIL_STAGE", "encode")
@@ -392,7 +296,7 @@ fn a_failed_task_is_recorded_and_only_it_is_retried() {
         "{explanation}"
     );
 
-    let outcome = fixture.run(&["--retry-failed"]);
+    let outcome = fixture.run_with(&["--retry-failed"]);
     assert_eq!(outcome["status"], "succeeded");
     assert_eq!(summary(&outcome, "executed"), TASKS);
     assert_eq!(
@@ -431,7 +335,7 @@ fn a_failed_task_is_recorded_and_only_it_is_retried() {
 /// not failed: the next plain run runs it again, once; killed twice in a row, it is failed.
 #[test]
 fn a_killed_worker_runs_again_once() {
-    let fixture = Fixture::new();
+    let fixture = Fixture::smoke();
     let killed_run = || {
         let output = fixture
             .repro()
@@ -476,15 +380,15 @@ fn a_killed_worker_runs_again_once() {
         2
     );
     assert!(explain(&fixture).contains("failed earlier (use --retry-failed"));
-    let outcome = fixture.run(&["--retry-failed"]);
+    let outcome = fixture.run_with(&["--retry-failed"]);
     assert_eq!(outcome["status"], "succeeded");
 }
 
 #[test]
 fn a_sharded_encode_gives_the_unsharded_results() {
-    let fixture = Fixture::new();
-    let whole = fixture.run(&[]);
-    fixture.write_experiment(|text| text.replace("batch = 4\n", "batch = 2\nshards = 3\n"));
+    let fixture = Fixture::smoke();
+    let whole = fixture.run();
+    fixture.write_smoke(|text| text.replace("batch = 4\n", "batch = 2\nshards = 3\n"));
     let sharded_results = fixture.dir.path().join("sharded");
     let output = fixture
         .repro()
@@ -542,7 +446,7 @@ fn a_sharded_encode_gives_the_unsharded_results() {
 
 #[test]
 fn malformed_experiment_files_name_file_line_and_column() {
-    let fixture = Fixture::new();
+    let fixture = Fixture::smoke();
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "unknown key",
@@ -573,7 +477,7 @@ fn malformed_experiment_files_name_file_line_and_column() {
     for (kind, text, needle) in cases {
         let text = if text.is_empty() {
             let mut edited = String::new();
-            fixture.write_experiment(|smoke| {
+            fixture.write_smoke(|smoke| {
                 edited = match kind {
                     "unknown pooling" => smoke.replace("\"cls\"]", "\"avg\"]"),
                     "layer beyond depth" => smoke.replace("layers = \"all\"", "layers = \"0-9\""),
@@ -617,7 +521,7 @@ fn malformed_experiment_files_name_file_line_and_column() {
 
 #[test]
 fn check_reports_the_plan_without_running() {
-    let fixture = Fixture::new();
+    let fixture = Fixture::smoke();
     fixture
         .repro()
         .arg("check")
@@ -634,7 +538,7 @@ fn check_reports_the_plan_without_running() {
 /// cannot hold, truncated weights and a missing tokenizer stop it, each named.
 #[test]
 fn check_reads_the_content_of_datasets_and_models() {
-    let fixture = Fixture::new();
+    let fixture = Fixture::smoke();
     let copy = fixture.use_a_copy_of_the_dataset();
     let check = || {
         fixture
@@ -692,9 +596,9 @@ fn check_reads_the_content_of_datasets_and_models() {
 /// change time is part of what a remembered hash is keyed by.
 #[test]
 fn an_in_place_edit_that_keeps_size_and_mtime_is_seen() {
-    let fixture = Fixture::new();
+    let fixture = Fixture::smoke();
     let copy = fixture.use_a_copy_of_the_dataset();
-    assert_eq!(fixture.run(&[])["status"], "succeeded");
+    assert_eq!(fixture.run()["status"], "succeeded");
     let qrels = copy.join("qrels/test.tsv");
     let before = std::fs::metadata(&qrels).unwrap();
     let text = std::fs::read_to_string(&qrels).unwrap();
@@ -709,7 +613,7 @@ fn an_in_place_edit_that_keeps_size_and_mtime_is_seen() {
         std::fs::metadata(&qrels).unwrap().modified().unwrap(),
         before.modified().unwrap()
     );
-    let outcome = fixture.run(&[]);
+    let outcome = fixture.run();
     assert!(
         summary(&outcome, "executed") > 0,
         "stale results were served: {outcome}"
@@ -720,8 +624,8 @@ fn an_in_place_edit_that_keeps_size_and_mtime_is_seen() {
 /// a changed measure in the store; a run re-runs a damaged task before anything reads it.
 #[test]
 fn verify_finds_damage_and_a_run_repairs_it() {
-    let fixture = Fixture::new();
-    assert_eq!(fixture.run(&[])["status"], "succeeded");
+    let fixture = Fixture::smoke();
+    assert_eq!(fixture.run()["status"], "succeeded");
     let verify = || fixture.repro().arg("verify").output().unwrap();
     let output = verify();
     assert!(output.status.success());
@@ -761,7 +665,7 @@ fn verify_finds_damage_and_a_run_repairs_it() {
     );
     // A plain run uses nothing of it (its evals are cached): nothing runs. Forcing the evals
     // makes them read it: it is found damaged first and runs again.
-    assert_eq!(summary(&fixture.run(&[]), "executed"), 0);
+    assert_eq!(summary(&fixture.run(), "executed"), 0);
     let explained = fixture
         .repro()
         .args(["run", "--explain", "--force", "eval"])
@@ -773,12 +677,12 @@ fn verify_finds_damage_and_a_run_repairs_it() {
         explained.contains("which a running task reads, is damaged"),
         "{explained}"
     );
-    let outcome = fixture.run(&["--force", "eval"]);
+    let outcome = fixture.run_with(&["--force", "eval"]);
     assert_eq!(outcome["status"], "succeeded");
     assert!(verify().status.success());
 
     std::fs::remove_file(&largest).unwrap();
-    let outcome = fixture.run(&[]);
+    let outcome = fixture.run();
     assert!(
         summary(&outcome, "executed") >= 1,
         "a deleted file is seen: {outcome}"
@@ -794,7 +698,7 @@ fn verify_finds_damage_and_a_run_repairs_it() {
 
 #[test]
 fn ctrl_c_stops_cleanly_and_records_the_interruption() {
-    let fixture = Fixture::new();
+    let fixture = Fixture::smoke();
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("repro"))
         .arg("--quiet")
         .arg("run")
@@ -853,7 +757,7 @@ fn ctrl_c_stops_cleanly_and_records_the_interruption() {
         0,
         "every attempt the scheduler started is closed"
     );
-    let outcome = fixture.run(&[]);
+    let outcome = fixture.run();
     assert_eq!(outcome["status"], "succeeded");
     assert_eq!(
         count(
@@ -866,8 +770,8 @@ fn ctrl_c_stops_cleanly_and_records_the_interruption() {
 
 #[test]
 fn compare_and_export_read_the_store() {
-    let fixture = Fixture::new();
-    fixture.run(&[]);
+    let fixture = Fixture::smoke();
+    fixture.run();
     let output = fixture
         .repro()
         .args([
@@ -955,7 +859,7 @@ fn compare_and_export_read_the_store() {
 
 #[test]
 fn bench_measures_each_depth_and_records_it() {
-    let fixture = Fixture::new();
+    let fixture = Fixture::smoke();
     let dataset = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir");
     let output = fixture
         .repro()
@@ -1072,16 +976,9 @@ train_de.loss = ["mse", "mnrl"]
 #[test]
 fn a_distillation_study_trains_probes_and_reranks() {
     let fixture = Fixture::new();
-    let dataset = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir");
-    let text = DISTILL
-        .replace(
-            "\"TINY\"",
-            &format!("{:?}", fixture.dir.path().join("tiny-bert")),
-        )
-        .replace("\"DATASET\"", &format!("{dataset:?}"));
-    std::fs::write(&fixture.experiment, text).unwrap();
+    fixture.write_experiment(DISTILL);
 
-    let first = fixture.run(&[]);
+    let first = fixture.run();
     assert_eq!(first["status"], "succeeded");
     // Cells: teacher 4 layers × 2 inputs, DE alone and re-ranked, 4 students.
     let cells = first["cells"].as_array().unwrap();
@@ -1123,7 +1020,7 @@ fn a_distillation_study_trains_probes_and_reranks() {
     assert_eq!(metrics["dev_queries"].as_f64(), Some(1.0));
 
     // Warm: nothing runs; the same results come back.
-    let second = fixture.run(&[]);
+    let second = fixture.run();
     assert_eq!(summary(&second, "executed"), 0);
     assert_eq!(second["cells"], first["cells"]);
 
@@ -1132,7 +1029,7 @@ fn a_distillation_study_trains_probes_and_reranks() {
         .unwrap()
         .replace("[train_de]\n", "[train_de]\nlearning_rate = 0.001\n");
     std::fs::write(&fixture.experiment, text).unwrap();
-    let third = fixture.run(&[]);
+    let third = fixture.run();
     // 4 students re-trained, re-encoded and re-evaluated.
     assert_eq!(summary(&third, "executed"), 4 * 3);
 
@@ -1165,11 +1062,11 @@ fn a_distillation_study_trains_probes_and_reranks() {
 /// bench still runs alone: no other attempt's time span overlaps its own.
 #[test]
 fn bench_tasks_run_alone_and_are_cached() {
-    let fixture = Fixture::new();
-    fixture.write_experiment(|text| {
+    let fixture = Fixture::smoke();
+    fixture.write_smoke(|text| {
         format!("{text}\n[bench]\ndocuments = 5\nruns = 2\nwarmup = 0\ninputs = [\"single\"]\n")
     });
-    let first = fixture.run(&["--jobs", "3"]);
+    let first = fixture.run_with(&["--jobs", "3"]);
     assert_eq!(first["status"], "succeeded");
     assert_eq!(summary(&first, "total"), TASKS + 1);
     let store = fixture.store();
@@ -1189,6 +1086,6 @@ fn bench_tasks_run_alone_and_are_cached() {
          WHERE o.started_at < b.ended_at AND o.ended_at > b.started_at",
     );
     assert_eq!(overlapping, 0, "another task ran beside the bench");
-    let second = fixture.run(&["--jobs", "3"]);
+    let second = fixture.run_with(&["--jobs", "3"]);
     assert_eq!(summary(&second, "executed"), 0, "bench results are cached");
 }

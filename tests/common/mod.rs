@@ -39,6 +39,15 @@ pub fn mirror() -> PathBuf {
     mirror
 }
 
+/// The smoke experiment (`experiments/smoke.toml`), whose model and dataset paths
+/// [`Fixture::write_smoke`] points at the fixture's.
+const SMOKE: &str = include_str!("../../experiments/smoke.toml");
+
+/// The committed tiny BEIR dataset.
+pub fn smoke_dataset() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir")
+}
+
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub experiment: PathBuf,
@@ -62,17 +71,60 @@ impl Fixture {
         }
     }
 
+    /// The fixture with the smoke experiment written ([`Fixture::write_smoke`], unedited).
+    pub fn smoke() -> Self {
+        let fixture = Self::new();
+        fixture.write_smoke(|text| text.to_string());
+        fixture
+    }
+
+    /// The tiny model's directory.
+    pub fn model(&self) -> PathBuf {
+        self.dir.path().join("tiny-bert")
+    }
+
     /// Writes the experiment file from `text`, where the strings `"TINY"` and `"DATASET"`
     /// stand for the tiny model and the committed smoke dataset.
     pub fn write_experiment(&self, text: &str) {
-        let dataset = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir");
         let text = text
-            .replace(
-                "\"TINY\"",
-                &format!("{:?}", self.dir.path().join("tiny-bert")),
-            )
-            .replace("\"DATASET\"", &format!("{dataset:?}"));
+            .replace("\"TINY\"", &format!("{:?}", self.model()))
+            .replace("\"DATASET\"", &format!("{:?}", smoke_dataset()));
         std::fs::write(&self.experiment, text).unwrap();
+    }
+
+    /// Writes the smoke experiment after `edit`, which gets it with absolute paths to the
+    /// fixture's model and the smoke dataset.
+    pub fn write_smoke(&self, mut edit: impl FnMut(&str) -> String) {
+        let text = SMOKE
+            .replace("\"target/smoke/tiny-bert\"", &format!("{:?}", self.model()))
+            .replace(
+                "\"tests/fixtures/smoke/beir\"",
+                &format!("{:?}", smoke_dataset()),
+            );
+        std::fs::write(&self.experiment, edit(&text)).unwrap();
+    }
+
+    /// Points the smoke experiment at a copy of the smoke dataset in the fixture's directory,
+    /// for tests that damage or edit it; returns the copy.
+    pub fn use_a_copy_of_the_dataset(&self) -> PathBuf {
+        let source = smoke_dataset();
+        let copy = self.dir.path().join("dataset");
+        std::fs::create_dir_all(copy.join("qrels")).unwrap();
+        for file in [
+            "corpus.jsonl",
+            "queries.jsonl",
+            "qrels/test.tsv",
+            "qrels/train.tsv",
+        ] {
+            std::fs::copy(source.join(file), copy.join(file)).unwrap();
+        }
+        self.write_smoke(|text| text.replace(&format!("{source:?}"), &format!("{copy:?}")));
+        copy
+    }
+
+    /// The results store, opened for the tests' own queries.
+    pub fn store(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.results().join("repro.sqlite")).unwrap()
     }
 
     pub fn results(&self) -> PathBuf {
@@ -93,11 +145,17 @@ impl Fixture {
 
     /// `repro run --json` that must succeed; returns its summary.
     pub fn run(&self) -> Value {
+        self.run_with(&[])
+    }
+
+    /// [`Fixture::run`] with more arguments.
+    pub fn run_with(&self, extra: &[&str]) -> Value {
         let output = self
             .repro()
             .arg("run")
             .arg(&self.experiment)
             .arg("--json")
+            .args(extra)
             .output()
             .unwrap();
         assert!(

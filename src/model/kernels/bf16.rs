@@ -245,6 +245,7 @@ impl PackedMatrix {
 #[derive(Default)]
 pub struct Scratch {
     inputs: Vec<u16>,
+    bias: Vec<f32>,
     outputs: Vec<f32>,
 }
 
@@ -270,41 +271,68 @@ pub fn dense_block_bf16(
     let m_pad = m.next_multiple_of(BLOCK);
     let inputs = grown(&mut scratch.inputs, m_pad * k_pad);
     round_rows(x, m, k, k_pad, inputs);
-    let outputs = grown(&mut scratch.outputs, m_pad * n_pad);
-    for row in outputs.chunks_exact_mut(n_pad) {
-        row[..n].copy_from_slice(bias);
-        row[n..].fill(0.0);
-    }
+    let padded_bias = grown(&mut scratch.bias, n_pad);
+    padded_bias[..n].copy_from_slice(bias);
+    padded_bias[n..].fill(0.0);
     let operands = Operands {
         inputs,
         k_pad,
         weight,
-        n_pad,
-        m_pad,
+        bias: padded_bias,
     };
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Bf16Kernel::Amx => amx::product(&operands, outputs),
-        #[cfg(target_arch = "x86_64")]
-        Bf16Kernel::Avx512 => avx512::product(&operands, outputs),
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => unreachable!("no bf16 kernel is detected off x86_64"),
+    // Whole 32-row blocks go straight into `out` when its rows are whole panels; the rest
+    // (a last partial block, or every block of an unpadded width) through a padded buffer.
+    let direct = if n == n_pad { m / BLOCK * BLOCK } else { 0 };
+    if direct > 0 {
+        multiply(kernel, &operands, 0..direct, &mut out[..direct * n], n);
     }
-    for (row, padded) in out[..m * n]
-        .chunks_exact_mut(n.max(1))
-        .zip(outputs.chunks_exact(n_pad))
-    {
-        row.copy_from_slice(&padded[..n]);
+    if direct < m {
+        let outputs = grown(&mut scratch.outputs, (m_pad - direct) * n_pad);
+        multiply(kernel, &operands, direct..m_pad, outputs, n_pad);
+        for (row, padded) in out[direct * n..m * n]
+            .chunks_exact_mut(n.max(1))
+            .zip(outputs.chunks_exact(n_pad))
+        {
+            row.copy_from_slice(&padded[..n]);
+        }
     }
 }
 
-/// The padded bf16 inputs and the packed weight of one product.
+/// Rows `rows` (whole 32-row blocks) of the product into `out`, row `rows.start` first, rows
+/// `out_stride` apart (at least `n_pad` wide).
+fn multiply(
+    kernel: Bf16Kernel,
+    operands: &Operands,
+    rows: std::ops::Range<usize>,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let n_pad = operands.weight.n_pad;
+    assert!(
+        rows.start % BLOCK == 0
+            && rows.len() % BLOCK == 0
+            && rows.end * operands.k_pad <= operands.inputs.len()
+            && out_stride >= n_pad
+            && (rows.is_empty() || out.len() >= (rows.len() - 1) * out_stride + n_pad),
+        "bf16 product rows {rows:?}: a buffer is too short"
+    );
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Bf16Kernel::Amx => amx::product(operands, rows, out, out_stride),
+        #[cfg(target_arch = "x86_64")]
+        Bf16Kernel::Avx512 => avx512::product(operands, rows, out, out_stride),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("no bf16 kernel is detected off x86_64"),
+    }
+}
+
+/// The padded bf16 inputs, the packed weight and the padded bias of one product.
 struct Operands<'a> {
     inputs: &'a [u16],
     k_pad: usize,
     weight: &'a PackedMatrix,
-    n_pad: usize,
-    m_pad: usize,
+    /// `n_pad` values.
+    bias: &'a [f32],
 }
 
 fn grown<T: Copy + Default>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
@@ -325,6 +353,7 @@ fn round_rows(x: &[f32], m: usize, k: usize, k_pad: usize, inputs: &mut [u16]) {
     round_rows_generic(x, m, k, k_pad, inputs)
 }
 
+#[inline(always)]
 fn round_rows_generic(x: &[f32], m: usize, k: usize, k_pad: usize, inputs: &mut [u16]) {
     for (index, row) in inputs.chunks_exact_mut(k_pad).enumerate() {
         if index < m {
@@ -350,6 +379,7 @@ mod amx {
     //! tiles), two 16×32 tiles of the inputs and two 16-pair tiles of the weight panels.
 
     use std::arch::asm;
+    use std::ops::Range;
 
     use super::{Operands, BLOCK, PANEL};
 
@@ -399,23 +429,28 @@ mod amx {
 
     static CONFIG: TileConfig = tile_config();
 
-    pub(super) fn product(operands: &Operands, outputs: &mut [f32]) {
+    pub(super) fn product(
+        operands: &Operands,
+        rows: Range<usize>,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
         let Operands {
             inputs,
             k_pad,
             weight,
-            n_pad,
-            m_pad,
+            bias,
         } = *operands;
         let pairs = k_pad / 2;
         let k_tiles = k_pad / super::K_TILE;
-        // SAFETY: the caller chose this kernel because the CPU has AMX and Linux allowed it;
-        // every tile load and store below stays inside `inputs`, the weight's panels and
-        // `outputs` (m_pad × k_pad, n_pad / 16 panels of pairs × 32, m_pad × n_pad).
+        // SAFETY: the caller chose this kernel because the CPU has AMX and Linux allowed it,
+        // and checked the buffers' sizes (`multiply`): every tile load and store below stays
+        // inside `inputs`, the weight's panels, `bias` and `out`.
         unsafe {
             asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack));
-            for row in (0..m_pad).step_by(BLOCK) {
-                for column in (0..n_pad).step_by(BLOCK) {
+            for row in rows.clone().step_by(BLOCK) {
+                let out_row = out.as_mut_ptr().add((row - rows.start) * out_stride);
+                for column in (0..weight.n_pad).step_by(BLOCK) {
                     let panel = weight.panel(column / PANEL).as_ptr();
                     tile_block(
                         inputs.as_ptr().add(row * k_pad),
@@ -423,8 +458,9 @@ mod amx {
                         panel,
                         panel.add(pairs * 2 * PANEL),
                         k_tiles,
-                        outputs.as_mut_ptr().add(row * n_pad + column),
-                        n_pad * 4,
+                        bias.as_ptr().add(column),
+                        out_row.add(column),
+                        out_stride * 4,
                     );
                 }
             }
@@ -432,28 +468,31 @@ mod amx {
         }
     }
 
-    /// One 32×32 output block: loads its four tiles, adds every k tile's products, stores.
+    /// One 32×32 output block: its four tiles start as the bias (a row loaded with stride
+    /// 0 is every row), add every k tile's products, and are stored.
     ///
     /// # Safety
     /// Tiles configured by [`CONFIG`]; 32 rows of `k_tiles · 32` bf16 at `inputs` (row stride
-    /// `input_stride` bytes), `k_tiles · 16` pair rows of 64 bytes at each panel, 32 rows of
-    /// 32 f32 at `outputs` (row stride `output_stride` bytes).
+    /// `input_stride` bytes), `k_tiles · 16` pair rows of 64 bytes at each panel, 32 f32 at
+    /// `bias`, 32 rows of 32 f32 at `outputs` (row stride `output_stride` bytes).
+    #[allow(clippy::too_many_arguments)]
     unsafe fn tile_block(
         inputs: *const u16,
         input_stride: usize,
         panel: *const u16,
         next_panel: *const u16,
         k_tiles: usize,
+        bias: *const f32,
         outputs: *mut f32,
         output_stride: usize,
     ) {
         let lower_inputs = inputs.add(16 * input_stride / 2);
         let lower_outputs = outputs.add(16 * output_stride / 4);
         asm!(
-            "tileloadd tmm0, [{c} + {cs}*1]",
-            "tileloadd tmm1, [{c} + {cs}*1 + 64]",
-            "tileloadd tmm2, [{c2} + {cs}*1]",
-            "tileloadd tmm3, [{c2} + {cs}*1 + 64]",
+            "tileloadd tmm0, [{bias} + {zero}*1]",
+            "tileloadd tmm1, [{bias} + {zero}*1 + 64]",
+            "tileloadd tmm2, [{bias} + {zero}*1]",
+            "tileloadd tmm3, [{bias} + {zero}*1 + 64]",
             "2:",
             "tileloadd tmm4, [{a} + {astride}*1]",
             "tileloadd tmm5, [{a2} + {astride}*1]",
@@ -473,6 +512,8 @@ mod amx {
             "tilestored [{c} + {cs}*1 + 64], tmm1",
             "tilestored [{c2} + {cs}*1], tmm2",
             "tilestored [{c2} + {cs}*1 + 64], tmm3",
+            bias = in(reg) bias,
+            zero = in(reg) 0usize,
             c = in(reg) outputs,
             c2 = in(reg) lower_outputs,
             cs = in(reg) output_stride,
@@ -495,38 +536,51 @@ mod avx512 {
     //! panels.
 
     use std::arch::x86_64::*;
+    use std::ops::Range;
 
     use super::{Operands, BLOCK, PANEL};
 
     const ROWS: usize = 8;
 
-    pub(super) fn product(operands: &Operands, outputs: &mut [f32]) {
-        // SAFETY: the caller chose this kernel because the CPU has AVX512-BF16.
-        unsafe { product_avx512(operands, outputs) }
+    pub(super) fn product(
+        operands: &Operands,
+        rows: Range<usize>,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        // SAFETY: the caller chose this kernel because the CPU has AVX512-BF16, and checked
+        // the buffers' sizes (`multiply`).
+        unsafe { product_avx512(operands, rows, out, out_stride) }
     }
 
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn product_avx512(operands: &Operands, outputs: &mut [f32]) {
+    unsafe fn product_avx512(
+        operands: &Operands,
+        rows: Range<usize>,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
         let Operands {
             inputs,
             k_pad,
             weight,
-            n_pad,
-            m_pad,
+            bias,
         } = *operands;
         let pairs = k_pad / 2;
-        for column in (0..n_pad).step_by(BLOCK) {
+        for column in (0..weight.n_pad).step_by(BLOCK) {
             let panel = weight.panel(column / PANEL).as_ptr();
             let next_panel = panel.add(pairs * 2 * PANEL);
-            for row in (0..m_pad).step_by(ROWS) {
+            for row in rows.clone().step_by(ROWS) {
                 rows_block(
                     inputs.as_ptr().add(row * k_pad),
                     k_pad,
                     panel,
                     next_panel,
                     pairs,
-                    outputs.as_mut_ptr().add(row * n_pad + column),
-                    n_pad,
+                    bias.as_ptr().add(column),
+                    out.as_mut_ptr()
+                        .add((row - rows.start) * out_stride + column),
+                    out_stride,
                 );
             }
         }
@@ -536,8 +590,9 @@ mod avx512 {
     ///
     /// # Safety
     /// AVX512-BF16; `ROWS` rows of `pairs · 2` bf16 at `inputs` (stride `input_stride`
-    /// values), `pairs` rows of 32 values at each panel, `ROWS` rows of 32 f32 at `outputs`
-    /// (stride `output_stride`).
+    /// values), `pairs` rows of 32 values at each panel, 32 f32 at `bias`, `ROWS` rows of 32
+    /// f32 at `outputs` (stride `output_stride`).
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn rows_block(
         inputs: *const u16,
@@ -545,14 +600,12 @@ mod avx512 {
         panel: *const u16,
         next_panel: *const u16,
         pairs: usize,
+        bias: *const f32,
         outputs: *mut f32,
         output_stride: usize,
     ) {
-        let mut sums = [[_mm512_setzero_ps(); 2]; ROWS];
-        for (row, sum) in sums.iter_mut().enumerate() {
-            let out = outputs.add(row * output_stride);
-            *sum = [_mm512_loadu_ps(out), _mm512_loadu_ps(out.add(16))];
-        }
+        let start = [_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16))];
+        let mut sums = [start; ROWS];
         for pair in 0..pairs {
             let left: __m512bh = std::mem::transmute(_mm512_loadu_si512(
                 panel.add(pair * 2 * PANEL).cast::<__m512i>(),
