@@ -19,12 +19,13 @@ def repro_rates(path):
     """documents/s of every precision at the deepest depth: {"repro f32": [...], ...}."""
     data = json.loads(path.read_text())
     deepest = max(row["depth"] for row in data["depths"])
-    rates = {}
+    rates, features = {}, {}
     for row in data["depths"]:
         if row["depth"] == deepest:
             name = "repro " + row.get("precision", "f32")
             rates[name] = [data["settings"]["documents"] / s for s in row["seconds"]]
-    return rates, data
+            features[name] = row.get("features", data["features"])
+    return rates, features, data
 
 
 def pytorch_rates(path, name):
@@ -40,8 +41,8 @@ def main():
     runs, per_round, notes = {}, [], {}
     for number in rounds:
         this_round = {}
-        found, repro = repro_rates(directory / f"repro-{number}.json")
-        notes.update({name: f"{repro['features']}, {repro['threads']} threads" for name in found})
+        found, features, repro = repro_rates(directory / f"repro-{number}.json")
+        notes.update({name: f"{features[name]}, {repro['threads']} threads" for name in found})
         for file, name in [(f"pytorch-{number}.json", "pytorch f32"),
                            (f"pytorch-bf16-{number}.json", "pytorch bf16")]:
             if (directory / file).exists():

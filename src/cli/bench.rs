@@ -267,6 +267,7 @@ fn json_row(timing: &DepthTiming, timings: &[DepthTiming], layers: usize) -> ser
     serde_json::json!({
         "depth": timing.depth,
         "precision": timing.precision,
+        "features": features(timing.precision),
         "documents_per_second": timing.documents_per_second,
         "tokens_per_second": timing.tokens_per_second,
         "seconds": timing.seconds,

@@ -345,15 +345,15 @@ fn grown<T: Copy + Default>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
 /// `x`'s `m` rows of `k` rounded to bf16 into rows of `k_pad`, the padding (and the rows
 /// beyond `m`) zero.
 fn round_rows(x: &[f32], m: usize, k: usize, k_pad: usize, inputs: &mut [u16]) {
+    assert!(x.len() >= m * k && inputs.len() % k_pad == 0 && k_pad % K_TILE == 0);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
+    if std::arch::is_x86_feature_detected!("avx512bf16") {
+        // SAFETY: the CPU has AVX512-BF16, checked just above; sizes checked above.
         return unsafe { round_rows_avx512(x, m, k, k_pad, inputs) };
     }
     round_rows_generic(x, m, k, k_pad, inputs)
 }
 
-#[inline(always)]
 fn round_rows_generic(x: &[f32], m: usize, k: usize, k_pad: usize, inputs: &mut [u16]) {
     for (index, row) in inputs.chunks_exact_mut(k_pad).enumerate() {
         if index < m {
@@ -367,10 +367,33 @@ fn round_rows_generic(x: &[f32], m: usize, k: usize, k_pad: usize, inputs: &mut 
     }
 }
 
+/// [`round_rows_generic`] with `VCVTNE2PS2BF16` (round to nearest even, as [`to_bf16`]),
+/// 32 values an instruction, the row's tail loaded under a mask (zeros beyond `k`).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn round_rows_avx512(x: &[f32], m: usize, k: usize, k_pad: usize, inputs: &mut [u16]) {
-    round_rows_generic(x, m, k, k_pad, inputs)
+    use std::arch::x86_64::*;
+    for (index, row) in inputs.chunks_exact_mut(k_pad).enumerate() {
+        if index >= m {
+            row.fill(0);
+            continue;
+        }
+        let source = x.as_ptr().add(index * k);
+        for start in (0..k_pad).step_by(32) {
+            let load = |offset: usize| {
+                let first = start + offset;
+                let count = k.saturating_sub(first).min(16);
+                let mask: __mmask16 = ((1u32 << count) - 1) as __mmask16;
+                _mm512_maskz_loadu_ps(mask, source.add(first.min(k)))
+            };
+            let (low, high) = (load(0), load(16));
+            let rounded = _mm512_cvtne2ps_pbh(high, low);
+            _mm512_storeu_si512(
+                row.as_mut_ptr().add(start).cast::<__m512i>(),
+                std::mem::transmute::<__m512bh, __m512i>(rounded),
+            );
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -650,6 +673,20 @@ mod tests {
         for x in [0.1f32, -3.7, 1e-20, 65504.0] {
             assert!((from_bf16(to_bf16(x)) - x).abs() <= x.abs() / 256.0, "{x}");
         }
+    }
+
+    #[test]
+    fn rows_are_rounded_and_padded_alike_by_every_path() {
+        let (m, k, k_pad) = (3, 45, 64);
+        let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let mut generic = vec![7u16; 4 * k_pad];
+        round_rows_generic(&x, m, k, k_pad, &mut generic);
+        let mut dispatched = vec![7u16; 4 * k_pad];
+        round_rows(&x, m, k, k_pad, &mut dispatched);
+        assert_eq!(generic, dispatched);
+        assert_eq!(generic[k - 1], to_bf16(x[k - 1]));
+        assert!(generic[k..k_pad].iter().all(|&v| v == 0));
+        assert!(generic[3 * k_pad..].iter().all(|&v| v == 0));
     }
 
     #[test]
