@@ -192,7 +192,7 @@ fn unknown_dataset_name_is_one_clear_error() {
 
 #[test]
 fn bad_probe_file_names_file_line_and_key() {
-    let (fixture, _) = fixture();
+    let (fixture, dataset) = fixture();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("probe.toml");
     std::fs::write(
@@ -215,7 +215,7 @@ fn bad_probe_file_names_file_line_and_key() {
 
 #[test]
 fn layer_beyond_depth_in_probe_file_points_at_its_line() {
-    let (fixture, _) = fixture();
+    let (fixture, dataset) = fixture();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("probe.toml");
     std::fs::write(&config, "[probe]\n\nlayers = \"0-5\"\n").unwrap();

@@ -9,62 +9,19 @@ use std::process::Command as Process;
 
 use common::Fixture;
 
-const STUDY: &str = r#"
-[experiment]
-schema = 1
-name = "report_smoke"
-description = "a miniature study for the report tests"
-seeds = [0]
-
-[models.tiny]
-source = "TINY"
-max_len = 32
-
-[models.teacher]
-kind = "ce"
-base = "tiny"
-train_dataset = "tiny"
-negatives_from = "tiny"
-max_len = 32
-
-[models.student]
-teacher_de = "tiny"
-teacher_ce = "teacher"
-train_dataset = "tiny"
-max_len = 32
-
-[datasets.tiny]
-path = "DATASET"
-
-[train_ce]
-batch = 4
-max_len = 32
-mine_top_k = 4
-negatives = 2
-
-[train_de]
-batch = 4
-max_len = 32
-
-[rerank]
-top_k = 5
-batch = 4
-max_len = 32
-fusion = "interpolate"
-lambda = 0.5
-
-[encode]
-batch = 4
-
+/// The shared miniature study with a fixed fusion weight, bench tasks, the DE probed with
+/// two poolings and re-ranked, and two DE-2 students.
+fn study_text() -> String {
+    common::mini_distill(
+        "report_smoke",
+        "",
+        "lambda = 0.5",
+        r#"
 [bench]
 documents = 6
 runs = 2
 warmup = 0
 inputs = ["single"]
-
-[[sweep]]
-model = ["teacher"]
-input = ["single", "self_pair"]
 
 [[sweep]]
 model = ["tiny"]
@@ -79,11 +36,13 @@ rerank.model = ["teacher"]
 model = ["student"]
 layers = [2]
 train_de.init = ["ce:1", "random"]
-"#;
+"#,
+    )
+}
 
 fn study() -> Fixture {
     let fixture = Fixture::new();
-    fixture.write_experiment(STUDY);
+    fixture.write_experiment(&study_text());
     let summary = fixture.run();
     assert_eq!(summary["status"], "succeeded", "{summary}");
     fixture

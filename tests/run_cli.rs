@@ -25,7 +25,8 @@ const TASKS: u64 = 18;
 #[test]
 fn second_run_executes_nothing() {
     let fixture = Fixture::smoke();
-    let first = fixture.run();
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let first = fixture.run_from(checkout, &[]);
     assert_eq!(first["status"], "succeeded");
     assert_eq!(summary(&first, "total"), TASKS);
     assert_eq!(summary(&first, "executed"), TASKS);
@@ -39,7 +40,7 @@ fn second_run_executes_nothing() {
     }
 
     let started = Instant::now();
-    let second = fixture.run();
+    let second = fixture.run_from(checkout, &[]);
     let elapsed = started.elapsed();
     assert_eq!(summary(&second, "executed"), 0);
     assert_eq!(summary(&second, "cached"), TASKS);
@@ -909,58 +910,14 @@ fn bench_measures_each_depth_and_records_it() {
     );
 }
 
-/// The distillation study in miniature: a CE teacher trained from the tiny DE on the smoke
-/// dataset's train judgments, its layers probed, DE-2 students, CE re-ranking.
-const DISTILL: &str = r#"
-[experiment]
-schema = 1
-name = "distill_smoke"
-seeds = [0]
-
-[models.tiny]
-source = "TINY"
-max_len = 32
-
-[models.teacher]
-kind = "ce"
-base = "tiny"
-train_dataset = "tiny"
-negatives_from = "tiny"
-max_len = 32
-
-[models.student]
-teacher_de = "tiny"
-teacher_ce = "teacher"
-train_dataset = "tiny"
-max_len = 32
-
-[datasets.tiny]
-path = "DATASET"
-
-[train_ce]
-batch = 4
-max_len = 32
-mine_top_k = 5
-negatives = 2
-dev_fraction = 0.2
-
-[train_de]
-batch = 4
-max_len = 32
-
-[rerank]
-top_k = 5
-batch = 4
-max_len = 32
-fusion = "interpolate"
-
-[encode]
-batch = 4
-
-[[sweep]]
-model = ["teacher"]
-input = ["single", "self_pair"]
-
+/// The shared miniature distillation study with a dev split (fusion weight chosen on it),
+/// the DE alone and re-ranked, and four DE-2 students.
+fn distill_text() -> String {
+    common::mini_distill(
+        "distill_smoke",
+        "dev_fraction = 0.2",
+        "",
+        r#"
 [[sweep]]
 model = ["tiny"]
 layers = [3]
@@ -971,12 +928,14 @@ model = ["student"]
 layers = [2]
 train_de.init = ["ce:1", "random"]
 train_de.loss = ["mse", "mnrl"]
-"#;
+"#,
+    )
+}
 
 #[test]
 fn a_distillation_study_trains_probes_and_reranks() {
     let fixture = Fixture::new();
-    fixture.write_experiment(DISTILL);
+    fixture.write_experiment(&distill_text());
 
     let first = fixture.run();
     assert_eq!(first["status"], "succeeded");

@@ -43,6 +43,17 @@ pub fn mirror() -> PathBuf {
 /// [`Fixture::write_smoke`] points at the fixture's.
 const SMOKE: &str = include_str!("../../experiments/smoke.toml");
 
+/// The miniature distillation study (`tests/fixtures/distill_tiny.toml`) named `name`, with
+/// `train_ce` and `rerank` lines added to those tables and `rest` (tables, sweeps) appended.
+pub fn mini_distill(name: &str, train_ce: &str, rerank: &str, rest: &str) -> String {
+    let template = include_str!("../fixtures/distill_tiny.toml");
+    let text = template
+        .replace("name = \"NAME\"", &format!("name = {name:?}"))
+        .replace("# TRAIN_CE", train_ce)
+        .replace("# RERANK", rerank);
+    format!("{text}\n{rest}")
+}
+
 /// The committed tiny BEIR dataset.
 pub fn smoke_dataset() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir")
@@ -150,8 +161,15 @@ impl Fixture {
 
     /// [`Fixture::run`] with more arguments.
     pub fn run_with(&self, extra: &[&str]) -> Value {
+        self.run_from(self.dir.path(), extra)
+    }
+
+    /// [`Fixture::run_with`] from the working directory `dir` (the git checkout, for tests of
+    /// the provenance a run records).
+    pub fn run_from(&self, dir: &Path, extra: &[&str]) -> Value {
         let output = self
             .repro()
+            .current_dir(dir)
             .arg("run")
             .arg(&self.experiment)
             .arg("--json")
