@@ -309,8 +309,8 @@ fn multiply(
 ) {
     let n_pad = operands.weight.n_pad;
     assert!(
-        rows.start % BLOCK == 0
-            && rows.len() % BLOCK == 0
+        rows.start.is_multiple_of(BLOCK)
+            && rows.len().is_multiple_of(BLOCK)
             && rows.end * operands.k_pad <= operands.inputs.len()
             && out_stride >= n_pad
             && (rows.is_empty() || out.len() >= (rows.len() - 1) * out_stride + n_pad),
@@ -345,7 +345,7 @@ fn grown<T: Copy + Default>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
 /// `x`'s `m` rows of `k` rounded to bf16 into rows of `k_pad`, the padding (and the rows
 /// beyond `m`) zero.
 fn round_rows(x: &[f32], m: usize, k: usize, k_pad: usize, inputs: &mut [u16]) {
-    assert!(x.len() >= m * k && inputs.len() % k_pad == 0 && k_pad % K_TILE == 0);
+    assert!(x.len() >= m * k && inputs.len().is_multiple_of(k_pad) && k_pad.is_multiple_of(K_TILE));
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512bf16") {
         // SAFETY: the CPU has AVX512-BF16, checked just above; sizes checked above.
