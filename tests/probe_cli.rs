@@ -71,7 +71,7 @@ fn probe_reports_every_layer_and_pooling_as_json() {
             "32",
         ])
         .arg("--model")
-        .arg(&fixture.model())
+        .arg(fixture.model())
         .arg("--dataset")
         .arg(&dataset)
         .output()
@@ -119,7 +119,7 @@ fn probe_table_and_saved_runs_agree_with_repro_eval() {
             "32",
         ])
         .arg("--model")
-        .arg(&fixture.model())
+        .arg(fixture.model())
         .arg("--dataset")
         .arg(&dataset)
         .arg("--save-runs")
@@ -169,7 +169,7 @@ fn missing_model_file_is_one_clear_error() {
         .args(["probe", "--dataset"])
         .arg(&dataset)
         .arg("--model")
-        .arg(&fixture.model())
+        .arg(fixture.model())
         .assert()
         .failure()
         .stderr(contains("model.safetensors or pytorch_model.bin"));
@@ -184,7 +184,7 @@ fn unknown_dataset_name_is_one_clear_error() {
         .arg("--data-dir")
         .arg(empty.path())
         .args(["probe", "--dataset", "no-such-dataset", "--model"])
-        .arg(&fixture.model())
+        .arg(fixture.model())
         .assert()
         .failure()
         .stderr(contains("no-such-dataset"));
@@ -204,7 +204,7 @@ fn bad_probe_file_names_file_line_and_key() {
         .args(["probe", "--config"])
         .arg(&config)
         .arg("--model")
-        .arg(&fixture.model())
+        .arg(fixture.model())
         .arg("--dataset")
         .arg(&dataset)
         .assert()
@@ -223,7 +223,7 @@ fn layer_beyond_depth_in_probe_file_points_at_its_line() {
         .args(["probe", "--config"])
         .arg(&config)
         .arg("--model")
-        .arg(&fixture.model())
+        .arg(fixture.model())
         .arg("--dataset")
         .arg(&dataset)
         .assert()
