@@ -24,6 +24,8 @@ use rayon::prelude::*;
 
 use super::config::Activation;
 
+#[cfg(target_arch = "x86_64")]
+mod amx_attention;
 mod avx512;
 pub mod bf16;
 mod layer;
@@ -372,6 +374,8 @@ struct AttentionScratch {
     /// `tokens²` scores of one head (the generic path only).
     scores: Vec<f32>,
     fused: avx512::Scratch,
+    #[cfg(target_arch = "x86_64")]
+    amx: amx_attention::Scratch,
 }
 
 impl Heads {
@@ -382,18 +386,41 @@ impl Heads {
     /// Self-attention of one sequence: `qkv (tokens, 3 · hidden)` holds queries, keys and
     /// values side by side (heads contiguous within each); `bias (tokens)` is added to every
     /// score row. Writes the context `(tokens, hidden)` into `context`, reading q, k and v in
-    /// place: no transposes, no copies. The fused AVX-512 kernel runs where it applies.
+    /// place: no transposes, no copies. With `amx` (a bf16 layer on the AMX kernel) its
+    /// products are bf16 tile products ([`amx_attention`]); otherwise the fused AVX-512
+    /// kernel runs where it applies.
     fn attend(
         self,
         qkv: &[f32],
         bias: &[f32],
         context: &mut [f32],
         scratch: &mut AttentionScratch,
+        amx: bool,
     ) {
         let tokens = bias.len();
         let hidden = self.hidden();
         let fused = 3 * hidden;
         let scale = 1.0 / (self.size as f32).sqrt();
+        #[cfg(target_arch = "x86_64")]
+        if amx && amx_attention::serves(self.size) {
+            for offset in (0..hidden).step_by(self.size) {
+                let head = amx_attention::Head {
+                    qkv,
+                    tokens,
+                    fused,
+                    query: offset,
+                    key: hidden + offset,
+                    value: 2 * hidden + offset,
+                    head_size: self.size,
+                    scale,
+                    bias,
+                };
+                amx_attention::attend_head(&head, &mut scratch.amx, context, hidden, offset);
+            }
+            return;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = amx;
         match avx512::kernel(self.size) {
             Some(kernel) => {
                 for offset in (0..hidden).step_by(self.size) {
@@ -832,6 +859,7 @@ mod tests {
                 &mask[sequence * tokens..][..tokens],
                 &mut context[sequence * tokens * hidden..][..tokens * hidden],
                 &mut scratch,
+                false,
             );
         }
         let context = Tensor::from_vec(context, (batch, tokens, hidden), &device).unwrap();

@@ -218,7 +218,7 @@ unsafe fn one_head<const ROWS: usize, const VECTORS: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn exp(x: __m512) -> __m512 {
+pub(super) unsafe fn exp(x: __m512) -> __m512 {
     const ROUNDER: f32 = 12_582_912.0;
     let x = _mm512_min_ps(
         _mm512_max_ps(x, _mm512_set1_ps(-87.3)),

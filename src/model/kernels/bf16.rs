@@ -396,6 +396,61 @@ unsafe fn round_rows_avx512(x: &[f32], m: usize, k: usize, k_pad: usize, inputs:
     }
 }
 
+/// Runs `body` with the tile registers configured for [`amx_tile_pair`] (and the AMX product),
+/// releasing them after.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn with_tiles<R>(body: impl FnOnce() -> R) -> R {
+    amx::configure();
+    let result = body();
+    amx::release();
+    result
+}
+
+/// Two 16 × 16 f32 tiles side by side at `out` and `out + 64` bytes (rows `out_stride`
+/// bytes apart) become the sums over `steps` of one 16-row bf16 tile at `a + 64 · step` bytes
+/// (rows `a_stride` bytes apart) times the 16-pair tiles of 1,024 bytes at `b + 1,024 · step`
+/// and at `next_b + 1,024 · step`. Two independent sums keep two products in flight.
+///
+/// # Safety
+/// Inside [`with_tiles`] on a CPU whose AMX use Linux allowed; every extent named above lies
+/// inside its buffer; `steps ≥ 1`.
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn amx_tile_pair(
+    a: *const u16,
+    a_stride: usize,
+    (b, next_b): (*const u16, *const u16),
+    steps: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    std::arch::asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "2:",
+        "tileloadd tmm4, [{a} + {astride}*1]",
+        "tileloadd tmm6, [{b} + {bs}*1]",
+        "tileloadd tmm7, [{b2} + {bs}*1]",
+        "tdpbf16ps tmm0, tmm4, tmm6",
+        "tdpbf16ps tmm1, tmm4, tmm7",
+        "add {a}, 64",
+        "add {b}, 1024",
+        "add {b2}, 1024",
+        "dec {k}",
+        "jnz 2b",
+        "tilestored [{c} + {cs}*1], tmm0",
+        "tilestored [{c} + {cs}*1 + 64], tmm1",
+        a = inout(reg) a => _,
+        astride = in(reg) a_stride,
+        b = inout(reg) b => _,
+        b2 = inout(reg) next_b => _,
+        bs = in(reg) 64usize,
+        k = inout(reg) steps => _,
+        c = in(reg) out,
+        cs = in(reg) out_stride,
+        options(nostack),
+    );
+}
+
 #[cfg(target_arch = "x86_64")]
 mod amx {
     //! The AMX kernel: eight tile registers hold a 32×32 block of the output (four 16×16 f32
@@ -452,6 +507,17 @@ mod amx {
 
     static CONFIG: TileConfig = tile_config();
 
+    pub(super) fn configure() {
+        // SAFETY: loads a valid palette-1 configuration; only called on CPUs whose AMX use
+        // Linux allowed (the AMX kernel was chosen).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack)) };
+    }
+
+    pub(super) fn release() {
+        // SAFETY: returns the tiles to their initial state.
+        unsafe { asm!("tilerelease", options(nostack)) };
+    }
+
     pub(super) fn product(
         operands: &Operands,
         rows: Range<usize>,
@@ -469,8 +535,8 @@ mod amx {
         // SAFETY: the caller chose this kernel because the CPU has AMX and Linux allowed it,
         // and checked the buffers' sizes (`multiply`): every tile load and store below stays
         // inside `inputs`, the weight's panels, `bias` and `out`.
+        configure();
         unsafe {
-            asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack));
             for row in rows.clone().step_by(BLOCK) {
                 let out_row = out.as_mut_ptr().add((row - rows.start) * out_stride);
                 for column in (0..weight.n_pad).step_by(BLOCK) {
@@ -487,8 +553,8 @@ mod amx {
                     );
                 }
             }
-            asm!("tilerelease", options(nostack));
         }
+        release();
     }
 
     /// One 32×32 output block: its four tiles start as the bias (a row loaded with stride

@@ -172,8 +172,11 @@ impl Parameters<'_> {
             .zip(mask_bias.chunks_exact(tokens))
             .zip(context.chunks_exact_mut(tokens * width))
         {
+            let amx = self
+                .bf16
+                .is_some_and(|packed| packed.kernel == Bf16Kernel::Amx);
             self.heads
-                .attend(qkv, bias, context, &mut scratch.attention);
+                .attend(qkv, bias, context, &mut scratch.attention, amx);
         }
         let attended = prefix(&mut scratch.attended, rows * width);
         let bf16 = &mut scratch.bf16;
