@@ -1447,82 +1447,30 @@ fn axes_of(
     file: &ExperimentFile,
     error: &dyn Fn(Range<usize>, String) -> ConfigError,
 ) -> Result<Vec<Axis>, ConfigError> {
-    let mut axes = Vec::new();
-    let nonempty = |name: &str, span: Range<usize>, len: usize| {
-        if len == 0 {
-            Err(error(span, format!("sweep.{name} is empty")))
-        } else {
-            Ok(())
+    let list = |name: &str, span: Range<usize>, values: Vec<AxisValue>| {
+        if values.is_empty() {
+            return Err(error(span, format!("sweep.{name} is empty")));
         }
+        Ok(Axis {
+            name: name.into(),
+            span,
+            values: AxisValues::List(values),
+        })
     };
+    let mut axes = Vec::new();
     if let Some(models) = &table.model {
-        nonempty("model", models.span(), models.get_ref().len())?;
-        for model in models.get_ref() {
-            if !file.models.contains_key(model) {
-                let known: Vec<&str> = file.models.keys().map(String::as_str).collect();
-                return Err(error(
-                    models.span(),
-                    format!(
-                        "sweep.model: unknown model `{model}` (declared: {})",
-                        known.join(", ")
-                    ),
-                ));
-            }
-        }
-        axes.push(Axis {
-            name: "model".into(),
-            span: models.span(),
-            values: AxisValues::List(
-                models
-                    .get_ref()
-                    .iter()
-                    .cloned()
-                    .map(AxisValue::Model)
-                    .collect(),
-            ),
-        });
+        check_declared("model", models, &file.models, error)?;
+        let values = models.get_ref().iter().cloned().map(AxisValue::Model);
+        axes.push(list("model", models.span(), values.collect())?);
     }
     if let Some(datasets) = &table.dataset {
-        nonempty("dataset", datasets.span(), datasets.get_ref().len())?;
-        for dataset in datasets.get_ref() {
-            if !file.datasets.contains_key(dataset) {
-                let known: Vec<&str> = file.datasets.keys().map(String::as_str).collect();
-                return Err(error(
-                    datasets.span(),
-                    format!(
-                        "sweep.dataset: unknown dataset `{dataset}` (declared: {})",
-                        known.join(", ")
-                    ),
-                ));
-            }
-        }
-        axes.push(Axis {
-            name: "dataset".into(),
-            span: datasets.span(),
-            values: AxisValues::List(
-                datasets
-                    .get_ref()
-                    .iter()
-                    .cloned()
-                    .map(AxisValue::Dataset)
-                    .collect(),
-            ),
-        });
+        check_declared("dataset", datasets, &file.datasets, error)?;
+        let values = datasets.get_ref().iter().cloned().map(AxisValue::Dataset);
+        axes.push(list("dataset", datasets.span(), values.collect())?);
     }
     if let Some(inputs) = &table.input {
-        nonempty("input", inputs.span(), inputs.get_ref().len())?;
-        axes.push(Axis {
-            name: "input".into(),
-            span: inputs.span(),
-            values: AxisValues::List(
-                inputs
-                    .get_ref()
-                    .iter()
-                    .copied()
-                    .map(AxisValue::Input)
-                    .collect(),
-            ),
-        });
+        let values = inputs.get_ref().iter().copied().map(AxisValue::Input);
+        axes.push(list("input", inputs.span(), values.collect())?);
     }
     if let Some(layers) = &table.layers {
         axes.push(Axis {
@@ -1532,42 +1480,51 @@ fn axes_of(
         });
     }
     if let Some(poolings) = &table.pooling {
-        nonempty("pooling", poolings.span(), poolings.get_ref().len())?;
-        axes.push(Axis {
-            name: "pooling".into(),
-            span: poolings.span(),
-            values: AxisValues::List(
-                poolings
-                    .get_ref()
-                    .iter()
-                    .copied()
-                    .map(AxisValue::Pooling)
-                    .collect(),
-            ),
-        });
+        let values = poolings.get_ref().iter().copied().map(AxisValue::Pooling);
+        axes.push(list("pooling", poolings.span(), values.collect())?);
     }
     for (stage, settings) in table.stage_settings() {
         for (field, values) in settings {
-            let name = format!("{stage}.{field}");
-            nonempty(&name, values.span(), values.get_ref().len())?;
-            axes.push(Axis {
-                name,
-                span: values.span(),
-                values: AxisValues::List(
-                    values
-                        .get_ref()
-                        .iter()
-                        .map(|value| AxisValue::Setting {
-                            stage,
-                            field: field.clone(),
-                            value: value.clone(),
-                        })
-                        .collect(),
-                ),
+            let settings = values.get_ref().iter().map(|value| AxisValue::Setting {
+                stage,
+                field: field.clone(),
+                value: value.clone(),
             });
+            axes.push(list(
+                &format!("{stage}.{field}"),
+                values.span(),
+                settings.collect(),
+            )?);
         }
     }
     Ok(axes)
+}
+
+/// Fails, naming the declared ones, unless every name the sweep's `axis` lists is a key of
+/// `declared` (the file's models or datasets).
+fn check_declared<T>(
+    axis: &str,
+    names: &Spanned<Vec<String>>,
+    declared: &BTreeMap<String, T>,
+    error: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    match names
+        .get_ref()
+        .iter()
+        .find(|name| !declared.contains_key(*name))
+    {
+        None => Ok(()),
+        Some(unknown) => {
+            let known: Vec<&str> = declared.keys().map(String::as_str).collect();
+            Err(error(
+                names.span(),
+                format!(
+                    "sweep.{axis}: unknown {axis} `{unknown}` (declared: {})",
+                    known.join(", ")
+                ),
+            ))
+        }
+    }
 }
 
 #[cfg(test)]
