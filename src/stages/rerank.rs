@@ -30,7 +30,7 @@ use crate::data::trec::rank_documents;
 use crate::data::{beir, trec, Run};
 use crate::eval::measures::{evaluate, parse_measures};
 use crate::eval::Evaluation;
-use crate::model::{load_model, Batch, BertModel, ModelError, TokenizedText};
+use crate::model::{load_model, Batch, BertModel, LoadedModel, ModelError, TokenizedText};
 use crate::task::{Artifact, RerankSpec, Stage, TaskOutcome, UpstreamDirs};
 
 /// The prefix of every measure of the run re-ranked by cross-encoder score alone.
@@ -61,45 +61,9 @@ pub fn run_rerank(
         .cross_encoder
         .resolve(upstream)
         .map_err(StageError::Setting)?;
-    let loaded = load_model(&ce_dir, settings.max_len, None, &Device::Cpu)?;
-    if !loaded.model.has_classifier() {
-        return Err(StageError::Setting(format!(
-            "{} has no classification head, so it cannot re-rank (a cross encoder is needed)",
-            ce_dir.display()
-        )));
-    }
-    let dataset = beir::load(&spec.dataset_dir, &spec.split)?;
-    let queries: HashMap<&str, &str> = dataset
-        .queries
-        .iter()
-        .map(|q| (q.id.as_str(), q.text.as_str()))
-        .collect();
-    let documents: HashMap<&str, &crate::data::Document> =
-        dataset.corpus.iter().map(|d| (d.id.as_str(), d)).collect();
-
+    let loaded = load_cross_encoder(&ce_dir, settings.max_len)?;
     let rankings = split_rankings(&first, settings.top_k);
-    let mut pairs = Vec::new();
-    for ranking in &rankings {
-        let query = queries.get(ranking.query).ok_or_else(|| {
-            StageError::Setting(format!(
-                "{}: query `{}` is not a judged query of split `{}` of {}",
-                first_stage.display(),
-                ranking.query,
-                spec.split,
-                spec.dataset_dir.display()
-            ))
-        })?;
-        for doc in &ranking.head {
-            let document = documents.get(doc).ok_or_else(|| {
-                StageError::Setting(format!(
-                    "{}: document `{doc}` is not in the corpus of {}",
-                    first_stage.display(),
-                    spec.dataset_dir.display()
-                ))
-            })?;
-            pairs.push(loaded.tokenizer.encode_pair(query, &document.full_text())?);
-        }
-    }
+    let pairs = candidate_pairs(spec, &first_stage, &rankings, &loaded)?;
 
     observer.phase("rerank", pairs.len());
     let started = Instant::now();
@@ -161,6 +125,60 @@ pub fn run_rerank(
     };
     outcome.metrics.insert("pairs_per_second".to_string(), rate);
     Ok(outcome)
+}
+
+/// The cross encoder in `dir`, which must have a classification head.
+fn load_cross_encoder(dir: &Path, max_len: usize) -> Result<LoadedModel, StageError> {
+    let loaded = load_model(dir, max_len, None, &Device::Cpu)?;
+    if !loaded.model.has_classifier() {
+        return Err(StageError::Setting(format!(
+            "{} has no classification head, so it cannot re-rank (a cross encoder is needed)",
+            dir.display()
+        )));
+    }
+    Ok(loaded)
+}
+
+/// Every (query, candidate) pair of `rankings`' heads, tokenized for the cross encoder, in
+/// ranking order; queries and documents are looked up in the spec's split and corpus, and a
+/// missing one is an error naming the first-stage run.
+fn candidate_pairs(
+    spec: &RerankSpec,
+    first_stage: &Path,
+    rankings: &[Ranking],
+    loaded: &LoadedModel,
+) -> Result<Vec<TokenizedText>, StageError> {
+    let dataset = beir::load(&spec.dataset_dir, &spec.split)?;
+    let queries: HashMap<&str, &str> = dataset
+        .queries
+        .iter()
+        .map(|q| (q.id.as_str(), q.text.as_str()))
+        .collect();
+    let documents: HashMap<&str, &crate::data::Document> =
+        dataset.corpus.iter().map(|d| (d.id.as_str(), d)).collect();
+    let mut pairs = Vec::new();
+    for ranking in rankings {
+        let query = queries.get(ranking.query).ok_or_else(|| {
+            StageError::Setting(format!(
+                "{}: query `{}` is not a judged query of split `{}` of {}",
+                first_stage.display(),
+                ranking.query,
+                spec.split,
+                spec.dataset_dir.display()
+            ))
+        })?;
+        for doc in &ranking.head {
+            let document = documents.get(doc).ok_or_else(|| {
+                StageError::Setting(format!(
+                    "{}: document `{doc}` is not in the corpus of {}",
+                    first_stage.display(),
+                    spec.dataset_dir.display()
+                ))
+            })?;
+            pairs.push(loaded.tokenizer.encode_pair(query, &document.full_text())?);
+        }
+    }
+    Ok(pairs)
 }
 
 /// Adds an evaluation's aggregate and per-query values to `outcome` under `prefix`.
