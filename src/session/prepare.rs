@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::config::{ConfigError, Experiment, ModelOrigin, ModelShape};
+use crate::config::{ConfigError, DatasetSpec, Experiment, ModelOrigin, ModelShape};
 use crate::data::beir;
 use crate::model::check_checkpoint;
 use crate::model::hub::{resolve_model, HubSettings};
@@ -44,96 +44,15 @@ pub fn prepare(
     mut store: Option<&mut Store>,
 ) -> Result<Prepared, PrepareError> {
     let experiment = Experiment::read(path)?;
-    let hub = HubSettings::from_env();
-    let mut models = BTreeMap::new();
-    let mut shapes = BTreeMap::new();
-    for (name, spec) in &experiment.models {
-        // Models the experiment trains exist only once their training task has run.
-        let ModelOrigin::Checkpoint(source) = spec.origin() else {
-            continue;
-        };
-        let dir = resolve_model(source, &hub).map_err(|err| experiment.model_error(name, err))?;
-        let config = check_checkpoint(&dir).map_err(|err| experiment.model_error(name, err))?;
-        let shape = ModelShape {
-            depth: config.num_hidden_layers,
-            max_positions: config.max_position_embeddings,
-        };
-        let sha256 = hash_model_dir(&dir, store.as_deref_mut())
-            .map_err(|err| experiment.model_error(name, err))?;
-        shapes.insert(name.clone(), shape);
-        models.insert(
-            name.clone(),
-            ResolvedModel {
-                dir,
-                kind: spec.kind,
-                shape,
-                sha256,
-            },
-        );
-    }
+    let models = resolve_models(&experiment, store.as_deref_mut())?;
+    let shapes = models
+        .iter()
+        .map(|(name, model)| (name.clone(), model.shape))
+        .collect();
     let mut datasets = BTreeMap::new();
     for (name, spec) in &experiment.datasets {
-        let wanted = spec
-            .path
-            .as_deref()
-            .or(spec.name.as_deref())
-            .unwrap_or(name);
-        let dir = crate::data::fetch::resolve(wanted, data_dir, mirror)
-            .map_err(|err| experiment.dataset_error(name, err))?;
-        let qrels = crate::data::beir::qrels_path(&dir, &spec.split);
-        if !qrels.is_file() {
-            return Err(experiment
-                .dataset_error(
-                    name,
-                    format!(
-                        "split `{}` has no judgments ({} is missing)",
-                        spec.split,
-                        qrels.display()
-                    ),
-                )
-                .into());
-        }
-        check_dataset_content(&dir, &spec.split)
-            .map_err(|err| experiment.dataset_error(name, err))?;
-        let files = dataset_files(&dir, &spec.split);
-        let sha256 = hash_files(&files, &dir, store.as_deref_mut())
-            .map_err(|err| experiment.dataset_error(name, err))?;
-        // Splits that trained models learn from, hashed like the evaluated one.
-        let mut splits = BTreeMap::new();
-        for (model, model_spec) in &experiment.models {
-            if model_spec.train_dataset.as_deref() != Some(name.as_str())
-                || model_spec.train_split == spec.split
-            {
-                continue;
-            }
-            let split = &model_spec.train_split;
-            let qrels = crate::data::beir::qrels_path(&dir, split);
-            if !qrels.is_file() {
-                return Err(experiment
-                    .model_error(
-                        model,
-                        format!(
-                            "train_split `{split}` of dataset `{name}` has no judgments ({} is missing)",
-                            qrels.display()
-                        ),
-                    )
-                    .into());
-            }
-            check_dataset_content(&dir, split).map_err(|err| experiment.model_error(model, err))?;
-            let files = dataset_files(&dir, split);
-            let hash = hash_files(&files, &dir, store.as_deref_mut())
-                .map_err(|err| experiment.dataset_error(name, err))?;
-            splits.insert(split.clone(), hash);
-        }
-        datasets.insert(
-            name.clone(),
-            ResolvedDataset {
-                dir,
-                split: spec.split.clone(),
-                sha256,
-                splits,
-            },
-        );
+        let dataset = resolve_dataset(&experiment, name, spec, data_dir, mirror, &mut store)?;
+        datasets.insert(name.clone(), dataset);
     }
     let cells = experiment.expand(&shapes)?;
     let plan = Plan::build(
@@ -149,6 +68,106 @@ pub fn prepare(
         models,
         datasets,
         plan,
+    })
+}
+
+/// Every checkpoint the experiment names, found (locally or in the Hub cache), checked and
+/// hashed; models the experiment trains exist only once their training task has run.
+fn resolve_models(
+    experiment: &Experiment,
+    mut store: Option<&mut Store>,
+) -> Result<BTreeMap<String, ResolvedModel>, PrepareError> {
+    let hub = HubSettings::from_env();
+    let mut models = BTreeMap::new();
+    for (name, spec) in &experiment.models {
+        let ModelOrigin::Checkpoint(source) = spec.origin() else {
+            continue;
+        };
+        let dir = resolve_model(source, &hub).map_err(|err| experiment.model_error(name, err))?;
+        let config = check_checkpoint(&dir).map_err(|err| experiment.model_error(name, err))?;
+        let shape = ModelShape {
+            depth: config.num_hidden_layers,
+            max_positions: config.max_position_embeddings,
+        };
+        let sha256 = hash_model_dir(&dir, store.as_deref_mut())
+            .map_err(|err| experiment.model_error(name, err))?;
+        models.insert(
+            name.clone(),
+            ResolvedModel {
+                dir,
+                kind: spec.kind,
+                shape,
+                sha256,
+            },
+        );
+    }
+    Ok(models)
+}
+
+/// One dataset of the experiment found (data directory or mirror), its evaluated split
+/// checked and hashed, and so are the splits that trained models learn from.
+fn resolve_dataset(
+    experiment: &Experiment,
+    name: &str,
+    spec: &DatasetSpec,
+    data_dir: &Path,
+    mirror: Option<&Path>,
+    store: &mut Option<&mut Store>,
+) -> Result<ResolvedDataset, PrepareError> {
+    let wanted = spec
+        .path
+        .as_deref()
+        .or(spec.name.as_deref())
+        .unwrap_or(name);
+    let dir = crate::data::fetch::resolve(wanted, data_dir, mirror)
+        .map_err(|err| experiment.dataset_error(name, err))?;
+    let qrels = crate::data::beir::qrels_path(&dir, &spec.split);
+    if !qrels.is_file() {
+        return Err(experiment
+            .dataset_error(
+                name,
+                format!(
+                    "split `{}` has no judgments ({} is missing)",
+                    spec.split,
+                    qrels.display()
+                ),
+            )
+            .into());
+    }
+    check_dataset_content(&dir, &spec.split).map_err(|err| experiment.dataset_error(name, err))?;
+    let files = dataset_files(&dir, &spec.split);
+    let sha256 = hash_files(&files, &dir, store.as_deref_mut())
+        .map_err(|err| experiment.dataset_error(name, err))?;
+    let mut splits = BTreeMap::new();
+    for (model, model_spec) in &experiment.models {
+        if model_spec.train_dataset.as_deref() != Some(name) || model_spec.train_split == spec.split
+        {
+            continue;
+        }
+        let split = &model_spec.train_split;
+        let qrels = crate::data::beir::qrels_path(&dir, split);
+        if !qrels.is_file() {
+            return Err(experiment
+                .model_error(
+                    model,
+                    format!(
+                        "train_split `{split}` of dataset `{name}` has no judgments ({} is missing)",
+                        qrels.display()
+                    ),
+                )
+                .into());
+        }
+        check_dataset_content(&dir, split).map_err(|err| experiment.model_error(model, err))?;
+        let files = dataset_files(&dir, split);
+        let hash = hash_files(&files, &dir, store.as_deref_mut())
+            .map_err(|err| experiment.dataset_error(name, err))?;
+        splits.insert(split.clone(), hash);
+    }
+    Ok(ResolvedDataset {
+        dir,
+        split: spec.split.clone(),
+        sha256,
+        splits,
     })
 }
 
