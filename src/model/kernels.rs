@@ -401,20 +401,21 @@ impl Heads {
         let hidden = self.hidden();
         let fused = 3 * hidden;
         let scale = 1.0 / (self.size as f32).sqrt();
+        let head_at = |offset: usize| avx512::Head {
+            qkv,
+            tokens,
+            fused,
+            query: offset,
+            key: hidden + offset,
+            value: 2 * hidden + offset,
+            head_size: self.size,
+            scale,
+            bias,
+        };
         #[cfg(target_arch = "x86_64")]
         if amx && amx_attention::serves(self.size) {
             for offset in (0..hidden).step_by(self.size) {
-                let head = amx_attention::Head {
-                    qkv,
-                    tokens,
-                    fused,
-                    query: offset,
-                    key: hidden + offset,
-                    value: 2 * hidden + offset,
-                    head_size: self.size,
-                    scale,
-                    bias,
-                };
+                let head = head_at(offset);
                 amx_attention::attend_head(&head, &mut scratch.amx, context, hidden, offset);
             }
             return;
@@ -424,18 +425,13 @@ impl Heads {
         match avx512::kernel(self.size) {
             Some(kernel) => {
                 for offset in (0..hidden).step_by(self.size) {
-                    let head = avx512::Head {
-                        qkv,
-                        tokens,
-                        fused,
-                        query: offset,
-                        key: hidden + offset,
-                        value: 2 * hidden + offset,
-                        head_size: self.size,
-                        scale,
-                        bias,
-                    };
-                    kernel(&head, &mut scratch.fused, context, hidden, offset);
+                    kernel(
+                        &head_at(offset),
+                        &mut scratch.fused,
+                        context,
+                        hidden,
+                        offset,
+                    );
                 }
             }
             None => {

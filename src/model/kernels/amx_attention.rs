@@ -14,7 +14,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx512::exp;
+use super::avx512::{exp, Head};
 use super::bf16::{amx_tile_pair, with_tiles};
 
 /// Query rows, keys per scores tile, and lanes per context tile: one tile's rows.
@@ -25,19 +25,6 @@ const K_STEP: usize = 32;
 /// Whether [`attend_head`] serves this head size.
 pub(super) fn serves(head_size: usize) -> bool {
     head_size > 0 && head_size.is_multiple_of(K_STEP)
-}
-
-/// One head's inputs, as [`super::avx512::Head`]: rows of the fused projection.
-pub(super) struct Head<'a> {
-    pub qkv: &'a [f32],
-    pub tokens: usize,
-    pub fused: usize,
-    pub query: usize,
-    pub key: usize,
-    pub value: usize,
-    pub head_size: usize,
-    pub scale: f32,
-    pub bias: &'a [f32],
 }
 
 /// Buffers one thread reuses across heads and sequences.

@@ -18,7 +18,8 @@ use std::arch::x86_64::*;
 const KEY_TILE: usize = 32;
 const LANES: usize = 16;
 
-/// One head's inputs: rows of the fused `(tokens, 3 · hidden)` projection of one sequence.
+/// One head's inputs: rows of the fused `(tokens, 3 · hidden)` projection of one sequence
+/// (also the AMX kernel's, [`super::amx_attention`]).
 pub(super) struct Head<'a> {
     pub qkv: &'a [f32],
     pub tokens: usize,
