@@ -88,33 +88,19 @@ pub fn fit_cross_encoder(
     settings: &TrainingSettings,
     on_step: &mut dyn FnMut(&StepRecord),
 ) -> Result<TrainingLog, TrainError> {
-    let started = Instant::now();
-    settings.validate()?;
-    check_one_logit(model)?;
-    if let Some((index, example)) = examples
-        .iter()
-        .enumerate()
-        .find(|(_, example)| !(0.0..=1.0).contains(&example.label))
-    {
-        return Err(TrainError::Setting(format!(
-            "example {index} has label {}, expected a probability in [0, 1]",
-            example.label
-        )));
-    }
-    let labels: Vec<f32> = examples.iter().map(|example| example.label).collect();
     let pairs: Vec<(&str, &str)> = examples
         .iter()
         .map(|example| (example.query.as_str(), example.document.as_str()))
         .collect();
-    fit_pairs(
-        model,
-        &pairs,
-        &labels,
-        &bce_with_logits,
-        settings,
-        started,
-        on_step,
-    )
+    let labels: Vec<f32> = examples.iter().map(|example| example.label).collect();
+    let objective = Objective {
+        loss: &bce_with_logits,
+        item: "example",
+        target: "label",
+        expected: "a probability in [0, 1]",
+        valid: |label| (0.0..=1.0).contains(&label),
+    };
+    fit_pairs(model, &pairs, &labels, &objective, settings, on_step)
 }
 
 /// Regresses a one-logit cross encoder's logit onto a teacher's score of each pair (mean
@@ -126,25 +112,19 @@ pub fn fit_cross_encoder_to_logits(
     settings: &TrainingSettings,
     on_step: &mut dyn FnMut(&StepRecord),
 ) -> Result<TrainingLog, TrainError> {
-    let started = Instant::now();
-    settings.validate()?;
-    check_one_logit(model)?;
-    if let Some((index, target)) = targets
-        .iter()
-        .enumerate()
-        .find(|(_, target)| !target.logit.is_finite())
-    {
-        return Err(TrainError::Setting(format!(
-            "target {index} has logit {}, expected a finite number",
-            target.logit
-        )));
-    }
-    let logits: Vec<f32> = targets.iter().map(|target| target.logit).collect();
     let pairs: Vec<(&str, &str)> = targets
         .iter()
         .map(|target| (target.query.as_str(), target.document.as_str()))
         .collect();
-    fit_pairs(model, &pairs, &logits, &mse, settings, started, on_step)
+    let logits: Vec<f32> = targets.iter().map(|target| target.logit).collect();
+    let objective = Objective {
+        loss: &mse,
+        item: "target",
+        target: "logit",
+        expected: "a finite number",
+        valid: f32::is_finite,
+    };
+    fit_pairs(model, &pairs, &logits, &objective, settings, on_step)
 }
 
 fn check_one_logit(model: &TrainableBert) -> Result<(), TrainError> {
@@ -156,20 +136,44 @@ fn check_one_logit(model: &TrainableBert) -> Result<(), TrainError> {
     }
 }
 
+/// What a fit regresses each pair's logit onto: its loss, and which targets it accepts
+/// (named in the error for one it does not).
+struct Objective<'a> {
+    loss: &'a PairLoss,
+    /// What one pair is called, and its target.
+    item: &'a str,
+    target: &'a str,
+    expected: &'a str,
+    valid: fn(f32) -> bool,
+}
+
 /// The loss of a batch of logits against its targets.
 type PairLoss = dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>;
 
-/// The loop both fits share: pairs tokenized as `[CLS] q [SEP] d [SEP]` truncated to
-/// `settings.max_len`, the logit of each against its target under `loss`.
+/// The loop both fits share: the settings, the head and the targets checked, pairs
+/// tokenized as `[CLS] q [SEP] d [SEP]` truncated to `settings.max_len`, the logit of each
+/// against its target under the objective's loss.
 fn fit_pairs(
     model: &TrainableBert,
     pairs: &[(&str, &str)],
     targets: &[f32],
-    loss: &PairLoss,
+    objective: &Objective,
     settings: &TrainingSettings,
-    started: Instant,
     on_step: &mut dyn FnMut(&StepRecord),
 ) -> Result<TrainingLog, TrainError> {
+    let started = Instant::now();
+    settings.validate()?;
+    check_one_logit(model)?;
+    if let Some((index, value)) = targets
+        .iter()
+        .enumerate()
+        .find(|(_, value)| !(objective.valid)(**value))
+    {
+        return Err(TrainError::Setting(format!(
+            "{} {index} has {} {value}, expected {}",
+            objective.item, objective.target, objective.expected
+        )));
+    }
     let tokenizer = model.tokenizer(settings.max_len)?;
     let tokenized = pairs
         .iter()
@@ -192,7 +196,7 @@ fn fit_pairs(
                 .squeeze(1)?;
             let batch_targets: Vec<f32> = batch.iter().map(|&i| targets[i]).collect();
             let batch_targets = Tensor::from_vec(batch_targets, batch.len(), &device)?;
-            Ok(loss(&logits, &batch_targets)?)
+            Ok((objective.loss)(&logits, &batch_targets)?)
         },
     )
 }
