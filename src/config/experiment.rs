@@ -306,6 +306,91 @@ type SettingAxes = BTreeMap<String, Spanned<Vec<toml::Value>>>;
 /// Axis values for one stage's settings in one cell: (field, value, where it was written).
 type SettingOverrides = Vec<(String, toml::Value, Range<usize>)>;
 
+/// A point of the sweep's grid so far: the values of the axes expanded, each with the span
+/// of the axis it came from.
+type Partial = Vec<(AxisValue, Range<usize>)>;
+
+/// The values of one sweep dimension: a list axis's values, or a zip's aligned tuples. A
+/// layer axis is not expanded here (`expand_grid` resolves it per model).
+fn choices_of(dimension: &Dimension) -> Vec<Partial> {
+    match dimension {
+        Dimension::Axis(axis) => match &axis.values {
+            AxisValues::List(values) => values
+                .iter()
+                .map(|v| vec![(v.clone(), axis.span.clone())])
+                .collect(),
+            AxisValues::Layers(_) => Vec::new(),
+        },
+        Dimension::Zip { axes, .. } => {
+            let at = |axis: &Axis, index: usize| match &axis.values {
+                AxisValues::List(values) => values[index].clone(),
+                AxisValues::Layers(LayerSelection::Only(layers)) => AxisValue::Layer(layers[index]),
+                AxisValues::Layers(LayerSelection::All) => unreachable!("rejected when read"),
+            };
+            let count = match &axes[0].values {
+                AxisValues::List(values) => values.len(),
+                AxisValues::Layers(LayerSelection::Only(layers)) => layers.len(),
+                AxisValues::Layers(LayerSelection::All) => 0,
+            };
+            (0..count)
+                .map(|index| {
+                    axes.iter()
+                        .map(|axis| (at(axis, index), axis.span.clone()))
+                        .collect()
+                })
+                .collect()
+        }
+    }
+}
+
+/// The fixed parameters one grid point sets, and its settings overrides by stage.
+struct CellAxes {
+    model: String,
+    dataset: String,
+    layer: usize,
+    pooling: Pooling,
+    input: InputFormat,
+    overrides: BTreeMap<&'static str, SettingOverrides>,
+}
+
+impl CellAxes {
+    /// `None` when the point lacks a model or a dataset (never, once the defaults are added).
+    fn of(partial: &[(AxisValue, Range<usize>)]) -> Option<Self> {
+        let mut model = None;
+        let mut dataset = None;
+        let mut layer = 0;
+        let mut pooling = Pooling::Mean;
+        let mut input = InputFormat::Single;
+        let mut overrides: BTreeMap<&'static str, SettingOverrides> = BTreeMap::new();
+        for (value, span) in partial {
+            match value {
+                AxisValue::Model(name) => model = Some(name.clone()),
+                AxisValue::Dataset(name) => dataset = Some(name.clone()),
+                AxisValue::Layer(index) => layer = *index,
+                AxisValue::Pooling(p) => pooling = *p,
+                AxisValue::Input(i) => input = *i,
+                AxisValue::Setting {
+                    stage,
+                    field,
+                    value,
+                } => overrides.entry(stage).or_default().push((
+                    field.clone(),
+                    value.clone(),
+                    span.clone(),
+                )),
+            }
+        }
+        Some(CellAxes {
+            model: model?,
+            dataset: dataset?,
+            layer,
+            pooling,
+            input,
+            overrides,
+        })
+    }
+}
+
 /// The axes of `[sweep]` or of one `[[sweep.zip]]` group, as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -765,53 +850,25 @@ impl Experiment {
         dimensions: &[Dimension],
         shapes: &BTreeMap<String, ModelShape>,
     ) -> Result<Vec<Cell>, ConfigError> {
-        let mut partials: Vec<Vec<(AxisValue, Range<usize>)>> = vec![Vec::new()];
+        let mut partials: Vec<Partial> = vec![Vec::new()];
         let mut layer_selection: Option<(LayerSelection, Range<usize>)> = None;
         let mut has_model = false;
         let mut has_dataset = false;
         for dimension in dimensions {
-            let choices: Vec<Vec<(AxisValue, Range<usize>)>> = match dimension {
-                Dimension::Axis(axis) => match &axis.values {
-                    AxisValues::Layers(selection) => {
-                        layer_selection = Some((selection.clone(), axis.span.clone()));
-                        continue;
-                    }
-                    AxisValues::List(values) => values
-                        .iter()
-                        .map(|v| vec![(v.clone(), axis.span.clone())])
-                        .collect(),
-                },
-                Dimension::Zip { axes, .. } => {
-                    let count = match &axes[0].values {
-                        AxisValues::List(values) => values.len(),
-                        AxisValues::Layers(LayerSelection::Only(layers)) => layers.len(),
-                        AxisValues::Layers(LayerSelection::All) => 0,
-                    };
-                    (0..count)
-                        .map(|index| {
-                            axes.iter()
-                                .map(|axis| {
-                                    let value = match &axis.values {
-                                        AxisValues::List(values) => values[index].clone(),
-                                        AxisValues::Layers(LayerSelection::Only(layers)) => {
-                                            AxisValue::Layer(layers[index])
-                                        }
-                                        AxisValues::Layers(LayerSelection::All) => {
-                                            unreachable!("rejected when read")
-                                        }
-                                    };
-                                    (value, axis.span.clone())
-                                })
-                                .collect()
-                        })
-                        .collect()
+            let choices = match dimension {
+                Dimension::Axis(Axis {
+                    values: AxisValues::Layers(selection),
+                    span,
+                    ..
+                }) => {
+                    layer_selection = Some((selection.clone(), span.clone()));
+                    continue;
                 }
+                _ => choices_of(dimension),
             };
-            for choice in &choices {
-                for (value, _) in choice {
-                    has_model |= matches!(value, AxisValue::Model(_));
-                    has_dataset |= matches!(value, AxisValue::Dataset(_));
-                }
+            for (value, _) in choices.iter().flatten() {
+                has_model |= matches!(value, AxisValue::Model(_));
+                has_dataset |= matches!(value, AxisValue::Dataset(_));
             }
             partials = partials
                 .into_iter()
@@ -837,44 +894,53 @@ impl Experiment {
                 self.datasets.keys().map(|d| AxisValue::Dataset(d.clone())),
             );
         }
-
+        let layer_selection = layer_selection.unwrap_or((LayerSelection::All, 0..0));
         let mut cells = Vec::new();
         for partial in partials {
-            let has_layer = partial
-                .iter()
-                .any(|(v, _)| matches!(v, AxisValue::Layer(_)));
             for seed in &self.seeds {
-                let base = self.cell_from(&partial, *seed, shapes)?;
-                if has_layer {
-                    cells.push(base);
-                    continue;
-                }
-                let shape = self.shape_of(&base, shapes)?;
-                let (selection, span) = layer_selection
-                    .clone()
-                    .unwrap_or((LayerSelection::All, 0..0));
-                let layers = selection.resolve(shape.depth).map_err(|message| {
-                    self.error(
-                        &span,
-                        format!("sweep.layers: model `{}`: {message}", base.model),
-                    )
-                })?;
-                for layer in layers {
-                    cells.push(Cell {
-                        layer,
-                        ..base.clone()
-                    });
-                }
+                cells.extend(self.cells_of(&partial, *seed, &layer_selection, shapes)?);
             }
         }
         Ok(cells)
     }
 
+    /// The cells of one point of the grid and seed: itself when it names a layer, else one
+    /// per layer of the sweep's selection (all of the model's by default).
+    fn cells_of(
+        &self,
+        partial: &[(AxisValue, Range<usize>)],
+        seed: u64,
+        (selection, span): &(LayerSelection, Range<usize>),
+        shapes: &BTreeMap<String, ModelShape>,
+    ) -> Result<Vec<Cell>, ConfigError> {
+        let base = self.cell_from(partial, seed, shapes)?;
+        if partial
+            .iter()
+            .any(|(v, _)| matches!(v, AxisValue::Layer(_)))
+        {
+            return Ok(vec![base]);
+        }
+        let shape = self.shape_of(&base, shapes)?;
+        let layers = selection.resolve(shape.depth).map_err(|message| {
+            self.error(
+                span,
+                format!("sweep.layers: model `{}`: {message}", base.model),
+            )
+        })?;
+        Ok(layers
+            .into_iter()
+            .map(|layer| Cell {
+                layer,
+                ..base.clone()
+            })
+            .collect())
+    }
+
     fn prepend(
         &self,
-        partials: Vec<Vec<(AxisValue, Range<usize>)>>,
+        partials: Vec<Partial>,
         values: impl Iterator<Item = AxisValue> + Clone,
-    ) -> Vec<Vec<(AxisValue, Range<usize>)>> {
+    ) -> Vec<Partial> {
         values
             .flat_map(|value| {
                 partials.iter().map(move |partial| {
@@ -888,9 +954,9 @@ impl Experiment {
 
     fn prepend_second(
         &self,
-        partials: Vec<Vec<(AxisValue, Range<usize>)>>,
+        partials: Vec<Partial>,
         values: impl Iterator<Item = AxisValue> + Clone,
-    ) -> Vec<Vec<(AxisValue, Range<usize>)>> {
+    ) -> Vec<Partial> {
         partials
             .into_iter()
             .flat_map(|partial| {
@@ -909,56 +975,27 @@ impl Experiment {
         seed: u64,
         shapes: &BTreeMap<String, ModelShape>,
     ) -> Result<Cell, ConfigError> {
-        let mut model = None;
-        let mut dataset = None;
-        let mut layer = 0;
-        let mut pooling = Pooling::Mean;
-        let mut input = InputFormat::Single;
-        let mut overrides: BTreeMap<&str, SettingOverrides> = BTreeMap::new();
-        for (value, span) in partial {
-            match value {
-                AxisValue::Model(name) => model = Some(name.clone()),
-                AxisValue::Dataset(name) => dataset = Some(name.clone()),
-                AxisValue::Layer(index) => layer = *index,
-                AxisValue::Pooling(p) => pooling = *p,
-                AxisValue::Input(i) => input = *i,
-                AxisValue::Setting {
-                    stage,
-                    field,
-                    value,
-                } => overrides.entry(stage).or_default().push((
-                    field.clone(),
-                    value.clone(),
-                    span.clone(),
-                )),
-            }
-        }
-        let (Some(model), Some(dataset)) = (model, dataset) else {
-            return Err(self.error(
+        let CellAxes {
+            model,
+            dataset,
+            layer,
+            pooling,
+            input,
+            mut overrides,
+        } = CellAxes::of(partial).ok_or_else(|| {
+            self.error(
                 &(0..0),
                 "internal: a cell without model or dataset".to_string(),
-            ));
-        };
+            )
+        })?;
         let encode_overrides = overrides.remove("encode").unwrap_or_default();
         let eval_overrides = overrides.remove("eval").unwrap_or_default();
-        let mut encode: EncodeSettings =
-            self.with_overrides("encode", &self.encode, &encode_overrides)?;
+        let encode = self.encode_settings(&model, &encode_overrides)?;
         let eval: EvalSettings = self.with_overrides("eval", &self.eval, &eval_overrides)?;
         if let Some((_, _, span)) = eval_overrides.last() {
             eval.check()
                 .map_err(|message| self.error(span, format!("eval: {message}")))?;
         }
-        if encode.batch == 0 || encode.shards == 0 {
-            let span = encode_overrides
-                .last()
-                .map(|o| o.2.clone())
-                .or(self.encode_span.clone())
-                .unwrap_or(0..0);
-            let field = if encode.batch == 0 { "batch" } else { "shards" };
-            return Err(self.error(&span, format!("encode.{field} must be at least 1")));
-        }
-        let explicit_max_len = encode.max_len.is_some();
-        encode.max_len = Some(encode.max_len.unwrap_or(self.models[&model].max_len));
         let mut cell = Cell {
             model,
             dataset,
@@ -975,24 +1012,7 @@ impl Experiment {
         };
         self.apply_training(&mut cell, &mut overrides)?;
         let shape = self.shape_of(&cell, shapes)?;
-        let max_len = cell.max_len();
-        if max_len > shape.max_positions || max_len < 2 {
-            let span = encode_overrides
-                .iter()
-                .rev()
-                .find(|o| o.0 == "max_len")
-                .map(|o| o.2.clone())
-                .or_else(|| explicit_max_len.then(|| self.encode_span.clone()).flatten())
-                .or_else(|| self.model_spans.get(&cell.model).cloned())
-                .unwrap_or(0..0);
-            return Err(self.error(
-                &span,
-                format!(
-                    "max_len {max_len} is outside 2..={} for model `{}` (its position embeddings)",
-                    shape.max_positions, cell.model
-                ),
-            ));
-        }
+        self.check_max_len(&cell, &shape, &encode_overrides)?;
         if let Some(bench) = &cell.bench {
             if let Err(message) = bench.depths_for(shape.depth) {
                 let span = self.bench_span.clone().unwrap_or(0..0);
@@ -1014,6 +1034,56 @@ impl Experiment {
             ));
         }
         Ok(cell)
+    }
+
+    /// The `[encode]` table with a cell's overrides, `max_len` defaulting to the model's.
+    fn encode_settings(
+        &self,
+        model: &str,
+        overrides: &SettingOverrides,
+    ) -> Result<EncodeSettings, ConfigError> {
+        let mut encode: EncodeSettings = self.with_overrides("encode", &self.encode, overrides)?;
+        if encode.batch == 0 || encode.shards == 0 {
+            let span = overrides
+                .last()
+                .map(|o| o.2.clone())
+                .or(self.encode_span.clone())
+                .unwrap_or(0..0);
+            let field = if encode.batch == 0 { "batch" } else { "shards" };
+            return Err(self.error(&span, format!("encode.{field} must be at least 1")));
+        }
+        encode.max_len = Some(encode.max_len.unwrap_or(self.models[model].max_len));
+        Ok(encode)
+    }
+
+    /// A cell's `max_len` must fit the model's position embeddings; the error points at
+    /// where it was set: a sweep override, the `[encode]` table or the model.
+    fn check_max_len(
+        &self,
+        cell: &Cell,
+        shape: &ModelShape,
+        encode_overrides: &SettingOverrides,
+    ) -> Result<(), ConfigError> {
+        let max_len = cell.max_len();
+        if max_len <= shape.max_positions && max_len >= 2 {
+            return Ok(());
+        }
+        let explicit_max_len = self.encode.max_len.is_some();
+        let span = encode_overrides
+            .iter()
+            .rev()
+            .find(|o| o.0 == "max_len")
+            .map(|o| o.2.clone())
+            .or_else(|| explicit_max_len.then(|| self.encode_span.clone()).flatten())
+            .or_else(|| self.model_spans.get(&cell.model).cloned())
+            .unwrap_or(0..0);
+        Err(self.error(
+            &span,
+            format!(
+                "max_len {max_len} is outside 2..={} for model `{}` (its position embeddings)",
+                shape.max_positions, cell.model
+            ),
+        ))
     }
 
     /// Sets the cell's training and re-ranking settings where they apply: `train_de` for a

@@ -307,18 +307,53 @@ pub fn is_smart_dir(dir: &Path) -> bool {
 /// still work; anything else (read-me files, stop-word lists) is ignored. Files named in
 /// `hints` are taken as given and left out of the recognition of the others.
 pub fn find_sources(dir: &Path, hints: &SourceHints) -> Result<Sources, DataError> {
+    let candidates = Candidates::scan(dir, hints)?;
     let invalid = |message: String| DataError::Invalid {
         path: dir.to_path_buf(),
-        message,
+        message: format!("{message}; name the files with --documents, --queries and --judgments"),
     };
-    let pinned: Vec<&PathBuf> = [&hints.documents, &hints.queries, &hints.judgments]
-        .into_iter()
-        .flatten()
-        .collect();
-    let mut record_files: Vec<(PathBuf, usize)> = Vec::new();
-    let mut judgment_files: Vec<PathBuf> = Vec::new();
-    let needs_scan = pinned.len() < 3;
-    if needs_scan {
+    let documents = match &hints.documents {
+        Some(path) => path.clone(),
+        None => candidates
+            .documents(hints.queries.is_some())
+            .map_err(invalid)?,
+    };
+    let queries = match &hints.queries {
+        Some(path) => path.clone(),
+        None => candidates.queries(&documents).map_err(invalid)?,
+    };
+    let judgments = match &hints.judgments {
+        Some(path) => path.clone(),
+        None => candidates.judgments().map_err(invalid)?,
+    };
+    Ok(Sources {
+        documents,
+        queries,
+        judgments,
+    })
+}
+
+/// The files of a collection directory that may be its documents, queries or judgments.
+#[derive(Default)]
+struct Candidates {
+    /// Files of SMART records with their record counts, most records first (equal counts in
+    /// name order).
+    records: Vec<(PathBuf, usize)>,
+    /// Files of judgment lines, in name order.
+    judgments: Vec<PathBuf>,
+}
+
+impl Candidates {
+    /// Classifies every visible file of `dir` not named in `hints` (none when all three are).
+    fn scan(dir: &Path, hints: &SourceHints) -> Result<Self, DataError> {
+        let pinned: Vec<&PathBuf> = [&hints.documents, &hints.queries, &hints.judgments]
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut candidates = Candidates::default();
+        if pinned.len() == 3 {
+            return Ok(candidates);
+        }
         let entries = std::fs::read_dir(dir).map_err(|err| DataError::io(dir, err))?;
         let mut paths: Vec<PathBuf> = entries
             .map(|entry| entry.map(|entry| entry.path()))
@@ -330,94 +365,91 @@ pub fn find_sources(dir: &Path, hints: &SourceHints) -> Result<Sources, DataErro
                 continue;
             }
             match classify(&path)? {
-                Kind::Records(count) => record_files.push((path, count)),
-                Kind::Judgments => judgment_files.push(path),
+                Kind::Records(count) => candidates.records.push((path, count)),
+                Kind::Judgments => candidates.judgments.push(path),
                 Kind::Other => {}
             }
         }
+        // A stable sort: equal counts stay in name order.
+        candidates
+            .records
+            .sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+        Ok(candidates)
     }
-    let names = |files: &[PathBuf]| {
-        files
-            .iter()
-            .map(|path| file_name(path))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let hint = "name the files with --documents, --queries and --judgments";
 
-    // Most records first; equal counts in name order (the scan sorted them).
-    record_files.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
-    let documents = match &hints.documents {
-        Some(path) => path.clone(),
-        None => {
-            let needed = if hints.queries.is_some() { 1 } else { 2 };
-            if record_files.len() < needed {
-                return Err(invalid(format!(
-                    "found {} file(s) of SMART records (`.I n` lines) where documents and \
-                     queries are needed; {hint}",
-                    record_files.len()
-                )));
-            }
-            let most = record_files[0].1;
-            let tied: Vec<PathBuf> = record_files
-                .iter()
-                .filter(|(_, count)| *count == most)
-                .map(|(path, _)| path.clone())
-                .collect();
-            match &tied[..] {
-                [only] => only.clone(),
-                _ => pick_by_name(&tied, name_score_documents).ok_or_else(|| {
-                    invalid(format!(
-                        "cannot tell the documents from the queries: {} have {most} records \
-                         each; {hint}",
-                        names(&tied)
-                    ))
-                })?,
-            }
+    /// The file with most records (by name among equals); `queries_named` when the queries
+    /// file is given, so one file of records is enough.
+    fn documents(&self, queries_named: bool) -> Result<PathBuf, String> {
+        let needed = if queries_named { 1 } else { 2 };
+        if self.records.len() < needed {
+            return Err(format!(
+                "found {} file(s) of SMART records (`.I n` lines) where documents and queries \
+                 are needed",
+                self.records.len()
+            ));
         }
-    };
-    let queries = match &hints.queries {
-        Some(path) => path.clone(),
-        None => {
-            let rest: Vec<PathBuf> = record_files
-                .iter()
-                .map(|(path, _)| path.clone())
-                .filter(|path| !same_file(path, &documents))
-                .collect();
-            match &rest[..] {
-                [] => return Err(invalid(format!("found no queries file; {hint}"))),
-                [only] => only.clone(),
-                _ => pick_by_name(&rest, name_score_queries).ok_or_else(|| {
-                    invalid(format!(
-                        "cannot tell which file holds the queries: {}; {hint}",
-                        names(&rest)
-                    ))
-                })?,
-            }
+        let most = self.records[0].1;
+        let tied: Vec<PathBuf> = self
+            .records
+            .iter()
+            .filter(|(_, count)| *count == most)
+            .map(|(path, _)| path.clone())
+            .collect();
+        match &tied[..] {
+            [only] => Ok(only.clone()),
+            _ => pick_by_name(&tied, name_score_documents).ok_or_else(|| {
+                format!(
+                    "cannot tell the documents from the queries: {} have {most} records each",
+                    file_names(&tied)
+                )
+            }),
         }
-    };
-    let judgments = match &hints.judgments {
-        Some(path) => path.clone(),
-        None => match &judgment_files[..] {
-            [] => {
-                return Err(invalid(format!(
-                    "found no judgments file (lines of 2-4 numbers: `qid docid [code]`); {hint}"
-                )))
-            }
-            [only] => only.clone(),
-            _ => pick_by_name(&judgment_files, name_score_judgments).ok_or_else(|| {
-                invalid(format!(
-                    "cannot tell which file holds the judgments: {}; {hint}",
-                    names(&judgment_files)
-                ))
-            })?,
-        },
-    };
-    Ok(Sources {
-        documents,
-        queries,
-        judgments,
-    })
+    }
+
+    /// The file of records other than `documents` (by name among several).
+    fn queries(&self, documents: &Path) -> Result<PathBuf, String> {
+        let rest: Vec<PathBuf> = self
+            .records
+            .iter()
+            .map(|(path, _)| path.clone())
+            .filter(|path| !same_file(path, documents))
+            .collect();
+        match &rest[..] {
+            [] => Err("found no queries file".to_string()),
+            [only] => Ok(only.clone()),
+            _ => pick_by_name(&rest, name_score_queries).ok_or_else(|| {
+                format!(
+                    "cannot tell which file holds the queries: {}",
+                    file_names(&rest)
+                )
+            }),
+        }
+    }
+
+    /// The judgments file (by name among several).
+    fn judgments(&self) -> Result<PathBuf, String> {
+        match &self.judgments[..] {
+            [] => Err(
+                "found no judgments file (lines of 2-4 numbers: `qid docid [code]`)".to_string(),
+            ),
+            [only] => Ok(only.clone()),
+            _ => pick_by_name(&self.judgments, name_score_judgments).ok_or_else(|| {
+                format!(
+                    "cannot tell which file holds the judgments: {}",
+                    file_names(&self.judgments)
+                )
+            }),
+        }
+    }
+}
+
+/// The files' names, comma-separated, for messages.
+fn file_names(files: &[PathBuf]) -> String {
+    files
+        .iter()
+        .map(|path| file_name(path))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The one candidate with the best positive name score, if there is exactly one.
@@ -586,15 +618,35 @@ pub fn read_collection(
         },
     );
 
-    let corpus: Vec<Document> = doc_records
+    let corpus = documents_of(&doc_records);
+    let queries = queries_of(&query_records, query_ids);
+    let qrels = judgments_of(sources, &rows, qrels_format, query_ids, &corpus, &queries)?;
+    Ok(Collection {
+        corpus,
+        queries,
+        qrels,
+        conventions: Conventions {
+            query_ids,
+            qrels_format,
+        },
+        judgment_lines: rows.len(),
+    })
+}
+
+fn documents_of(records: &[Record]) -> Vec<Document> {
+    records
         .iter()
         .map(|record| Document {
             id: record.id.clone(),
             title: record.field('T').unwrap_or_default(),
             text: record.field('W').unwrap_or_default(),
         })
-        .collect();
-    let queries: Vec<Query> = query_records
+        .collect()
+}
+
+/// Queries are their `.W` text, or their `.T` title where they have no text.
+fn queries_of(records: &[Record], query_ids: QueryIds) -> Vec<Query> {
+    records
         .iter()
         .enumerate()
         .map(|(index, record)| Query {
@@ -608,24 +660,34 @@ pub fn read_collection(
                 .or_else(|| record.field('T'))
                 .unwrap_or_default(),
         })
-        .collect();
+        .collect()
+}
 
+/// The judgment rows read in `format`, each checked against the queries and documents.
+fn judgments_of(
+    sources: &Sources,
+    rows: &[Row],
+    format: QrelsFormat,
+    query_ids: QueryIds,
+    corpus: &[Document],
+    queries: &[Query],
+) -> Result<Qrels, DataError> {
     let query_set: HashSet<&str> = queries.iter().map(|query| query.id.as_str()).collect();
     let doc_set: HashSet<&str> = corpus.iter().map(|doc| doc.id.as_str()).collect();
     let documents_name = file_name(&sources.documents);
     let queries_name = file_name(&sources.queries);
     let mut qrels = Qrels::new();
-    for row in &rows {
+    for row in rows {
         let at = |message: String| DataError::malformed(&sources.judgments, row.line, message);
-        if row.fields.len() != qrels_format.columns() {
+        if row.fields.len() != format.columns() {
             return Err(at(format!(
                 "expected {} columns ({}), found {}",
-                qrels_format.columns(),
-                qrels_format.describe(),
+                format.columns(),
+                format.describe(),
                 row.fields.len()
             )));
         }
-        let (qid, docid, grade) = interpret(row, qrels_format).map_err(at)?;
+        let (qid, docid, grade) = interpret(row, format).map_err(at)?;
         if !query_set.contains(qid.as_str()) {
             let meaning = match query_ids {
                 QueryIds::Label => format!("no `.I {qid}` in {queries_name}"),
@@ -652,16 +714,7 @@ pub fn read_collection(
             }
         }
     }
-    Ok(Collection {
-        corpus,
-        queries,
-        qrels,
-        conventions: Conventions {
-            query_ids,
-            qrels_format,
-        },
-        judgment_lines: rows.len(),
-    })
+    Ok(qrels)
 }
 
 fn check_unique(path: &Path, records: &[Record]) -> Result<(), DataError> {

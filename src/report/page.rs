@@ -159,45 +159,14 @@ fn page_context(
     metrics: &[String],
     draw: bool,
 ) -> Result<PageContext, ReportError> {
-    let mut charted: Vec<String> = vec![HEADLINE_MEASURES[0].to_string()];
-    for metric in metrics {
-        if !charted.contains(metric) {
-            charted.push(metric.clone());
-        }
-    }
-    let missing_metrics: Vec<String> = charted
+    let charted = charted_metrics(metrics);
+    let (drawable, missing_metrics): (Vec<String>, Vec<String>) = charted
+        .into_iter()
+        .partition(|metric| study.table.measures.contains(metric));
+    let layer_sections = drawable
         .iter()
-        .filter(|metric| !study.table.measures.contains(metric))
-        .cloned()
-        .collect();
-    let mut layer_sections = Vec::new();
-    for metric in charted.iter().filter(|m| !missing_metrics.contains(m)) {
-        let mut curves = study.layer_curves(metric);
-        let means = mean_curves(&curves);
-        let mut datasets = study.datasets();
-        for mean in &means {
-            if !datasets.contains(&mean.dataset) {
-                datasets.push(mean.dataset.clone());
-            }
-        }
-        curves.extend(means);
-        let mut charts = Vec::new();
-        for dataset in datasets {
-            let chart = layer_chart(&dataset, &curves, metric);
-            if chart.series.is_empty() {
-                continue;
-            }
-            charts.push(ChartBlock {
-                title: chart.title.clone(),
-                svg: if draw { chart.to_svg()? } else { String::new() },
-            });
-        }
-        layer_sections.push(MetricSection {
-            metric: metric.clone(),
-            label: measure_label(metric),
-            charts,
-        });
-    }
+        .map(|metric| layer_section(study, metric, draw))
+        .collect::<Result<Vec<_>, _>>()?;
     let headline = HEADLINE_MEASURES[0];
     let curves = study.layer_curves(headline);
     let mut comparisons = study.layer_comparisons(store, &curves, headline)?;
@@ -213,24 +182,11 @@ fn page_context(
     let mut best_curves = curves.clone();
     best_curves.extend(mean_curves(&curves));
     let speed = study.speed_curves();
-    let mut speed_charts = Vec::new();
-    if !speed.is_empty() && draw {
-        for chart in [speedup_chart(&speed), throughput_chart(&speed)] {
-            speed_charts.push(ChartBlock {
-                title: chart.title.clone(),
-                svg: chart.to_svg()?,
-            });
-        }
-    }
-    let mut loss_charts = Vec::new();
-    if draw {
-        for chart in loss_charts_of(&study.loss_curves()) {
-            loss_charts.push(ChartBlock {
-                title: chart.title.clone(),
-                svg: chart.to_svg()?,
-            });
-        }
-    }
+    let speed_charts = match speed.is_empty() {
+        true => Vec::new(),
+        false => drawn([speedup_chart(&speed), throughput_chart(&speed)], draw)?,
+    };
+    let loss_charts = drawn(loss_charts_of(&study.loss_curves()), draw)?;
     let (headers, rows) = study.parameter_table()?;
     Ok(PageContext {
         experiment: study.experiment.clone(),
@@ -241,16 +197,7 @@ fn page_context(
             .collect::<Vec<_>>()
             .join(", "),
         runs: runs_table(study),
-        stage_times: Table {
-            headers: vec!["stage".into(), "tasks".into(), "seconds".into()],
-            rows: study
-                .stage_seconds
-                .iter()
-                .map(|(stage, count, seconds)| {
-                    vec![stage.clone(), count.to_string(), format!("{seconds:.1}")]
-                })
-                .collect(),
-        },
+        stage_times: stage_times_table(study),
         layer_sections,
         best_layers: best_layers_table(&best_curves),
         comparisons: comparisons_table(&comparisons),
@@ -266,6 +213,78 @@ fn page_context(
         loss_charts,
         missing_metrics,
     })
+}
+
+/// The headline measure first, then the requested ones, each once.
+fn charted_metrics(metrics: &[String]) -> Vec<String> {
+    let mut charted: Vec<String> = vec![HEADLINE_MEASURES[0].to_string()];
+    for metric in metrics {
+        if !charted.contains(metric) {
+            charted.push(metric.clone());
+        }
+    }
+    charted
+}
+
+/// One measure's layer charts: one per dataset, then one per mean over datasets.
+fn layer_section(study: &Study, metric: &str, draw: bool) -> Result<MetricSection, ReportError> {
+    let mut curves = study.layer_curves(metric);
+    let means = mean_curves(&curves);
+    let mut datasets = study.datasets();
+    for mean in &means {
+        if !datasets.contains(&mean.dataset) {
+            datasets.push(mean.dataset.clone());
+        }
+    }
+    curves.extend(means);
+    let charts = datasets
+        .iter()
+        .map(|dataset| layer_chart(dataset, &curves, metric))
+        .filter(|chart| !chart.series.is_empty())
+        .map(|chart| {
+            Ok(ChartBlock {
+                svg: if draw { chart.to_svg()? } else { String::new() },
+                title: chart.title,
+            })
+        })
+        .collect::<Result<Vec<_>, ReportError>>()?;
+    Ok(MetricSection {
+        metric: metric.to_string(),
+        label: measure_label(metric),
+        charts,
+    })
+}
+
+/// `charts` drawn as SVG, or none when the page is not drawn.
+fn drawn(
+    charts: impl IntoIterator<Item = Chart>,
+    draw: bool,
+) -> Result<Vec<ChartBlock>, ReportError> {
+    if !draw {
+        return Ok(Vec::new());
+    }
+    charts
+        .into_iter()
+        .map(|chart| {
+            Ok(ChartBlock {
+                svg: chart.to_svg()?,
+                title: chart.title,
+            })
+        })
+        .collect()
+}
+
+fn stage_times_table(study: &Study) -> Table {
+    Table {
+        headers: vec!["stage".into(), "tasks".into(), "seconds".into()],
+        rows: study
+            .stage_seconds
+            .iter()
+            .map(|(stage, count, seconds)| {
+                vec![stage.clone(), count.to_string(), format!("{seconds:.1}")]
+            })
+            .collect(),
+    }
 }
 
 /// How a trec_eval measure is called in the paper's tables.

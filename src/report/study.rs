@@ -366,61 +366,45 @@ impl Study {
     }
 
     /// Paired comparisons on `measure`: each curve's best layer against its last, `self_pair`
-    /// against `single` input, and per dataset the best CE layer against the DE's last layer.
+    /// against `single` input, a CE's best layer against the DE's same layer, and per dataset
+    /// the best CE layer against the DE's last layer.
     pub fn layer_comparisons(
         &self,
         store: &Store,
         curves: &[LayerCurve],
         measure: &str,
     ) -> Result<Vec<Comparison>, ReportError> {
+        let pairings = best_vs_last(curves)
+            .into_iter()
+            .chain(self_pair_vs_single(curves))
+            .chain(self.ce_vs_de_at_same_layer(curves))
+            .chain(self.best_ce_vs_last_de(curves));
         let mut comparisons = Vec::new();
-        for curve in curves {
-            let (Some(best), Some(last)) = (curve.best(), curve.last()) else {
-                continue;
-            };
-            if best.layer == last.layer {
-                continue;
-            }
-            let label = curve.label();
-            if let Some(result) = self.compare(store, best, last, measure)? {
+        for Pairing {
+            dataset,
+            what,
+            a,
+            b,
+        } in pairings
+        {
+            if let Some(result) = self.compare(store, a.1, b.1, measure)? {
                 comparisons.push(Comparison {
-                    dataset: curve.dataset.clone(),
-                    what: "best layer vs last layer".to_string(),
-                    a: format!("{label} L{}", best.layer),
-                    b: format!("{label} L{}", last.layer),
+                    dataset: dataset.to_string(),
+                    what: what.to_string(),
+                    a: format!("{} L{}", a.0, a.1.layer),
+                    b: format!("{} L{}", b.0, b.1.layer),
                     measure: measure.to_string(),
                     significant: result.significant(ALPHA),
                     result,
                 });
             }
         }
-        // The input format the paper varies: a sentence paired with itself against the
-        // sentence alone, each at its best layer.
-        for pair in curves.iter().filter(|c| c.input == "self_pair") {
-            let single = curves.iter().find(|c| {
-                c.input == "single"
-                    && (&c.dataset, &c.model, &c.pooling, &c.extra)
-                        == (&pair.dataset, &pair.model, &pair.pooling, &pair.extra)
-            });
-            let (Some(single), Some(pair_best)) = (single, pair.best()) else {
-                continue;
-            };
-            let Some(single_best) = single.best() else {
-                continue;
-            };
-            if let Some(result) = self.compare(store, pair_best, single_best, measure)? {
-                comparisons.push(Comparison {
-                    dataset: pair.dataset.clone(),
-                    what: "self_pair vs single (best layers)".to_string(),
-                    a: format!("{} L{}", pair.label(), pair_best.layer),
-                    b: format!("{} L{}", single.label(), single_best.layer),
-                    measure: measure.to_string(),
-                    significant: result.significant(ALPHA),
-                    result,
-                });
-            }
-        }
-        // The paper's probe: a CE layer against the DE's same layer, read the same way.
+        Ok(comparisons)
+    }
+
+    /// The paper's probe: a CE's best layer against the DE's same layer, read the same way.
+    fn ce_vs_de_at_same_layer<'c>(&self, curves: &'c [LayerCurve]) -> Vec<Pairing<'c>> {
+        let mut pairings = Vec::new();
         for ce in curves.iter().filter(|c| c.kind == "CE") {
             let Some(best) = ce.best() else {
                 continue;
@@ -434,52 +418,43 @@ impl Study {
                             == (&ce.dataset, &ce.pooling, &ce.input)
                 })
                 .find_map(|de| Some((de, de.points.iter().find(|p| p.layer == best.layer)?)));
-            let Some((de, de_point)) = de_point else {
-                continue;
-            };
-            if let Some(result) = self.compare(store, best, de_point, measure)? {
-                comparisons.push(Comparison {
-                    dataset: ce.dataset.clone(),
-                    what: "best CE layer vs the DE at the same layer".to_string(),
-                    a: format!("{} L{}", ce.label(), best.layer),
-                    b: format!("{} L{}", de.label(), de_point.layer),
-                    measure: measure.to_string(),
-                    significant: result.significant(ALPHA),
-                    result,
+            if let Some((de, de_point)) = de_point {
+                pairings.push(Pairing {
+                    dataset: &ce.dataset,
+                    what: "best CE layer vs the DE at the same layer",
+                    a: (ce.label(), best),
+                    b: (de.label(), de_point),
                 });
             }
         }
-        for dataset in self.datasets() {
+        pairings
+    }
+
+    /// Per dataset, the best layer of any CE curve against the best last layer of a DE curve.
+    fn best_ce_vs_last_de<'c>(&self, curves: &'c [LayerCurve]) -> Vec<Pairing<'c>> {
+        let mut pairings = Vec::new();
+        for dataset in &self.datasets() {
             let of_kind = |kind: &'static str| {
                 curves
                     .iter()
-                    .filter(|c| c.dataset == dataset && c.kind == kind)
-                    .collect::<Vec<_>>()
+                    .filter(move |c| c.dataset == *dataset && c.kind == kind)
             };
             let best_ce = of_kind("CE")
-                .into_iter()
                 .filter_map(|curve| Some((curve, curve.best()?)))
                 .max_by(|a, b| a.1.value.total_cmp(&b.1.value));
             let last_de = of_kind("DE")
-                .into_iter()
                 .filter_map(|curve| Some((curve, curve.last()?)))
                 .max_by(|a, b| a.1.value.total_cmp(&b.1.value));
-            let (Some((ce, ce_point)), Some((de, de_point))) = (best_ce, last_de) else {
-                continue;
-            };
-            if let Some(result) = self.compare(store, ce_point, de_point, measure)? {
-                comparisons.push(Comparison {
-                    dataset: ce.dataset.clone(),
-                    what: "best CE layer vs DE last layer".to_string(),
-                    a: format!("{} L{}", ce.label(), ce_point.layer),
-                    b: format!("{} L{}", de.label(), de_point.layer),
-                    measure: measure.to_string(),
-                    significant: result.significant(ALPHA),
-                    result,
+            if let (Some((ce, ce_point)), Some((de, de_point))) = (best_ce, last_de) {
+                pairings.push(Pairing {
+                    dataset: &ce.dataset,
+                    what: "best CE layer vs DE last layer",
+                    a: (ce.label(), ce_point),
+                    b: (de.label(), de_point),
                 });
             }
         }
-        Ok(comparisons)
+        pairings
     }
 
     fn compare(
@@ -912,4 +887,51 @@ fn task_of(cell: &CellRow, stage: Stage) -> Option<String> {
         .iter()
         .find(|(name, _, _)| name == stage.name())
         .map(|(_, key, _)| key.clone())
+}
+
+/// Two points of layer curves to compare, each with its curve's label, and what the
+/// comparison is called.
+struct Pairing<'c> {
+    dataset: &'c str,
+    what: &'static str,
+    a: (String, &'c CurvePoint),
+    b: (String, &'c CurvePoint),
+}
+
+/// Each curve's best layer against its last (where they differ).
+fn best_vs_last(curves: &[LayerCurve]) -> Vec<Pairing<'_>> {
+    curves
+        .iter()
+        .filter_map(|curve| {
+            let (best, last) = (curve.best()?, curve.last()?);
+            (best.layer != last.layer).then(|| Pairing {
+                dataset: &curve.dataset,
+                what: "best layer vs last layer",
+                a: (curve.label(), best),
+                b: (curve.label(), last),
+            })
+        })
+        .collect()
+}
+
+/// The input format the paper varies: a sentence paired with itself against the sentence
+/// alone, each at its best layer.
+fn self_pair_vs_single(curves: &[LayerCurve]) -> Vec<Pairing<'_>> {
+    curves
+        .iter()
+        .filter(|c| c.input == "self_pair")
+        .filter_map(|pair| {
+            let single = curves.iter().find(|c| {
+                c.input == "single"
+                    && (&c.dataset, &c.model, &c.pooling, &c.extra)
+                        == (&pair.dataset, &pair.model, &pair.pooling, &pair.extra)
+            })?;
+            Some(Pairing {
+                dataset: &pair.dataset,
+                what: "self_pair vs single (best layers)",
+                a: (pair.label(), pair.best()?),
+                b: (single.label(), single.best()?),
+            })
+        })
+        .collect()
 }

@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use super::loss::{margin_mse, mean_pool, mnrl, mse, MNRL_SCALE};
 use super::params::{StudentInit, TrainableBert};
 use super::step::TrainingPass;
+use super::trainer::BatchLoss;
 use super::{stream_seed, trainer, StepRecord, Stream, TrainError, TrainingLog, TrainingSettings};
 use crate::model::{encode_mean, load_model, Batch, InputFormat, TextTokenizer, TokenizedText};
 
@@ -182,108 +183,117 @@ pub fn fit_dual_encoder(
         tokenizer: &tokenizer,
         device: student.device().clone(),
     };
-    let encode = |texts: &mut dyn Iterator<Item = &String>| {
-        texts
-            .map(|text| tokenizer.encode(text, InputFormat::Single))
-            .collect::<Result<Vec<_>, _>>()
+    let mut train = |loss_of: &mut BatchLoss| {
+        trainer::run(student, data.len(), settings, started, on_step, loss_of)
     };
-    // Each side of (query, positive, negative) triples, tokenized.
-    let encode_triples = |triples: &[(String, String, String)]| {
-        Ok::<_, TrainError>((
-            encode(&mut triples.iter().map(|(q, _, _)| q))?,
-            encode(&mut triples.iter().map(|(_, p, _)| p))?,
-            encode(&mut triples.iter().map(|(_, _, n)| n))?,
-        ))
-    };
-    let examples = data.len();
     match (spec.loss, data) {
         (DistillLoss::Mse, DistillData::Texts(texts)) => {
-            let targets =
-                teacher_embeddings(spec.teacher_de, texts, settings.max_len, spec.known_targets)?;
-            if targets.1 != student.config().hidden_size {
-                return Err(TrainError::Setting(format!(
-                    "mse needs the student's width ({}) to equal the teacher's ({}, {})",
-                    student.config().hidden_size,
-                    targets.1,
-                    spec.teacher_de.display()
-                )));
-            }
-            let inputs = encode(&mut texts.iter())?;
-            trainer::run(
-                student,
-                examples,
-                settings,
-                started,
-                on_step,
-                &mut |batch, pass| {
-                    let embedded = embedder.embed(&inputs, batch, pass)?;
-                    let rows: Vec<f32> = batch
-                        .iter()
-                        .flat_map(|&i| {
-                            targets.0[i * targets.1..(i + 1) * targets.1]
-                                .iter()
-                                .copied()
-                        })
-                        .collect();
-                    let target =
-                        Tensor::from_vec(rows, (batch.len(), targets.1), &embedder.device)?;
-                    Ok(mse(&embedded, &target)?)
-                },
-            )
+            let targets = mse_targets(student, spec, texts, settings.max_len)?;
+            let inputs = embedder.tokenize(texts.iter())?;
+            train(&mut |batch, pass| {
+                let embedded = embedder.embed(&inputs, batch, pass)?;
+                Ok(mse(&embedded, &targets.rows(batch, &embedder.device)?)?)
+            })
         }
         (DistillLoss::Mnrl, DistillData::Pairs(pairs)) => {
-            let queries = encode(&mut pairs.iter().map(|(q, _)| q))?;
-            let positives = encode(&mut pairs.iter().map(|(_, p)| p))?;
-            trainer::run(
-                student,
-                examples,
-                settings,
-                started,
-                on_step,
-                &mut |batch, pass| {
-                    let q = embedder.embed(&queries, batch, pass)?;
-                    let p = embedder.embed(&positives, batch, pass)?;
-                    Ok(mnrl(&q, &p, MNRL_SCALE)?)
-                },
-            )
+            let queries = embedder.tokenize(pairs.iter().map(|(q, _)| q))?;
+            let positives = embedder.tokenize(pairs.iter().map(|(_, p)| p))?;
+            train(&mut |batch, pass| {
+                let q = embedder.embed(&queries, batch, pass)?;
+                let p = embedder.embed(&positives, batch, pass)?;
+                Ok(mnrl(&q, &p, MNRL_SCALE)?)
+            })
         }
         (DistillLoss::Mnrl, DistillData::Triples(triples)) => {
-            let (queries, positives, negatives) = encode_triples(triples)?;
-            trainer::run(
-                student,
-                examples,
-                settings,
-                started,
-                on_step,
-                &mut |batch, pass| {
-                    let q = embedder.embed(&queries, batch, pass)?;
-                    let p = embedder.embed(&positives, batch, pass)?;
-                    let n = embedder.embed(&negatives, batch, pass)?;
-                    Ok(mnrl(&q, &Tensor::cat(&[p, n], 0)?, MNRL_SCALE)?)
-                },
-            )
+            let sides = TripleInputs::tokenize(&embedder, triples)?;
+            train(&mut |batch, pass| {
+                let (q, p, n) = sides.embed(&embedder, batch, pass)?;
+                Ok(mnrl(&q, &Tensor::cat(&[p, n], 0)?, MNRL_SCALE)?)
+            })
         }
         (DistillLoss::MarginMse, DistillData::Triples(triples)) => {
             let teacher = spec.teacher_ce("margin_mse")?;
             let margins = teacher_margins(teacher, triples, settings.max_len)?;
-            let (queries, positives, negatives) = encode_triples(triples)?;
-            trainer::run(
-                student,
-                examples,
-                settings,
-                started,
-                on_step,
-                &mut |batch, pass| {
-                    let q = embedder.embed(&queries, batch, pass)?;
-                    let p = embedder.embed(&positives, batch, pass)?;
-                    let n = embedder.embed(&negatives, batch, pass)?;
-                    let target: Vec<f32> = batch.iter().map(|&i| margins[i]).collect();
-                    let target = Tensor::from_vec(target, batch.len(), &embedder.device)?;
-                    Ok(margin_mse(&q, &p, &n, &target)?)
-                },
-            )
+            let sides = TripleInputs::tokenize(&embedder, triples)?;
+            train(&mut |batch, pass| {
+                let (q, p, n) = sides.embed(&embedder, batch, pass)?;
+                let target: Vec<f32> = batch.iter().map(|&i| margins[i]).collect();
+                let target = Tensor::from_vec(target, batch.len(), &embedder.device)?;
+                Ok(margin_mse(&q, &p, &n, &target)?)
+            })
         }
         (loss, data) => Err(mismatch(loss, data)),
+    }
+}
+
+/// The `mse` targets: the teacher dual encoder's embeddings of `texts`, as wide as the
+/// student's.
+fn mse_targets(
+    student: &TrainableBert,
+    spec: &StudentSpec,
+    texts: &[String],
+    max_len: usize,
+) -> Result<TargetRows, TrainError> {
+    let (values, width) = teacher_embeddings(spec.teacher_de, texts, max_len, spec.known_targets)?;
+    if width != student.config().hidden_size {
+        return Err(TrainError::Setting(format!(
+            "mse needs the student's width ({}) to equal the teacher's ({width}, {})",
+            student.config().hidden_size,
+            spec.teacher_de.display()
+        )));
+    }
+    Ok(TargetRows { values, width })
+}
+
+/// One target vector per training text, row-major.
+struct TargetRows {
+    values: Vec<f32>,
+    width: usize,
+}
+
+impl TargetRows {
+    /// The rows of `batch`, as a `(batch, width)` tensor.
+    fn rows(&self, batch: &[usize], device: &Device) -> Result<Tensor, TrainError> {
+        let rows: Vec<f32> = batch
+            .iter()
+            .flat_map(|&i| &self.values[i * self.width..(i + 1) * self.width])
+            .copied()
+            .collect();
+        Ok(Tensor::from_vec(rows, (batch.len(), self.width), device)?)
+    }
+}
+
+/// Each side of (query, positive, negative) triples, tokenized.
+struct TripleInputs {
+    queries: Vec<TokenizedText>,
+    positives: Vec<TokenizedText>,
+    negatives: Vec<TokenizedText>,
+}
+
+impl TripleInputs {
+    fn tokenize(
+        embedder: &Embedder,
+        triples: &[(String, String, String)],
+    ) -> Result<Self, TrainError> {
+        Ok(Self {
+            queries: embedder.tokenize(triples.iter().map(|(q, _, _)| q))?,
+            positives: embedder.tokenize(triples.iter().map(|(_, p, _)| p))?,
+            negatives: embedder.tokenize(triples.iter().map(|(_, _, n)| n))?,
+        })
+    }
+
+    /// The embeddings of the batch's queries, positives and negatives.
+    fn embed(
+        &self,
+        embedder: &Embedder,
+        batch: &[usize],
+        pass: &mut TrainingPass,
+    ) -> Result<(Tensor, Tensor, Tensor), TrainError> {
+        Ok((
+            embedder.embed(&self.queries, batch, pass)?,
+            embedder.embed(&self.positives, batch, pass)?,
+            embedder.embed(&self.negatives, batch, pass)?,
+        ))
     }
 }
 
@@ -315,6 +325,16 @@ struct Embedder<'a> {
 }
 
 impl Embedder<'_> {
+    /// `texts` tokenized as single sentences.
+    fn tokenize<'t>(
+        &self,
+        texts: impl Iterator<Item = &'t String>,
+    ) -> Result<Vec<TokenizedText>, TrainError> {
+        Ok(texts
+            .map(|text| self.tokenizer.encode(text, InputFormat::Single))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Mean-pooled last-layer states `(batch, hidden)` of `inputs[i]` for `i` in `batch`.
     fn embed(
         &self,
