@@ -14,7 +14,7 @@ REPRO := target/release/repro
 # (Debian: libopenblas-dev); otherwise through the pure-Rust gemm crate.
 FEATURES ?= $(if $(wildcard /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so),--features openblas,)
 
-.PHONY: all build release models fonts browser-env slurm-env test lint fmt sweep distill paper figures report smoke bench bench-env bench-train ce-recipe clean-results
+.PHONY: all build release models fonts browser-env slurm-env test lint fmt sweep distill paper figures report smoke bench bench-env bench-train bf16-gap ce-recipe clean-results
 
 all: build
 
@@ -120,7 +120,7 @@ bench-env: $(BENCH_PYTHON)
 
 $(BENCH_PYTHON):
 	$(PYTHON) -m venv .venv-bench
-	.venv-bench/bin/pip install --quiet torch sentence-transformers
+	.venv-bench/bin/pip install --quiet torch sentence-transformers pytrec-eval-terrier
 
 bench: models bench-env
 	$(MAKE) release
@@ -141,6 +141,20 @@ bench: models bench-env
 ## rounds' medians of examples/s (model loading excluded, tokenization included), and of peak RSS.
 BENCH_TRAIN_ROUNDS ?= 3
 BENCH_TRAIN_PAIRS ?= 480
+
+## bf16 against f32, in repro and in PyTorch, on the same 112 cells (all-MiniLM-L6-v2's layers ×
+## poolings × inputs on SciFact and Cranfield): issue 19's quality bound, and how far PyTorch's
+## own bf16 autocast and two f32 encoders are apart on it. Needs a CPU with AMX-BF16 or
+## AVX512-BF16; about 10 minutes for repro's half (cached), 12 for PyTorch's.
+bf16-gap: models bench-env
+	$(MAKE) release
+	$(REPRO) run experiments/bf16_quality.toml
+	$(REPRO) --quiet compare bf16_quality --json > target/bf16_quality.json
+	-$(PYTHON) scripts/precision_gap.py < target/bf16_quality.json
+	$(BENCH_PYTHON) scripts/torch_precision_gap.py --model $(MINILM) \
+		--dataset scifact=$(REPRO_MIRROR)/scifact \
+		--dataset cranfield=$$($(REPRO) --quiet data fetch cranfield) \
+		--repro target/bf16_quality.json --out target/bf16_gap.json
 
 bench-train: models bench-env
 	$(MAKE) release

@@ -787,79 +787,21 @@ fn download_beir(
     progress: &dyn Fn(u64, Option<u64>),
 ) -> Result<PathBuf, DataError> {
     std::fs::create_dir_all(data_dir).map_err(|err| DataError::io(data_dir, err))?;
-    let download_error = |message: String| DataError::Download {
-        url: url.to_string(),
-        message,
-    };
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(30))
-        .timeout_read(Duration::from_secs(300))
-        .build();
-    let response = agent.get(url).call().map_err(|err| match err {
-        ureq::Error::Status(404, _) if entry.is_none() => download_error(format!(
-            "HTTP 404: the server has no `{name}.zip`; is `{name}` a BEIR dataset? known: {}",
-            REGISTRY
-                .iter()
-                .map(|dataset| dataset.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        ureq::Error::Status(code, response) => {
-            download_error(format!("HTTP {code} {}", response.status_text()))
-        }
-        ureq::Error::Transport(transport) => download_error(transport.to_string()),
-    })?;
-    let total: Option<u64> = response
-        .header("Content-Length")
-        .and_then(|value| value.trim().parse().ok());
-
+    let response = request(name, url, entry)?;
     let mut zip_file = tempfile::Builder::new()
         .prefix(".repro-download-")
         .suffix(".zip")
         .tempfile_in(data_dir)
         .map_err(|err| DataError::io(data_dir, err))?;
     let zip_path = zip_file.path().to_path_buf();
-    let mut md5 = md5::Md5::new();
-    let mut sha256 = Sha256::new();
-    let mut done: u64 = 0;
-    {
-        let mut reader = response.into_reader();
-        let mut writer = std::io::BufWriter::new(zip_file.as_file_mut());
-        let mut buffer = vec![0u8; 1 << 16];
-        progress(0, total);
-        loop {
-            let read = reader
-                .read(&mut buffer)
-                .map_err(|err| download_error(err.to_string()))?;
-            if read == 0 {
-                break;
-            }
-            md5.update(&buffer[..read]);
-            sha256.update(&buffer[..read]);
-            writer
-                .write_all(&buffer[..read])
-                .map_err(|err| DataError::io(&zip_path, err))?;
-            done += read as u64;
-            progress(done, total);
-        }
-        writer
-            .flush()
-            .map_err(|err| DataError::io(&zip_path, err))?;
-    }
-    if let Some(total) = total.filter(|&total| total != done) {
-        return Err(download_error(format!(
-            "the connection closed after {done} of {total} bytes"
-        )));
-    }
-    let md5 = md5.hex_digest();
-    let zip_label = format!("{name}.zip");
+    let digests = save_response(response, url, zip_file.as_file_mut(), &zip_path, progress)?;
     if let Some(expected) = entry.and_then(|entry| entry.zip_md5) {
-        if md5 != expected {
+        if digests.md5 != expected {
             return Err(DataError::Checksum {
                 path: PathBuf::from(url),
                 algorithm: "md5",
                 expected: expected.to_string(),
-                actual: md5,
+                actual: digests.md5,
             });
         }
     }
@@ -878,15 +820,101 @@ fn download_beir(
     let marker = Marker {
         origin: "download".to_string(),
         source: url.to_string(),
-        checksums: BTreeMap::from([(
-            zip_label,
-            format!("sha256:{}", hex::encode(sha256.finalize())),
-        )]),
+        checksums: BTreeMap::from([(format!("{name}.zip"), format!("sha256:{}", digests.sha256))]),
     };
     write_marker(&root, &marker)?;
     let target = data_dir.join(name);
     replace_dir(&root, &target)?;
     Ok(target)
+}
+
+fn download_error(url: &str, message: String) -> DataError {
+    DataError::Download {
+        url: url.to_string(),
+        message,
+    }
+}
+
+/// GETs `url`; a 404 for a name the registry does not know says which names it knows.
+fn request(
+    name: &str,
+    url: &str,
+    entry: Option<&KnownDataset>,
+) -> Result<ureq::Response, DataError> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(30))
+        .timeout_read(Duration::from_secs(300))
+        .build();
+    agent.get(url).call().map_err(|err| match err {
+        ureq::Error::Status(404, _) if entry.is_none() => download_error(
+            url,
+            format!(
+                "HTTP 404: the server has no `{name}.zip`; is `{name}` a BEIR dataset? known: {}",
+                REGISTRY
+                    .iter()
+                    .map(|dataset| dataset.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        ureq::Error::Status(code, response) => {
+            download_error(url, format!("HTTP {code} {}", response.status_text()))
+        }
+        ureq::Error::Transport(transport) => download_error(url, transport.to_string()),
+    })
+}
+
+/// The hex digests of a downloaded file.
+struct Digests {
+    md5: String,
+    sha256: String,
+}
+
+/// Streams the response's body into `file` (at `path`), hashing it and reporting progress;
+/// a body shorter than its `Content-Length` is an error.
+fn save_response(
+    response: ureq::Response,
+    url: &str,
+    file: &mut std::fs::File,
+    path: &Path,
+    progress: &dyn Fn(u64, Option<u64>),
+) -> Result<Digests, DataError> {
+    let total: Option<u64> = response
+        .header("Content-Length")
+        .and_then(|value| value.trim().parse().ok());
+    let mut md5 = md5::Md5::new();
+    let mut sha256 = Sha256::new();
+    let mut done: u64 = 0;
+    let mut reader = response.into_reader();
+    let mut writer = std::io::BufWriter::new(file);
+    let mut buffer = vec![0u8; 1 << 16];
+    progress(0, total);
+    loop {
+        let read = reader
+            .read(&mut buffer)
+            .map_err(|err| download_error(url, err.to_string()))?;
+        if read == 0 {
+            break;
+        }
+        md5.update(&buffer[..read]);
+        sha256.update(&buffer[..read]);
+        writer
+            .write_all(&buffer[..read])
+            .map_err(|err| DataError::io(path, err))?;
+        done += read as u64;
+        progress(done, total);
+    }
+    writer.flush().map_err(|err| DataError::io(path, err))?;
+    if let Some(total) = total.filter(|&total| total != done) {
+        return Err(download_error(
+            url,
+            format!("the connection closed after {done} of {total} bytes"),
+        ));
+    }
+    Ok(Digests {
+        md5: md5.hex_digest(),
+        sha256: hex::encode(sha256.finalize()),
+    })
 }
 
 /// Unpacks a zip into `dest`, refusing entries whose names would leave it.

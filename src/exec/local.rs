@@ -25,56 +25,13 @@ pub(super) fn run(
     options: &ExecOptions,
     stop: &AtomicBool,
 ) -> Result<(), ExecError> {
-    let plan = schedule.plan;
     let (sender, receiver) = std::sync::mpsc::channel();
     let mut running: BTreeMap<usize, RunningTask> = BTreeMap::new();
     loop {
         if stop.load(Ordering::SeqCst) {
-            for (_, mut task) in std::mem::take(&mut running) {
-                task.kill();
-                let ending = Ending::Failed {
-                    end: AttemptEnd::Interrupted,
-                    seconds: task.started.elapsed().as_secs_f64(),
-                    exit_code: None,
-                    error: "interrupted (Ctrl-C)".to_string(),
-                };
-                schedule.conclude(store, &task.launch, ending)?;
-            }
-            return Ok(());
+            return interrupt(std::mem::take(&mut running), schedule, store);
         }
-        while schedule.may_start() && running.len() < options.jobs.max(1) {
-            let Some(index) = schedule.ready().next() else {
-                break;
-            };
-            // A task that runs alone waits for the running ones, and nothing starts beside it.
-            let alone_running = running
-                .keys()
-                .any(|&other| plan.tasks[other].stage.runs_alone());
-            if alone_running || (plan.tasks[index].stage.runs_alone() && !running.is_empty()) {
-                break;
-            }
-            let launch = schedule.launch(store, index)?;
-            match spawn(
-                launch.clone(),
-                &options.program,
-                options.threads_per_task,
-                sender.clone(),
-            ) {
-                Ok(child) => {
-                    running.insert(index, child);
-                }
-                Err(err) => {
-                    let ending = Ending::Failed {
-                        end: AttemptEnd::Failed,
-                        seconds: 0.0,
-                        exit_code: None,
-                        error: err.to_string(),
-                    };
-                    schedule.conclude(store, &launch, ending)?;
-                    return Err(err);
-                }
-            }
-        }
+        start_ready(schedule, store, options, &sender, &mut running)?;
         if running.is_empty() {
             return Ok(());
         }
@@ -92,34 +49,109 @@ pub(super) fn run(
                 };
                 let exit = child.wait();
                 let seconds = child.started.elapsed().as_secs_f64();
-                let ending = match exit {
-                    Ok(status) if status.success() => Ending::Exited { seconds },
-                    Ok(status) if stop.load(Ordering::SeqCst) => Ending::Failed {
-                        end: AttemptEnd::Interrupted,
-                        seconds,
-                        exit_code: status.code(),
-                        error: "interrupted (Ctrl-C)".to_string(),
-                    },
-                    Ok(status) => Ending::Failed {
-                        end: if status.signal().is_some() {
-                            AttemptEnd::Killed
-                        } else {
-                            AttemptEnd::Failed
-                        },
-                        seconds,
-                        exit_code: status.code(),
-                        error: describe_exit(status, &child.launch.log_path),
-                    },
-                    Err(err) => Ending::Failed {
-                        end: AttemptEnd::Failed,
-                        seconds,
-                        exit_code: None,
-                        error: format!("waiting for the worker: {err}"),
-                    },
-                };
+                let stopped = stop.load(Ordering::SeqCst);
+                let ending = ending_of(exit, seconds, stopped, &child.launch.log_path);
                 schedule.conclude(store, &child.launch, ending)?;
             }
         }
+    }
+}
+
+/// Kills the running workers and records their attempts as interrupted.
+fn interrupt(
+    running: BTreeMap<usize, RunningTask>,
+    schedule: &mut Schedule,
+    store: &mut Store,
+) -> Result<(), ExecError> {
+    for (_, mut task) in running {
+        task.kill();
+        let ending = Ending::Failed {
+            end: AttemptEnd::Interrupted,
+            seconds: task.started.elapsed().as_secs_f64(),
+            exit_code: None,
+            error: "interrupted (Ctrl-C)".to_string(),
+        };
+        schedule.conclude(store, &task.launch, ending)?;
+    }
+    Ok(())
+}
+
+/// Starts ready tasks while fewer than `--jobs` run. A task that runs alone waits for the
+/// running ones, and nothing starts beside it.
+fn start_ready(
+    schedule: &mut Schedule,
+    store: &mut Store,
+    options: &ExecOptions,
+    sender: &Sender<Event>,
+    running: &mut BTreeMap<usize, RunningTask>,
+) -> Result<(), ExecError> {
+    let plan = schedule.plan;
+    while schedule.may_start() && running.len() < options.jobs.max(1) {
+        let Some(index) = schedule.ready().next() else {
+            break;
+        };
+        let alone_running = running
+            .keys()
+            .any(|&other| plan.tasks[other].stage.runs_alone());
+        if alone_running || (plan.tasks[index].stage.runs_alone() && !running.is_empty()) {
+            break;
+        }
+        let launch = schedule.launch(store, index)?;
+        match spawn(
+            launch.clone(),
+            &options.program,
+            options.threads_per_task,
+            sender.clone(),
+        ) {
+            Ok(child) => {
+                running.insert(index, child);
+            }
+            Err(err) => {
+                let ending = Ending::Failed {
+                    end: AttemptEnd::Failed,
+                    seconds: 0.0,
+                    exit_code: None,
+                    error: err.to_string(),
+                };
+                schedule.conclude(store, &launch, ending)?;
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How a worker's attempt ended, from its exit; `stopped` when Ctrl-C was pressed.
+fn ending_of(
+    exit: std::io::Result<ExitStatus>,
+    seconds: f64,
+    stopped: bool,
+    log_path: &Path,
+) -> Ending {
+    match exit {
+        Ok(status) if status.success() => Ending::Exited { seconds },
+        Ok(status) if stopped => Ending::Failed {
+            end: AttemptEnd::Interrupted,
+            seconds,
+            exit_code: status.code(),
+            error: "interrupted (Ctrl-C)".to_string(),
+        },
+        Ok(status) => Ending::Failed {
+            end: if status.signal().is_some() {
+                AttemptEnd::Killed
+            } else {
+                AttemptEnd::Failed
+            },
+            seconds,
+            exit_code: status.code(),
+            error: describe_exit(status, log_path),
+        },
+        Err(err) => Ending::Failed {
+            end: AttemptEnd::Failed,
+            seconds,
+            exit_code: None,
+            error: format!("waiting for the worker: {err}"),
+        },
     }
 }
 

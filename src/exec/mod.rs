@@ -187,107 +187,132 @@ pub fn decide(
     options: &DecideOptions,
 ) -> Result<Vec<Decision>, ExecError> {
     let mut decisions: Vec<Decision> = Vec::with_capacity(plan.tasks.len());
-    let mut previous: BTreeMap<Stage, Vec<(String, serde_json::Value)>> = BTreeMap::new();
+    let mut previous = PreviousInputs::new(store, experiment_id);
     for task in &plan.tasks {
-        let upstream_blocked = task
-            .upstream
-            .iter()
-            .find(|&&up| decisions[up].action == Action::Blocked);
-        if let Some(&up) = upstream_blocked {
-            decisions.push(Decision {
-                action: Action::Blocked,
-                reason: format!("upstream {} is blocked", plan.tasks[up].stage),
-            });
-            continue;
-        }
-        if options.force.contains(&task.stage) {
-            decisions.push(Decision {
-                action: Action::Run,
-                reason: format!("forced (--force {})", task.stage),
-            });
-            continue;
-        }
-        let forced_upstream = task.upstream.iter().find(|&&up| {
-            decisions[up].action == Action::Run && decisions[up].reason.starts_with("forced")
-        });
-        if let Some(&up) = forced_upstream {
-            decisions.push(Decision {
-                action: Action::Run,
-                reason: format!("upstream {} is forced", plan.tasks[up].stage),
-            });
-            continue;
-        }
-        let decision = match store.task_status(&task.key)? {
-            Some(TaskStatus::Succeeded) => {
-                let output = results.cache_dir(&task.key);
-                let damage = manifest::damage(&output, manifest::Depth::Sizes);
-                if let Some(damage) = damage.filter(|_| output.join(OUTCOME).is_file()) {
+        let decision = match decided_upstream(plan, task, &decisions, options) {
+            Some(decision) => decision,
+            None => match store.task_status(&task.key)? {
+                Some(TaskStatus::Succeeded) => reuse_or_rerun(results, &task.key),
+                Some(TaskStatus::Failed) if !options.retry_failed => {
+                    let error = store.last_error(&task.key)?.unwrap_or_default();
                     Decision {
-                        action: Action::Run,
-                        reason: format!("its cached output is damaged: {damage}"),
-                    }
-                } else if output.join(OUTCOME).is_file() {
-                    Decision {
-                        action: Action::Cached,
-                        reason: "succeeded earlier".to_string(),
-                    }
-                } else {
-                    Decision {
-                        action: Action::Run,
+                        action: Action::Blocked,
                         reason: format!(
-                            "recorded as succeeded but {} is gone",
-                            results.cache_dir(&task.key).display()
+                            "failed earlier (use --retry-failed to run it again): {}",
+                            error.lines().last().unwrap_or("")
                         ),
                     }
                 }
-            }
-            Some(TaskStatus::Failed) if !options.retry_failed => {
-                let error = store.last_error(&task.key)?.unwrap_or_default();
-                Decision {
-                    action: Action::Blocked,
-                    reason: format!(
-                        "failed earlier (use --retry-failed to run it again): {}",
-                        error.lines().last().unwrap_or("")
-                    ),
-                }
-            }
-            Some(TaskStatus::Failed) => Decision {
-                action: Action::Run,
-                reason: "failed earlier; retrying (--retry-failed)".to_string(),
-            },
-            Some(TaskStatus::Interrupted) => Decision {
-                action: Action::Run,
-                reason: "interrupted earlier".to_string(),
-            },
-            Some(TaskStatus::Running) | Some(TaskStatus::Pending) => Decision {
-                action: Action::Run,
-                reason: "never finished".to_string(),
-            },
-            None => {
-                let earlier = match (experiment_id, previous.get(&task.stage)) {
-                    (Some(_), Some(earlier)) => earlier,
-                    (Some(id), None) => {
-                        let loaded = store
-                            .previous_inputs(id, task.stage)?
-                            .into_iter()
-                            .filter_map(|(key, inputs)| {
-                                serde_json::from_str(&inputs).ok().map(|v| (key, v))
-                            })
-                            .collect();
-                        previous.entry(task.stage).or_insert(loaded)
-                    }
-                    (None, _) => &Vec::new(),
-                };
-                Decision {
+                Some(TaskStatus::Failed) => Decision {
                     action: Action::Run,
-                    reason: explain_new(task, earlier),
-                }
-            }
+                    reason: "failed earlier; retrying (--retry-failed)".to_string(),
+                },
+                Some(TaskStatus::Interrupted) => Decision {
+                    action: Action::Run,
+                    reason: "interrupted earlier".to_string(),
+                },
+                Some(TaskStatus::Running) | Some(TaskStatus::Pending) => Decision {
+                    action: Action::Run,
+                    reason: "never finished".to_string(),
+                },
+                None => Decision {
+                    action: Action::Run,
+                    reason: explain_new(task, previous.of(task.stage)?),
+                },
+            },
         };
         decisions.push(decision);
     }
     verify_what_runs_reads(plan, results, &mut decisions);
     Ok(decisions)
+}
+
+/// The decision its upstream tasks or `--force` impose on `task`, if any: blocked behind a
+/// blocked task, or run because its stage or an upstream task is forced.
+fn decided_upstream(
+    plan: &Plan,
+    task: &Task,
+    decisions: &[Decision],
+    options: &DecideOptions,
+) -> Option<Decision> {
+    let upstream_blocked = task
+        .upstream
+        .iter()
+        .find(|&&up| decisions[up].action == Action::Blocked);
+    if let Some(&up) = upstream_blocked {
+        return Some(Decision {
+            action: Action::Blocked,
+            reason: format!("upstream {} is blocked", plan.tasks[up].stage),
+        });
+    }
+    if options.force.contains(&task.stage) {
+        return Some(Decision {
+            action: Action::Run,
+            reason: format!("forced (--force {})", task.stage),
+        });
+    }
+    let forced_upstream = task.upstream.iter().find(|&&up| {
+        decisions[up].action == Action::Run && decisions[up].reason.starts_with("forced")
+    });
+    forced_upstream.map(|&up| Decision {
+        action: Action::Run,
+        reason: format!("upstream {} is forced", plan.tasks[up].stage),
+    })
+}
+
+/// A task recorded as succeeded is cached while its output is there and undamaged.
+fn reuse_or_rerun(results: &ResultsDir, key: &str) -> Decision {
+    let output = results.cache_dir(key);
+    if !output.join(OUTCOME).is_file() {
+        return Decision {
+            action: Action::Run,
+            reason: format!("recorded as succeeded but {} is gone", output.display()),
+        };
+    }
+    match manifest::damage(&output, manifest::Depth::Sizes) {
+        Some(damage) => Decision {
+            action: Action::Run,
+            reason: format!("its cached output is damaged: {damage}"),
+        },
+        None => Decision {
+            action: Action::Cached,
+            reason: "succeeded earlier".to_string(),
+        },
+    }
+}
+
+/// The inputs of the experiment's earlier tasks, per stage, read from the store once each:
+/// what a new task is compared with to say what changed.
+struct PreviousInputs<'s> {
+    store: &'s Store,
+    experiment_id: Option<i64>,
+    by_stage: BTreeMap<Stage, Vec<(String, serde_json::Value)>>,
+}
+
+impl<'s> PreviousInputs<'s> {
+    fn new(store: &'s Store, experiment_id: Option<i64>) -> Self {
+        Self {
+            store,
+            experiment_id,
+            by_stage: BTreeMap::new(),
+        }
+    }
+
+    fn of(&mut self, stage: Stage) -> Result<&[(String, serde_json::Value)], ExecError> {
+        let Some(id) = self.experiment_id else {
+            return Ok(&[]);
+        };
+        if !self.by_stage.contains_key(&stage) {
+            let loaded = self
+                .store
+                .previous_inputs(id, stage)?
+                .into_iter()
+                .filter_map(|(key, inputs)| serde_json::from_str(&inputs).ok().map(|v| (key, v)))
+                .collect();
+            self.by_stage.insert(stage, loaded);
+        }
+        Ok(&self.by_stage[&stage])
+    }
 }
 
 /// What `repro verify` found in a results directory.

@@ -62,18 +62,9 @@ pub(super) fn run_encode(
         }
         let texts = pooled.positions.len();
         let stats = EncodeStats::new(texts, &pooled, started.elapsed().as_secs_f64());
-        outcome
-            .metrics
-            .insert(format!("{side}_texts_per_second"), stats.texts_per_second);
-        outcome
-            .metrics
-            .insert(format!("{side}_tokens_per_second"), stats.tokens_per_second);
-        outcome
-            .metrics
-            .insert(format!("{side}_seconds"), stats.seconds);
-        outcome
-            .metrics
-            .insert(format!("{side}_tokens"), stats.tokens as f64);
+        for (name, value) in stats.named(side) {
+            outcome.metrics.insert(name, value);
+        }
         for (cell, embeddings) in &pooled.cells {
             dim = embeddings.dim;
             let name = matrix_name(side, cell.layer, cell.pooling);
@@ -102,7 +93,7 @@ pub(super) fn run_encode(
             index: shard.index,
             count: shard.count,
             corpus_size: dataset.corpus.len(),
-            positions: doc_positions.clone(),
+            positions: doc_positions,
         }),
     };
     outcome.artifacts.push(write_manifest(out, &manifest)?);

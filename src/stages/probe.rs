@@ -44,6 +44,17 @@ impl EncodeStats {
             tokens_per_second: rate(embeddings.tokens),
         }
     }
+
+    /// The encode stage's metrics for one side (`queries` or `corpus`), named
+    /// `{side}_texts_per_second`, `{side}_tokens_per_second`, `{side}_seconds`, `{side}_tokens`.
+    pub(crate) fn named(&self, side: &str) -> [(String, f64); 4] {
+        [
+            (format!("{side}_texts_per_second"), self.texts_per_second),
+            (format!("{side}_tokens_per_second"), self.tokens_per_second),
+            (format!("{side}_seconds"), self.seconds),
+            (format!("{side}_tokens"), self.tokens as f64),
+        ]
+    }
 }
 
 /// The scores of one (layer, pooling).
@@ -75,6 +86,27 @@ pub struct ProbeOutcome {
     pub retrieval_seconds: f64,
 }
 
+/// One side's texts encoded, with how fast, reported to `observer` as phase `side`.
+fn encode_side<S: AsRef<str>>(
+    model: &LoadedModel,
+    side: &str,
+    texts: &[S],
+    options: &EncodeOptions,
+    observer: &dyn Observer,
+) -> Result<(PooledEmbeddings, EncodeStats), StageError> {
+    observer.phase(side, texts.len());
+    let started = Instant::now();
+    let embeddings = encode_texts(
+        &model.model,
+        &model.tokenizer,
+        texts,
+        options,
+        &mut |done| observer.advance(done),
+    )?;
+    let stats = EncodeStats::new(texts.len(), &embeddings, started.elapsed().as_secs_f64());
+    Ok((embeddings, stats))
+}
+
 /// Runs the probe. `layers` are the resolved hidden-state indices; when `runs_dir` is given,
 /// each cell's run is written there as `layer<L>_<pooling>.trec`.
 pub fn run_probe(
@@ -104,36 +136,11 @@ pub fn run_probe(
     };
 
     let query_texts: Vec<&str> = dataset.queries.iter().map(|q| q.text.as_str()).collect();
-    observer.phase("queries", query_texts.len());
-    let started = Instant::now();
-    let query_embeddings = encode_texts(
-        &model.model,
-        &model.tokenizer,
-        &query_texts,
-        &options,
-        &mut |done| observer.advance(done),
-    )?;
-    let query_encode = EncodeStats::new(
-        query_texts.len(),
-        &query_embeddings,
-        started.elapsed().as_secs_f64(),
-    );
-
+    let (query_embeddings, query_encode) =
+        encode_side(model, "queries", &query_texts, &options, observer)?;
     let corpus_texts: Vec<String> = dataset.corpus.iter().map(|doc| doc.full_text()).collect();
-    observer.phase("corpus", corpus_texts.len());
-    let started = Instant::now();
-    let corpus_embeddings = encode_texts(
-        &model.model,
-        &model.tokenizer,
-        &corpus_texts,
-        &options,
-        &mut |done| observer.advance(done),
-    )?;
-    let corpus_encode = EncodeStats::new(
-        corpus_texts.len(),
-        &corpus_embeddings,
-        started.elapsed().as_secs_f64(),
-    );
+    let (corpus_embeddings, corpus_encode) =
+        encode_side(model, "corpus", &corpus_texts, &options, observer)?;
 
     let query_ids: Vec<String> = dataset.queries.iter().map(|q| q.id.clone()).collect();
     let doc_ids: Vec<String> = dataset.corpus.iter().map(|d| d.id.clone()).collect();
