@@ -14,7 +14,7 @@ use crate::plan::Task;
 use crate::session::{
     prepare, ExecutorKind, Recorded, Recovery, RunReport, RunStatus, Session, SessionOptions,
 };
-use crate::store::CellRow;
+use crate::store::{CellRow, RunRow, TaskRow};
 use crate::task::Stage;
 
 /// Where results live: `--results` or `REPRO_RESULTS`, default `results/`.
@@ -352,53 +352,11 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             counts.join(", ")
         );
         if let Some(run) = runs.first() {
-            println!(
-                "# last run #{}: {} · started {} · ended {} · git {}{} · {} on {}",
-                run.id,
-                if run.status == "running" && !live {
-                    "abandoned (its scheduler is gone)"
-                } else {
-                    run.status.as_str()
-                },
-                run.started_at,
-                run.ended_at.as_deref().unwrap_or("-"),
-                run.git_commit
-                    .as_deref()
-                    .map(|c| &c[..c.len().min(12)])
-                    .unwrap_or("-"),
-                if run.git_dirty == Some(true) {
-                    " (dirty)"
-                } else {
-                    ""
-                },
-                run.cpu_model,
-                run.hostname
-            );
+            print_last_run(run, live);
         }
         print_cells(&experiment.name, &cells)?;
         if args.tasks {
-            println!();
-            println!(
-                "{:<12}  {:<6}  {:<11}  {:>8}  {:>9}  {:>5}  error",
-                "task", "stage", "status", "attempts", "seconds", "cells"
-            );
-            for task in &tasks {
-                println!(
-                    "{:<12}  {:<6}  {:<11}  {:>8}  {:>9}  {:>5}  {}",
-                    &task.key[..12],
-                    task.stage,
-                    shown(task.status.name()),
-                    task.attempts,
-                    task.seconds
-                        .map(|s| format!("{s:.2}"))
-                        .unwrap_or_else(|| "-".into()),
-                    task.cells,
-                    task.error
-                        .as_deref()
-                        .and_then(|e| e.lines().last())
-                        .unwrap_or("")
-                );
-            }
+            print_tasks(&tasks, &shown);
         }
         println!();
     }
@@ -406,6 +364,57 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(())
+}
+
+fn print_last_run(run: &RunRow, live: bool) {
+    println!(
+        "# last run #{}: {} · started {} · ended {} · git {}{} · {} on {}",
+        run.id,
+        if run.status == "running" && !live {
+            "abandoned (its scheduler is gone)"
+        } else {
+            run.status.as_str()
+        },
+        run.started_at,
+        run.ended_at.as_deref().unwrap_or("-"),
+        run.git_commit
+            .as_deref()
+            .map(|c| &c[..c.len().min(12)])
+            .unwrap_or("-"),
+        if run.git_dirty == Some(true) {
+            " (dirty)"
+        } else {
+            ""
+        },
+        run.cpu_model,
+        run.hostname
+    );
+}
+
+/// One line per task; `shown` names a status as the reader should see it.
+fn print_tasks(tasks: &[TaskRow], shown: &dyn Fn(&'static str) -> &'static str) {
+    println!();
+    println!(
+        "{:<12}  {:<6}  {:<11}  {:>8}  {:>9}  {:>5}  error",
+        "task", "stage", "status", "attempts", "seconds", "cells"
+    );
+    for task in tasks {
+        println!(
+            "{:<12}  {:<6}  {:<11}  {:>8}  {:>9}  {:>5}  {}",
+            &task.key[..12],
+            task.stage,
+            shown(task.status.name()),
+            task.attempts,
+            task.seconds
+                .map(|s| format!("{s:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            task.cells,
+            task.error
+                .as_deref()
+                .and_then(|e| e.lines().last())
+                .unwrap_or("")
+        );
+    }
 }
 
 /// An overall bar (tasks, with ETA) and one bar per running task.

@@ -635,26 +635,8 @@ impl Experiment {
         check_section(section, &error)?;
         check_models_and_datasets(&file, &error)?;
         let name = section.name.get_ref();
-        let encode = file
-            .encode
-            .as_ref()
-            .map(|s| s.get_ref().clone())
-            .unwrap_or_default();
-        if encode.batch == 0 || encode.shards == 0 {
-            let span = file.encode.as_ref().map(Spanned::span).unwrap_or(0..0);
-            let field = if encode.batch == 0 { "batch" } else { "shards" };
-            return Err(error(span, format!("encode.{field} must be at least 1")));
-        }
-        let eval = file
-            .eval
-            .as_ref()
-            .map(|s| s.get_ref().clone())
-            .unwrap_or_default();
-        if let Err(message) = eval.check() {
-            let span = file.eval.as_ref().map(Spanned::span).unwrap_or(0..0);
-            return Err(error(span, format!("eval: {message}")));
-        }
-
+        let encode = encode_table(&file, &error)?;
+        let eval = eval_table(&file, &error)?;
         let train_ce = settings_table(&file.train_ce, "train_ce", TrainCeSettings::check, &error)?;
         let train_de = settings_table(&file.train_de, "train_de", TrainDeSettings::check, &error)?;
         let rerank = settings_table(&file.rerank, "rerank", RerankSettings::check, &error)?;
@@ -669,44 +651,25 @@ impl Experiment {
             .transpose()?;
         let slurm = settings_table(&file.slurm, "slurm", super::SlurmSettings::check, &error)?;
         check_bench_datasets(bench.as_ref(), &file, &error)?;
-
-        let mut grids = Vec::new();
-        let sweeps: Vec<&Spanned<AxesTable>> = if file.sweep.0.is_empty() {
-            Vec::new()
-        } else {
-            file.sweep.0.iter().collect()
+        // No `[sweep]` is one grid of no axes: every model × dataset × layer.
+        let grids = match file.sweep.0.is_empty() {
+            true => vec![Vec::new()],
+            false => file
+                .sweep
+                .0
+                .iter()
+                .map(|sweep| grid_of(sweep.get_ref(), &file, &error))
+                .collect::<Result<_, _>>()?,
         };
-        if sweeps.is_empty() {
-            grids.push(Vec::new());
-        }
-        for sweep in sweeps {
-            grids.push(grid_of(sweep.get_ref(), &file, &error)?);
-        }
         Ok(Experiment {
             path: path.to_path_buf(),
             name: name.clone(),
             description: section.description.clone(),
             seeds: section.seeds.get_ref().clone(),
-            models: file
-                .models
-                .iter()
-                .map(|(k, v)| (k.clone(), v.get_ref().clone()))
-                .collect(),
-            datasets: file
-                .datasets
-                .iter()
-                .map(|(k, v)| (k.clone(), v.get_ref().clone()))
-                .collect(),
-            model_spans: file
-                .models
-                .iter()
-                .map(|(k, v)| (k.clone(), v.span()))
-                .collect(),
-            dataset_spans: file
-                .datasets
-                .iter()
-                .map(|(k, v)| (k.clone(), v.span()))
-                .collect(),
+            models: unspanned(&file.models),
+            datasets: unspanned(&file.datasets),
+            model_spans: spans_of(&file.models),
+            dataset_spans: spans_of(&file.datasets),
             encode_span: file.encode.as_ref().map(Spanned::span),
             max_cells: section.max_cells.clone(),
             encode,
@@ -1205,6 +1168,55 @@ impl Experiment {
 }
 
 /// The `[experiment]` table's own checks: schema, name, seeds.
+/// The `[encode]` table (defaults where absent), its batch and shard count at least 1.
+fn encode_table(
+    file: &ExperimentFile,
+    error: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<EncodeSettings, ConfigError> {
+    let encode = file
+        .encode
+        .as_ref()
+        .map(|s| s.get_ref().clone())
+        .unwrap_or_default();
+    if encode.batch == 0 || encode.shards == 0 {
+        let span = file.encode.as_ref().map(Spanned::span).unwrap_or(0..0);
+        let field = if encode.batch == 0 { "batch" } else { "shards" };
+        return Err(error(span, format!("encode.{field} must be at least 1")));
+    }
+    Ok(encode)
+}
+
+/// The `[eval]` table (defaults where absent), checked.
+fn eval_table(
+    file: &ExperimentFile,
+    error: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<EvalSettings, ConfigError> {
+    let eval = file
+        .eval
+        .as_ref()
+        .map(|s| s.get_ref().clone())
+        .unwrap_or_default();
+    if let Err(message) = eval.check() {
+        let span = file.eval.as_ref().map(Spanned::span).unwrap_or(0..0);
+        return Err(error(span, format!("eval: {message}")));
+    }
+    Ok(eval)
+}
+
+fn unspanned<T: Clone>(tables: &BTreeMap<String, Spanned<T>>) -> BTreeMap<String, T> {
+    tables
+        .iter()
+        .map(|(name, table)| (name.clone(), table.get_ref().clone()))
+        .collect()
+}
+
+fn spans_of<T>(tables: &BTreeMap<String, Spanned<T>>) -> BTreeMap<String, Range<usize>> {
+    tables
+        .iter()
+        .map(|(name, table)| (name.clone(), table.span()))
+        .collect()
+}
+
 fn check_section(
     section: &ExperimentSection,
     error: &dyn Fn(Range<usize>, String) -> ConfigError,
@@ -1418,6 +1430,12 @@ fn check_reranker(model: &str, file: &ExperimentFile) -> Result<(), String> {
 
 /// The fields of a `[models.<name>]` table fit its origin, and its references resolve.
 fn check_model(name: &str, spec: &ModelSpec, file: &ExperimentFile) -> Result<(), String> {
+    check_references(name, spec, file)?;
+    check_fields_for_origin(spec)
+}
+
+/// The models and dataset a model names exist and are of the kind the field needs.
+fn check_references(name: &str, spec: &ModelSpec, file: &ExperimentFile) -> Result<(), String> {
     for (field, target) in spec.references() {
         let Some(other) = file.models.get(target) else {
             return Err(format!("{field} = `{target}` is not a declared model"));
@@ -1450,6 +1468,11 @@ fn check_model(name: &str, spec: &ModelSpec, file: &ExperimentFile) -> Result<()
             ));
         }
     }
+    Ok(())
+}
+
+/// A checkpoint, a trained CE and a trained student each need some fields and take no others.
+fn check_fields_for_origin(spec: &ModelSpec) -> Result<(), String> {
     let given = |fields: &[(&str, bool)]| -> Vec<String> {
         fields
             .iter()

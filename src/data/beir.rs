@@ -320,31 +320,7 @@ fn load_parts(dir: &Path, split: &str) -> Result<Parts, DataError> {
     let corpus_path = dir.join(CORPUS_FILE);
     let queries_path = dir.join(QUERIES_FILE);
     let judgments = qrels_path(dir, split);
-    for path in [&corpus_path, &queries_path] {
-        if !path.is_file() {
-            return Err(DataError::Invalid {
-                path: path.clone(),
-                message: format!(
-                    "not found: {} does not hold a BEIR dataset ({CORPUS_FILE}, {QUERIES_FILE}, \
-                     {QRELS_DIR}/<split>.tsv)",
-                    dir.display()
-                ),
-            });
-        }
-    }
-    if !judgments.is_file() {
-        let available = splits(dir).unwrap_or_default();
-        let available = if available.is_empty() {
-            "none".to_string()
-        } else {
-            available.join(", ")
-        };
-        return Err(DataError::Invalid {
-            path: judgments,
-            message: format!("not found: no judgments for split `{split}` (splits: {available})"),
-        });
-    }
-
+    check_files(dir, split, &[&corpus_path, &queries_path], &judgments)?;
     let (corpus, corpus_lines) = read_jsonl(&corpus_path, |raw: RawDocument| Document {
         id: raw.id,
         title: raw.title.unwrap_or_default(),
@@ -367,27 +343,25 @@ fn load_parts(dir: &Path, split: &str) -> Result<Parts, DataError> {
             });
         }
     }
-    let qrels = {
-        let doc_ids = index_ids(
-            &corpus_path,
-            corpus.iter().map(|doc| doc.id.as_str()),
-            &corpus_lines,
-        )?;
-        let query_ids = index_ids(
-            &queries_path,
-            queries.iter().map(|query| query.id.as_str()),
-            &query_lines,
-        )?;
-        parse_qrels(&judgments, |qid, docid| {
-            if !query_ids.contains_key(qid) {
-                return Err(format!("query id `{qid}` is not in {QUERIES_FILE}"));
-            }
-            if !doc_ids.contains_key(docid) {
-                return Err(format!("document id `{docid}` is not in {CORPUS_FILE}"));
-            }
-            Ok(())
-        })?
-    };
+    let doc_ids = index_ids(
+        &corpus_path,
+        corpus.iter().map(|doc| doc.id.as_str()),
+        &corpus_lines,
+    )?;
+    let query_ids = index_ids(
+        &queries_path,
+        queries.iter().map(|query| query.id.as_str()),
+        &query_lines,
+    )?;
+    let qrels = parse_qrels(&judgments, |qid, docid| {
+        if !query_ids.contains_key(qid) {
+            return Err(format!("query id `{qid}` is not in {QUERIES_FILE}"));
+        }
+        if !doc_ids.contains_key(docid) {
+            return Err(format!("document id `{docid}` is not in {CORPUS_FILE}"));
+        }
+        Ok(())
+    })?;
     if qrels.is_empty() {
         return Err(DataError::Invalid {
             path: judgments,
@@ -399,6 +373,40 @@ fn load_parts(dir: &Path, split: &str) -> Result<Parts, DataError> {
         queries,
         qrels,
     })
+}
+
+/// The corpus and queries files exist, and the split's judgments (else: which splits do).
+fn check_files(
+    dir: &Path,
+    split: &str,
+    texts: &[&PathBuf],
+    judgments: &Path,
+) -> Result<(), DataError> {
+    for path in texts {
+        if !path.is_file() {
+            return Err(DataError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "not found: {} does not hold a BEIR dataset ({CORPUS_FILE}, {QUERIES_FILE}, \
+                     {QRELS_DIR}/<split>.tsv)",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    if !judgments.is_file() {
+        let available = splits(dir).unwrap_or_default();
+        let available = if available.is_empty() {
+            "none".to_string()
+        } else {
+            available.join(", ")
+        };
+        return Err(DataError::Invalid {
+            path: judgments.to_path_buf(),
+            message: format!("not found: no judgments for split `{split}` (splits: {available})"),
+        });
+    }
+    Ok(())
 }
 
 /// The dataset's short name: its directory's name (resolving `.` and the like).

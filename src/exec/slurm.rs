@@ -99,55 +99,42 @@ impl ElementLine {
     }
 }
 
+impl ElementLine {
+    /// The line of an attempt: its spec and log, and beside the log its result and progress
+    /// files, all as absolute paths (elements may start elsewhere).
+    fn of(launch: &Launch, key: &str, workdir: &Path) -> Self {
+        let number = launch.attempt.number;
+        let task_dir = launch
+            .log_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        ElementLine {
+            key: key.to_string(),
+            attempt: number,
+            spec: absolute(workdir, &launch.spec_path),
+            result: absolute(
+                workdir,
+                &task_dir.join(format!("attempt-{number}.result.json")),
+            ),
+            log: absolute(workdir, &launch.log_path),
+            progress: absolute(
+                workdir,
+                &task_dir.join(format!("attempt-{number}.progress")),
+            ),
+        }
+    }
+}
+
 /// Runs the task of this array element (`SLURM_ARRAY_TASK_ID`) from a submission's
 /// `tasks.tsv` and writes its result file; returns the exit code the element should end with.
 pub fn run_element(tasks_file: &Path) -> Result<i32, ExecError> {
-    let element: usize = std::env::var("SLURM_ARRAY_TASK_ID")
-        .ok()
-        .and_then(|id| id.parse().ok())
-        .ok_or_else(|| {
-            ExecError::Worker(
-                "`repro worker --element` runs inside a Slurm array element (SLURM_ARRAY_TASK_ID is not set)"
-                    .to_string(),
-            )
-        })?;
-    let text = std::fs::read_to_string(tasks_file).map_err(io_error(tasks_file))?;
-    let line = text
-        .lines()
-        .nth(element)
-        .and_then(ElementLine::parse)
-        .ok_or_else(|| {
-            ExecError::Worker(format!(
-                "{}: no task on line {} for array element {element}",
-                tasks_file.display(),
-                element + 1
-            ))
-        })?;
+    let line = element_line(tasks_file)?;
     let spec_bytes = std::fs::read(&line.spec).map_err(io_error(&line.spec))?;
     let spec: WorkerSpec = serde_json::from_slice(&spec_bytes)
         .map_err(|err| ExecError::Worker(format!("{}: {err}", line.spec.display())))?;
-    // Slurm allocates cpus_per_task CPUs (1 unless asked); the worker uses exactly those.
-    let threads = std::env::var("SLURM_CPUS_PER_TASK")
-        .ok()
-        .filter(|value| value.parse::<usize>().is_ok_and(|n| n > 0))
-        .unwrap_or_else(|| "1".to_string());
-    let program = std::env::current_exe().map_err(|source| ExecError::Spawn {
-        program: PathBuf::from("repro"),
-        source,
-    })?;
-    let log = std::fs::File::create(&line.log).map_err(io_error(&line.log))?;
-    let progress = std::fs::File::create(&line.progress).map_err(io_error(&line.progress))?;
     let started = Instant::now();
-    let status = Command::new(&program)
-        .arg("--quiet")
-        .arg("worker")
-        .arg(&line.spec)
-        .env("RAYON_NUM_THREADS", &threads)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(progress))
-        .stderr(Stdio::from(log))
-        .status()
-        .map_err(|source| ExecError::Spawn { program, source })?;
+    let status = run_worker_process(&line)?;
     let seconds = started.elapsed().as_secs_f64();
     use std::os::unix::process::ExitStatusExt;
     let outcome = status
@@ -187,6 +174,55 @@ pub fn run_element(tasks_file: &Path) -> Result<i32, ExecError> {
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The line of `tasks.tsv` this array element (`SLURM_ARRAY_TASK_ID`) runs.
+fn element_line(tasks_file: &Path) -> Result<ElementLine, ExecError> {
+    let element: usize = std::env::var("SLURM_ARRAY_TASK_ID")
+        .ok()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| {
+            ExecError::Worker(
+                "`repro worker --element` runs inside a Slurm array element (SLURM_ARRAY_TASK_ID is not set)"
+                    .to_string(),
+            )
+        })?;
+    let text = std::fs::read_to_string(tasks_file).map_err(io_error(tasks_file))?;
+    text.lines()
+        .nth(element)
+        .and_then(ElementLine::parse)
+        .ok_or_else(|| {
+            ExecError::Worker(format!(
+                "{}: no task on line {} for array element {element}",
+                tasks_file.display(),
+                element + 1
+            ))
+        })
+}
+
+/// Runs `repro worker` on the line's spec, its progress and log going to the line's files,
+/// on exactly the CPUs Slurm allocated (`cpus_per_task`, 1 unless asked).
+fn run_worker_process(line: &ElementLine) -> Result<std::process::ExitStatus, ExecError> {
+    let threads = std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .filter(|value| value.parse::<usize>().is_ok_and(|n| n > 0))
+        .unwrap_or_else(|| "1".to_string());
+    let program = std::env::current_exe().map_err(|source| ExecError::Spawn {
+        program: PathBuf::from("repro"),
+        source,
+    })?;
+    let log = std::fs::File::create(&line.log).map_err(io_error(&line.log))?;
+    let progress = std::fs::File::create(&line.progress).map_err(io_error(&line.progress))?;
+    Command::new(&program)
+        .arg("--quiet")
+        .arg("worker")
+        .arg(&line.spec)
+        .env("RAYON_NUM_THREADS", &threads)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(progress))
+        .stderr(Stdio::from(log))
+        .status()
+        .map_err(|source| ExecError::Spawn { program, source })
 }
 
 fn hostname() -> String {
@@ -629,37 +665,48 @@ pub(super) fn run(
             let Some(flight) = in_flight.get_mut(&index) else {
                 continue;
             };
-            flight.forward_progress(schedule);
-            if let Some(result) = read_result(&flight.result) {
-                let ending = flight.ending_from_result(&result);
+            if let Some(ending) = flight.check(schedule, &queue, grace) {
                 schedule.conclude(store, &flight.launch, ending)?;
                 in_flight.remove(&index);
-                continue;
             }
-            if queue.contains_key(&flight.job) {
-                flight.gone_since = None;
-                continue;
-            }
-            let gone_since = *flight.gone_since.get_or_insert_with(Instant::now);
-            if flight
-                .final_state
-                .as_ref()
-                .is_none_or(|state| !state.is_finished())
-            {
-                flight.final_state = Slurm::final_state(&flight.job);
-            }
-            let state = flight.final_state.clone();
-            // A result file of a successful element may show up late on a shared filesystem.
-            let waiting_for_file = state
-                .as_ref()
-                .is_none_or(|state| state.state == "COMPLETED" || !state.is_finished());
-            if waiting_for_file && gone_since.elapsed() < grace {
-                continue;
-            }
-            let ending = flight.ending_without_result(state, grace);
-            schedule.conclude(store, &flight.launch, ending)?;
-            in_flight.remove(&index);
         }
+    }
+}
+
+impl InFlight {
+    /// How the element ended, once it has: its result file, or Slurm's word once it has left
+    /// the queue (after `grace` for a result file that may show up late on a shared
+    /// filesystem). `None` while it runs. Forwards its progress meanwhile.
+    fn check(
+        &mut self,
+        schedule: &Schedule,
+        queue: &BTreeMap<String, String>,
+        grace: Duration,
+    ) -> Option<Ending> {
+        self.forward_progress(schedule);
+        if let Some(result) = read_result(&self.result) {
+            return Some(self.ending_from_result(&result));
+        }
+        if queue.contains_key(&self.job) {
+            self.gone_since = None;
+            return None;
+        }
+        let gone_since = *self.gone_since.get_or_insert_with(Instant::now);
+        if self
+            .final_state
+            .as_ref()
+            .is_none_or(|state| !state.is_finished())
+        {
+            self.final_state = Slurm::final_state(&self.job);
+        }
+        let state = self.final_state.clone();
+        let waiting_for_file = state
+            .as_ref()
+            .is_none_or(|state| state.state == "COMPLETED" || !state.is_finished());
+        if waiting_for_file && gone_since.elapsed() < grace {
+            return None;
+        }
+        Some(self.ending_without_result(state, grace))
     }
 }
 
@@ -678,26 +725,7 @@ fn submit(
     let mut lines = String::new();
     for &index in tasks {
         let launch = schedule.launch(store, index)?;
-        let number = launch.attempt.number;
-        let task_dir = launch
-            .log_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let line = ElementLine {
-            key: schedule.plan.tasks[index].key.clone(),
-            attempt: number,
-            spec: absolute(workdir, &launch.spec_path),
-            result: absolute(
-                workdir,
-                &task_dir.join(format!("attempt-{number}.result.json")),
-            ),
-            log: absolute(workdir, &launch.log_path),
-            progress: absolute(
-                workdir,
-                &task_dir.join(format!("attempt-{number}.progress")),
-            ),
-        };
+        let line = ElementLine::of(&launch, &schedule.plan.tasks[index].key, workdir);
         lines.push_str(&line.to_line());
         launches.push((launch, line));
     }

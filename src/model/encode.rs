@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::bert::BertModel;
 use super::pooling::{l2_normalize_rows, pool, Pooling};
-use super::tokenize::{Batch, InputFormat, TextTokenizer};
+use super::tokenize::{Batch, InputFormat, TextTokenizer, TokenizedText};
 use super::ModelError;
 
 /// What to produce from an encode.
@@ -129,6 +129,62 @@ pub fn encode_shard<S: AsRef<str>>(
     shard: Option<Shard>,
     on_progress: &mut dyn FnMut(usize),
 ) -> Result<PooledEmbeddings, ModelError> {
+    let deepest = check_options(model, options, shard)?;
+    let tokenized = texts
+        .iter()
+        .map(|text| tokenizer.encode(text.as_ref(), options.input))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (batches, positions) = shard_batches(&tokenized, options.batch_size, shard);
+    // Input index -> row of the output matrices.
+    let mut row_of = vec![usize::MAX; texts.len()];
+    for (row, &position) in positions.iter().enumerate() {
+        row_of[position] = row;
+    }
+
+    let width = model.config().hidden_size;
+    let mut cells: BTreeMap<LayerPooling, Embeddings> = BTreeMap::new();
+    for &layer in &options.layers {
+        for &pooling in &options.poolings {
+            cells.insert(
+                LayerPooling { layer, pooling },
+                Embeddings::zeros(positions.len(), width),
+            );
+        }
+    }
+    let device = candle_core::Device::Cpu;
+    let (mut tokens, mut padded_tokens) = (0, 0);
+    for chunk in &batches {
+        let rows: Vec<usize> = chunk.iter().map(|&index| row_of[index]).collect();
+        let members: Vec<_> = chunk.iter().map(|&index| &tokenized[index]).collect();
+        tokens += members.iter().map(|text| text.len()).sum::<usize>();
+        padded_tokens += members.len() * members.iter().map(|text| text.len()).max().unwrap_or(0);
+        let batch = Batch::new(&members, tokenizer.pad_id(), &device)?;
+        let states = model.forward(&batch, deepest)?;
+        for (cell, matrix) in cells.iter_mut() {
+            let pooled = pool(&states.layers[cell.layer], &batch, cell.pooling)?;
+            let pooled = if options.normalize {
+                l2_normalize_rows(&pooled)?
+            } else {
+                pooled
+            };
+            scatter_rows(&pooled, &rows, matrix)?;
+        }
+        on_progress(chunk.len());
+    }
+    Ok(PooledEmbeddings {
+        cells,
+        positions,
+        tokens,
+        padded_tokens,
+    })
+}
+
+/// Checks the request against the model; returns the deepest layer asked for.
+fn check_options(
+    model: &BertModel,
+    options: &EncodeOptions,
+    shard: Option<Shard>,
+) -> Result<usize, ModelError> {
     if let Some(shard) = shard {
         if shard.count == 0 || shard.index >= shard.count {
             return Err(ModelError::Setting(format!(
@@ -157,67 +213,27 @@ pub fn encode_shard<S: AsRef<str>>(
             "batch size must be at least 1".to_string(),
         ));
     }
-    let tokenized = texts
-        .iter()
-        .map(|text| tokenizer.encode(text.as_ref(), options.input))
-        .collect::<Result<Vec<_>, _>>()?;
+    Ok(deepest)
+}
+
+/// The batches (of input indices) the shard owns, longest texts first with ties by
+/// position so that batches are deterministic, and the inputs they hold, in input order.
+fn shard_batches(
+    tokenized: &[TokenizedText],
+    batch_size: usize,
+    shard: Option<Shard>,
+) -> (Vec<Vec<usize>>, Vec<usize>) {
     let mut order: Vec<usize> = (0..tokenized.len()).collect();
-    // Longest first, ties by position, so batches are deterministic.
     order.sort_by(|&a, &b| tokenized[b].len().cmp(&tokenized[a].len()).then(a.cmp(&b)));
-    let batches: Vec<&[usize]> = order
-        .chunks(options.batch_size)
+    let batches: Vec<Vec<usize>> = order
+        .chunks(batch_size)
         .enumerate()
         .filter(|(number, _)| shard.is_none_or(|shard| shard.owns_batch(*number)))
-        .map(|(_, chunk)| chunk)
+        .map(|(_, chunk)| chunk.to_vec())
         .collect();
-    let mut positions: Vec<usize> = batches
-        .iter()
-        .flat_map(|chunk| chunk.iter())
-        .copied()
-        .collect();
+    let mut positions: Vec<usize> = batches.iter().flatten().copied().collect();
     positions.sort_unstable();
-    // Input index -> row of the output matrices.
-    let mut row_of = vec![usize::MAX; texts.len()];
-    for (row, &position) in positions.iter().enumerate() {
-        row_of[position] = row;
-    }
-
-    let width = model.config().hidden_size;
-    let mut cells: BTreeMap<LayerPooling, Embeddings> = BTreeMap::new();
-    for &layer in &options.layers {
-        for &pooling in &options.poolings {
-            cells.insert(
-                LayerPooling { layer, pooling },
-                Embeddings::zeros(positions.len(), width),
-            );
-        }
-    }
-    let device = candle_core::Device::Cpu;
-    let (mut tokens, mut padded_tokens) = (0, 0);
-    for chunk in batches {
-        let rows: Vec<usize> = chunk.iter().map(|&index| row_of[index]).collect();
-        let members: Vec<_> = chunk.iter().map(|&index| &tokenized[index]).collect();
-        tokens += members.iter().map(|text| text.len()).sum::<usize>();
-        padded_tokens += members.len() * members.iter().map(|text| text.len()).max().unwrap_or(0);
-        let batch = Batch::new(&members, tokenizer.pad_id(), &device)?;
-        let states = model.forward(&batch, deepest)?;
-        for (cell, matrix) in cells.iter_mut() {
-            let pooled = pool(&states.layers[cell.layer], &batch, cell.pooling)?;
-            let pooled = if options.normalize {
-                l2_normalize_rows(&pooled)?
-            } else {
-                pooled
-            };
-            scatter_rows(&pooled, &rows, matrix)?;
-        }
-        on_progress(chunk.len());
-    }
-    Ok(PooledEmbeddings {
-        cells,
-        positions,
-        tokens,
-        padded_tokens,
-    })
+    (batches, positions)
 }
 
 /// The mean-pooled embeddings of one layer of `texts`, each read alone (`single`): what a

@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::ApiBuilder;
-use hf_hub::{Cache, Repo, RepoType};
+use hf_hub::api::sync::{ApiBuilder, ApiRepo};
+use hf_hub::{Cache, CacheRepo, Repo, RepoType};
 
 use super::layout::{REQUIRED, SPECIAL_TOKENS_FILE, TOKENIZER_CONFIG_FILE};
 use super::ModelError;
@@ -75,48 +75,16 @@ pub fn resolve_model(spec: &str, settings: &HubSettings) -> Result<PathBuf, Mode
         });
     }
     let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
-    let cache = Cache::new(settings.cache_dir.clone()).repo(repo.clone());
     let hub_error = |message: String| ModelError::Hub {
         model: spec.to_string(),
         message,
     };
-    let api = if settings.offline {
-        None
-    } else {
-        let mut builder =
-            ApiBuilder::from_cache(Cache::new(settings.cache_dir.clone())).with_progress(false);
-        if let Some(endpoint) = &settings.endpoint {
-            builder = builder.with_endpoint(endpoint.clone());
-        }
-        Some(
-            builder
-                .build()
-                .map_err(|err| hub_error(err.to_string()))?
-                .repo(repo),
-        )
-    };
-    let fetch = |file: &str| -> Result<Option<PathBuf>, String> {
-        if let Some(cached) = cache.get(file) {
-            return Ok(Some(cached));
-        }
-        match &api {
-            None => Ok(None),
-            Some(api) => match api.get(file) {
-                Ok(path) => Ok(Some(path)),
-                Err(hf_hub::api::sync::ApiError::RequestError(err))
-                    if matches!(*err, ureq::Error::Status(404, _)) =>
-                {
-                    Ok(None)
-                }
-                Err(err) => Err(err.to_string()),
-            },
-        }
-    };
+    let files = HubFiles::open(repo, settings).map_err(hub_error)?;
     let mut snapshot: Option<PathBuf> = None;
     for group in REQUIRED {
         let mut found = None;
         for file in group.iter() {
-            if let Some(path) = fetch(file).map_err(&hub_error)? {
+            if let Some(path) = files.get(file).map_err(hub_error)? {
                 found = Some(path);
                 break;
             }
@@ -141,9 +109,54 @@ pub fn resolve_model(spec: &str, settings: &HubSettings) -> Result<PathBuf, Mode
     }
     for file in OPTIONAL {
         // Optional files only add information; a failure to get one is not an error.
-        let _ = fetch(file);
+        let _ = files.get(file);
     }
     snapshot.ok_or_else(|| hub_error("the cache returned no file".to_string()))
+}
+
+/// A Hub repository's files: from the cache, else (unless offline) downloaded into it.
+struct HubFiles {
+    cache: CacheRepo,
+    api: Option<ApiRepo>,
+}
+
+impl HubFiles {
+    fn open(repo: Repo, settings: &HubSettings) -> Result<Self, String> {
+        let cache = Cache::new(settings.cache_dir.clone()).repo(repo.clone());
+        if settings.offline {
+            return Ok(Self { cache, api: None });
+        }
+        let mut builder =
+            ApiBuilder::from_cache(Cache::new(settings.cache_dir.clone())).with_progress(false);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.with_endpoint(endpoint.clone());
+        }
+        let api = builder.build().map_err(|err| err.to_string())?.repo(repo);
+        Ok(Self {
+            cache,
+            api: Some(api),
+        })
+    }
+
+    /// The file's local path; `None` when the repository has no such file (or, offline,
+    /// the cache does not hold it).
+    fn get(&self, file: &str) -> Result<Option<PathBuf>, String> {
+        if let Some(cached) = self.cache.get(file) {
+            return Ok(Some(cached));
+        }
+        match &self.api {
+            None => Ok(None),
+            Some(api) => match api.get(file) {
+                Ok(path) => Ok(Some(path)),
+                Err(hf_hub::api::sync::ApiError::RequestError(err))
+                    if matches!(*err, ureq::Error::Status(404, _)) =>
+                {
+                    Ok(None)
+                }
+                Err(err) => Err(err.to_string()),
+            },
+        }
+    }
 }
 
 fn looks_like_hub_id(id: &str) -> bool {

@@ -134,6 +134,17 @@ impl RunStatus {
             RunStatus::Interrupted => "interrupted",
         }
     }
+
+    /// How a run that executed `summary` ended; `stopped` when its stop flag was set.
+    fn of(summary: &ExecSummary, stopped: bool) -> Self {
+        if summary.interrupted > 0 || stopped {
+            RunStatus::Interrupted
+        } else if summary.failed > 0 || summary.skipped > 0 {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        }
+    }
 }
 
 /// A concluded run.
@@ -294,32 +305,15 @@ impl Session {
         let experiment = &planned.prepared.experiment;
         let plan = planned.plan();
         let experiment_id = self.record_plan(planned)?;
-        let threads = options.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
-        let jobs = options.jobs.max(1);
-        let executor = match options.executor {
-            ExecutorKind::Local => Executor::Local,
-            ExecutorKind::Slurm => Executor::Slurm(experiment.slurm.clone()),
-        };
+        let (exec_options, threads) = exec_options(options, experiment);
         let environment = capture_environment(Path::new("."), threads);
         let run_id = self.store.begin_run(
             experiment_id,
             &options.command,
-            executor.name(),
-            jobs,
+            exec_options.executor.name(),
+            exec_options.jobs,
             &environment,
         )?;
-        let exec_options = ExecOptions {
-            executor,
-            jobs,
-            threads_per_task: (threads / jobs).max(1),
-            keep_going: options.keep_going,
-            program: options.program.clone(),
-            experiment: experiment.name.clone(),
-        };
         let executed = execute(
             plan,
             &planned.decisions,
@@ -338,13 +332,7 @@ impl Session {
                 return Err(err.into());
             }
         };
-        let status = if summary.interrupted > 0 || stop.load(Ordering::SeqCst) {
-            RunStatus::Interrupted
-        } else if summary.failed > 0 || summary.skipped > 0 {
-            RunStatus::Failed
-        } else {
-            RunStatus::Succeeded
-        };
+        let status = RunStatus::of(&summary, stop.load(Ordering::SeqCst));
         self.store.end_run(
             run_id,
             status.name(),
@@ -409,6 +397,32 @@ impl Session {
         self.store.record_plan(experiment_id, &tasks, &cells)?;
         Ok(experiment_id)
     }
+}
+
+/// How the run's tasks execute, and the compute threads in all (every core by default).
+fn exec_options(
+    options: &SessionOptions,
+    experiment: &crate::config::Experiment,
+) -> (ExecOptions, usize) {
+    let threads = options.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let jobs = options.jobs.max(1);
+    let executor = match options.executor {
+        ExecutorKind::Local => Executor::Local,
+        ExecutorKind::Slurm => Executor::Slurm(experiment.slurm.clone()),
+    };
+    let exec_options = ExecOptions {
+        executor,
+        jobs,
+        threads_per_task: (threads / jobs).max(1),
+        keep_going: options.keep_going,
+        program: options.program.clone(),
+        experiment: experiment.name.clone(),
+    };
+    (exec_options, threads)
 }
 
 #[cfg(test)]

@@ -72,6 +72,36 @@ pub(super) struct Encoded {
     pub manifest: EmbeddingsManifest,
 }
 
+/// The manifest is shard `index` of `count` of a `corpus_size`-document corpus, encoded as
+/// the first shard was; returns its shard part.
+fn check_shard<'m>(
+    manifest: &'m EmbeddingsManifest,
+    first: &EmbeddingsManifest,
+    (index, count, corpus_size): (usize, usize, usize),
+) -> Result<&'m ShardManifest, String> {
+    let shard = manifest
+        .shard
+        .as_ref()
+        .ok_or_else(|| "it is not sharded".to_string())?;
+    if (shard.index, shard.count, shard.corpus_size) != (index, count, corpus_size) {
+        return Err(format!(
+            "it is shard {} of {} of a {}-document corpus",
+            shard.index + 1,
+            shard.count,
+            shard.corpus_size
+        ));
+    }
+    if (manifest.dim, &manifest.layers, &manifest.poolings)
+        != (first.dim, &first.layers, &first.poolings)
+    {
+        return Err("its dimension, layers or poolings differ".to_string());
+    }
+    if shard.positions.len() != manifest.doc_ids.len() {
+        return Err("its positions and ids disagree".to_string());
+    }
+    Ok(shard)
+}
+
 impl Encoded {
     /// Reads the manifests of an encode's output directories (one per shard, in order) and
     /// checks that they are the shards of one encode.
@@ -100,28 +130,8 @@ impl Encoded {
                     first_dir.display()
                 ))
             };
-            let shard = manifest
-                .shard
-                .as_ref()
-                .ok_or_else(|| mismatch("it is not sharded".to_string()))?;
-            if (shard.index, shard.count, shard.corpus_size) != (index, parts.len(), corpus_size) {
-                return Err(mismatch(format!(
-                    "it is shard {} of {} of a {}-document corpus",
-                    shard.index + 1,
-                    shard.count,
-                    shard.corpus_size
-                )));
-            }
-            if (manifest.dim, &manifest.layers, &manifest.poolings)
-                != (first.dim, &first.layers, &first.poolings)
-            {
-                return Err(mismatch(
-                    "its dimension, layers or poolings differ".to_string(),
-                ));
-            }
-            if shard.positions.len() != manifest.doc_ids.len() {
-                return Err(mismatch("its positions and ids disagree".to_string()));
-            }
+            let shard = check_shard(manifest, first, (index, parts.len(), corpus_size))
+                .map_err(mismatch)?;
             for (&position, id) in shard.positions.iter().zip(&manifest.doc_ids) {
                 match doc_ids.get_mut(position) {
                     Some(slot @ None) => *slot = Some(id.clone()),

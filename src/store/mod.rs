@@ -746,57 +746,7 @@ impl Store {
             )
             .map_err(&sql_error)?;
         }
-        {
-            let mut metric = tx
-                .prepare(
-                    "INSERT INTO metrics (task_key, attempt_id, measure, value) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(&sql_error)?;
-            for (measure, value) in &outcome.metrics {
-                metric
-                    .execute(params![task_key, attempt.id, measure, value])
-                    .map_err(&sql_error)?;
-            }
-            let mut query_metric = tx
-                .prepare(
-                    "INSERT INTO query_metrics (task_key, measure, query_id, value) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(&sql_error)?;
-            for (query, values) in &outcome.per_query {
-                for (measure, value) in values {
-                    query_metric
-                        .execute(params![task_key, measure, query, value])
-                        .map_err(&sql_error)?;
-                }
-            }
-            let mut artifact = tx
-                .prepare(
-                    "INSERT INTO artifacts (task_key, name, path, bytes) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(&sql_error)?;
-            for item in &outcome.artifacts {
-                artifact
-                    .execute(params![task_key, item.name, item.path, item.bytes as i64])
-                    .map_err(&sql_error)?;
-            }
-            let mut step = tx
-                .prepare(
-                    "INSERT INTO training_steps (task_key, step, epoch, loss, learning_rate, grad_norm)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(&sql_error)?;
-            for record in &outcome.steps {
-                step.execute(params![
-                    task_key,
-                    record.step as i64,
-                    record.epoch as i64,
-                    record.loss,
-                    record.learning_rate,
-                    record.grad_norm
-                ])
-                .map_err(&sql_error)?;
-            }
-        }
+        insert_outcome(&tx, task_key, attempt, outcome).map_err(&sql_error)?;
         tx.execute(
             &format!("UPDATE tasks SET status = 'succeeded', updated_at = {NOW} WHERE key = ?1"),
             params![task_key],
@@ -1263,6 +1213,50 @@ fn uri_path(path: &Path) -> String {
         }
     }
     out
+}
+
+/// Inserts what a succeeded attempt produced: its metrics, per-query values, artifacts and
+/// training steps.
+fn insert_outcome(
+    tx: &rusqlite::Transaction,
+    task_key: &str,
+    attempt: AttemptId,
+    outcome: &TaskOutcome,
+) -> rusqlite::Result<()> {
+    let mut metric = tx.prepare(
+        "INSERT INTO metrics (task_key, attempt_id, measure, value) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (measure, value) in &outcome.metrics {
+        metric.execute(params![task_key, attempt.id, measure, value])?;
+    }
+    let mut query_metric = tx.prepare(
+        "INSERT INTO query_metrics (task_key, measure, query_id, value) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (query, values) in &outcome.per_query {
+        for (measure, value) in values {
+            query_metric.execute(params![task_key, measure, query, value])?;
+        }
+    }
+    let mut artifact =
+        tx.prepare("INSERT INTO artifacts (task_key, name, path, bytes) VALUES (?1, ?2, ?3, ?4)")?;
+    for item in &outcome.artifacts {
+        artifact.execute(params![task_key, item.name, item.path, item.bytes as i64])?;
+    }
+    let mut step = tx.prepare(
+        "INSERT INTO training_steps (task_key, step, epoch, loss, learning_rate, grad_norm)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for record in &outcome.steps {
+        step.execute(params![
+            task_key,
+            record.step as i64,
+            record.epoch as i64,
+            record.loss,
+            record.learning_rate,
+            record.grad_norm
+        ])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
