@@ -198,6 +198,17 @@ impl Default for EncodeSettings {
     }
 }
 
+impl EncodeSettings {
+    /// The field that is 0 where it must be at least 1, if any.
+    fn zero_field(&self) -> Option<&'static str> {
+        match (self.batch, self.shards) {
+            (0, _) => Some("batch"),
+            (_, 0) => Some("shards"),
+            _ => None,
+        }
+    }
+}
+
 /// `[eval]`: retrieval depth and measures.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -636,7 +647,7 @@ impl Experiment {
         check_models_and_datasets(&file, &error)?;
         let name = section.name.get_ref();
         let encode = encode_table(&file, &error)?;
-        let eval = eval_table(&file, &error)?;
+        let eval = settings_table(&file.eval, "eval", EvalSettings::check, &error)?;
         let train_ce = settings_table(&file.train_ce, "train_ce", TrainCeSettings::check, &error)?;
         let train_de = settings_table(&file.train_de, "train_de", TrainDeSettings::check, &error)?;
         let rerank = settings_table(&file.rerank, "rerank", RerankSettings::check, &error)?;
@@ -1006,13 +1017,12 @@ impl Experiment {
         overrides: &SettingOverrides,
     ) -> Result<EncodeSettings, ConfigError> {
         let mut encode: EncodeSettings = self.with_overrides("encode", &self.encode, overrides)?;
-        if encode.batch == 0 || encode.shards == 0 {
+        if let Some(field) = encode.zero_field() {
             let span = overrides
                 .last()
                 .map(|o| o.2.clone())
                 .or(self.encode_span.clone())
                 .unwrap_or(0..0);
-            let field = if encode.batch == 0 { "batch" } else { "shards" };
             return Err(self.error(&span, format!("encode.{field} must be at least 1")));
         }
         encode.max_len = Some(encode.max_len.unwrap_or(self.models[model].max_len));
@@ -1178,29 +1188,11 @@ fn encode_table(
         .as_ref()
         .map(|s| s.get_ref().clone())
         .unwrap_or_default();
-    if encode.batch == 0 || encode.shards == 0 {
+    if let Some(field) = encode.zero_field() {
         let span = file.encode.as_ref().map(Spanned::span).unwrap_or(0..0);
-        let field = if encode.batch == 0 { "batch" } else { "shards" };
         return Err(error(span, format!("encode.{field} must be at least 1")));
     }
     Ok(encode)
-}
-
-/// The `[eval]` table (defaults where absent), checked.
-fn eval_table(
-    file: &ExperimentFile,
-    error: &dyn Fn(Range<usize>, String) -> ConfigError,
-) -> Result<EvalSettings, ConfigError> {
-    let eval = file
-        .eval
-        .as_ref()
-        .map(|s| s.get_ref().clone())
-        .unwrap_or_default();
-    if let Err(message) = eval.check() {
-        let span = file.eval.as_ref().map(Spanned::span).unwrap_or(0..0);
-        return Err(error(span, format!("eval: {message}")));
-    }
-    Ok(eval)
 }
 
 fn unspanned<T: Clone>(tables: &BTreeMap<String, Spanned<T>>) -> BTreeMap<String, T> {
