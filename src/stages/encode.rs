@@ -11,7 +11,7 @@ use super::embeddings::{
 };
 use super::{EncodeStats, Observer, StageError};
 use crate::data::beir;
-use crate::model::{encode_shard, load_model, EncodeOptions, Pooling};
+use crate::model::{encode_shard, load_model, Embeddings, EncodeOptions, Pooling};
 use crate::task::{Artifact, EncodeSpec, TaskOutcome, UpstreamDirs};
 
 /// Encodes with a model given as a directory or as a training task's output: a student is
@@ -68,13 +68,7 @@ pub(super) fn run_encode(
         for (cell, embeddings) in &pooled.cells {
             dim = embeddings.dim;
             let name = matrix_name(side, cell.layer, cell.pooling);
-            let path = out.join(&name);
-            write_matrix(&path, embeddings)?;
-            outcome.artifacts.push(Artifact {
-                name: name.clone(),
-                path: name,
-                bytes: (embeddings.data.len() * 4) as u64,
-            });
+            outcome.artifacts.push(write_cell(out, name, embeddings)?);
         }
     }
     let manifest = EmbeddingsManifest {
@@ -100,12 +94,22 @@ pub(super) fn run_encode(
     Ok(outcome)
 }
 
+/// Writes one (layer, pooling) matrix into `out` as the artifact `name`.
+fn write_cell(out: &Path, name: String, embeddings: &Embeddings) -> Result<Artifact, StageError> {
+    write_matrix(&out.join(&name), embeddings)?;
+    Ok(Artifact {
+        bytes: (embeddings.data.len() * 4) as u64,
+        path: name.clone(),
+        name,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::model::{Embeddings, Precision};
+    use crate::model::Precision;
     use crate::stages::embeddings::{read_manifest, Encoded};
     use crate::stages::{run_task, Silent};
     use crate::task::TaskSpec;
