@@ -387,12 +387,12 @@ impl Study {
             b,
         } in pairings
         {
-            if let Some(result) = self.compare(store, a.1, b.1, measure)? {
+            if let Some(result) = self.compare(store, a.point, b.point, measure)? {
                 comparisons.push(Comparison {
                     dataset: dataset.to_string(),
                     what: what.to_string(),
-                    a: format!("{} L{}", a.0, a.1.layer),
-                    b: format!("{} L{}", b.0, b.1.layer),
+                    a: a.name(),
+                    b: b.name(),
                     measure: measure.to_string(),
                     significant: result.significant(ALPHA),
                     result,
@@ -422,8 +422,8 @@ impl Study {
                 pairings.push(Pairing {
                     dataset: &ce.dataset,
                     what: "best CE layer vs the DE at the same layer",
-                    a: (ce.label(), best),
-                    b: (de.label(), de_point),
+                    a: Side::of(ce, best),
+                    b: Side::of(de, de_point),
                 });
             }
         }
@@ -449,8 +449,8 @@ impl Study {
                 pairings.push(Pairing {
                     dataset: &ce.dataset,
                     what: "best CE layer vs DE last layer",
-                    a: (ce.label(), ce_point),
-                    b: (de.label(), de_point),
+                    a: Side::of(ce, ce_point),
+                    b: Side::of(de, de_point),
                 });
             }
         }
@@ -889,13 +889,32 @@ fn task_of(cell: &CellRow, stage: Stage) -> Option<String> {
         .map(|(_, key, _)| key.clone())
 }
 
-/// Two points of layer curves to compare, each with its curve's label, and what the
-/// comparison is called.
+/// Two points of layer curves to compare, and what the comparison is called.
 struct Pairing<'c> {
     dataset: &'c str,
     what: &'static str,
-    a: (String, &'c CurvePoint),
-    b: (String, &'c CurvePoint),
+    a: Side<'c>,
+    b: Side<'c>,
+}
+
+/// A point of a layer curve, with the curve's label.
+struct Side<'c> {
+    label: String,
+    point: &'c CurvePoint,
+}
+
+impl<'c> Side<'c> {
+    fn of(curve: &LayerCurve, point: &'c CurvePoint) -> Self {
+        Side {
+            label: curve.label(),
+            point,
+        }
+    }
+
+    /// `label L<layer>`, as the comparisons table names it.
+    fn name(&self) -> String {
+        format!("{} L{}", self.label, self.point.layer)
+    }
 }
 
 /// Each curve's best layer against its last (where they differ).
@@ -907,8 +926,8 @@ fn best_vs_last(curves: &[LayerCurve]) -> Vec<Pairing<'_>> {
             (best.layer != last.layer).then(|| Pairing {
                 dataset: &curve.dataset,
                 what: "best layer vs last layer",
-                a: (curve.label(), best),
-                b: (curve.label(), last),
+                a: Side::of(curve, best),
+                b: Side::of(curve, last),
             })
         })
         .collect()
@@ -929,8 +948,8 @@ fn self_pair_vs_single(curves: &[LayerCurve]) -> Vec<Pairing<'_>> {
             Some(Pairing {
                 dataset: &pair.dataset,
                 what: "self_pair vs single (best layers)",
-                a: (pair.label(), pair.best()?),
-                b: (single.label(), single.best()?),
+                a: Side::of(pair, pair.best()?),
+                b: Side::of(single, single.best()?),
             })
         })
         .collect()
