@@ -593,6 +593,49 @@ fn check_reads_the_content_of_datasets_and_models() {
         .stderr(predicates::str::contains("models.tiny"));
 }
 
+/// A split without judgments stops `check`, named by the field that asked for it: the
+/// evaluated split by its dataset, a training split by the model trained on it; an unusable
+/// training split likewise.
+#[test]
+fn a_split_without_judgments_is_named_by_the_field_that_asks_for_it() {
+    let fixture = Fixture::smoke();
+    let check = || {
+        fixture
+            .repro()
+            .arg("check")
+            .arg(&fixture.experiment)
+            .assert()
+            .failure()
+    };
+    fixture.write_smoke(|text| text.replace("split = \"test\"", "split = \"dev\""));
+    check().stderr(predicates::str::contains(
+        "datasets.tiny: split `dev` has no judgments",
+    ));
+
+    let copy = fixture.use_a_copy_of_the_dataset();
+    let distill = common::mini_distill("distill_splits", "", "", "")
+        .replace("\"DATASET\"", &format!("{copy:?}"));
+    fixture.write_experiment(&distill.replace(
+        "train_dataset = \"tiny\"\nnegatives_from",
+        "train_dataset = \"tiny\"\ntrain_split = \"dev\"\nnegatives_from",
+    ));
+    check().stderr(predicates::str::contains(
+        "models.teacher: train_split `dev` of dataset `tiny` has no judgments",
+    ));
+
+    fixture.write_experiment(&distill);
+    fixture
+        .repro()
+        .arg("check")
+        .arg(&fixture.experiment)
+        .assert()
+        .success();
+    std::fs::write(copy.join("qrels/train.tsv"), "query-id\tcorpus-id\tscore\n").unwrap();
+    check()
+        .stderr(predicates::str::contains("models.student: "))
+        .stderr(predicates::str::contains("judges no query"));
+}
+
 /// A judgment edited in place, size and modification time put back, is still seen: the
 /// change time is part of what a remembered hash is keyed by.
 #[test]
