@@ -2,7 +2,7 @@
 //! the models' shapes, hash the inputs' contents, build the DAG.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::{ConfigError, DatasetSpec, Experiment, ModelOrigin, ModelShape};
 use crate::data::beir;
@@ -121,23 +121,19 @@ fn resolve_dataset(
         .unwrap_or(name);
     let dir = crate::data::fetch::resolve(wanted, data_dir, mirror)
         .map_err(|err| experiment.dataset_error(name, err))?;
-    let qrels = crate::data::beir::qrels_path(&dir, &spec.split);
-    if !qrels.is_file() {
-        return Err(experiment
-            .dataset_error(
-                name,
-                format!(
+    let sha256 = split_hash(&dir, &spec.split, store.as_deref_mut()).map_err(|problem| {
+        experiment.dataset_error(
+            name,
+            match problem {
+                SplitProblem::NoJudgments(qrels) => format!(
                     "split `{}` has no judgments ({} is missing)",
                     spec.split,
                     qrels.display()
                 ),
-            )
-            .into());
-    }
-    check_dataset_content(&dir, &spec.split).map_err(|err| experiment.dataset_error(name, err))?;
-    let files = dataset_files(&dir, &spec.split);
-    let sha256 = hash_files(&files, &dir, store.as_deref_mut())
-        .map_err(|err| experiment.dataset_error(name, err))?;
+                SplitProblem::Content(message) | SplitProblem::Hash(message) => message,
+            },
+        )
+    })?;
     let mut splits = BTreeMap::new();
     for (model, model_spec) in &experiment.models {
         if model_spec.train_dataset.as_deref() != Some(name) || model_spec.train_split == spec.split
@@ -145,22 +141,18 @@ fn resolve_dataset(
             continue;
         }
         let split = &model_spec.train_split;
-        let qrels = crate::data::beir::qrels_path(&dir, split);
-        if !qrels.is_file() {
-            return Err(experiment
-                .model_error(
+        let hash =
+            split_hash(&dir, split, store.as_deref_mut()).map_err(|problem| match problem {
+                SplitProblem::NoJudgments(qrels) => experiment.model_error(
                     model,
                     format!(
-                        "train_split `{split}` of dataset `{name}` has no judgments ({} is missing)",
-                        qrels.display()
-                    ),
-                )
-                .into());
-        }
-        check_dataset_content(&dir, split).map_err(|err| experiment.model_error(model, err))?;
-        let files = dataset_files(&dir, split);
-        let hash = hash_files(&files, &dir, store.as_deref_mut())
-            .map_err(|err| experiment.dataset_error(name, err))?;
+                    "train_split `{split}` of dataset `{name}` has no judgments ({} is missing)",
+                    qrels.display()
+                ),
+                ),
+                SplitProblem::Content(message) => experiment.model_error(model, message),
+                SplitProblem::Hash(message) => experiment.dataset_error(name, message),
+            })?;
         splits.insert(split.clone(), hash);
     }
     Ok(ResolvedDataset {
@@ -169,6 +161,27 @@ fn resolve_dataset(
         sha256,
         splits,
     })
+}
+
+/// Why a split of a dataset cannot be used.
+enum SplitProblem {
+    /// Its judgments file is missing (the path).
+    NoJudgments(PathBuf),
+    /// Its documents, queries or judgments are unusable.
+    Content(String),
+    /// Its files could not be hashed.
+    Hash(String),
+}
+
+/// The content hash of one split's files, once the split is checked: judgments present,
+/// content usable.
+fn split_hash(dir: &Path, split: &str, store: Option<&mut Store>) -> Result<String, SplitProblem> {
+    let qrels = crate::data::beir::qrels_path(dir, split);
+    if !qrels.is_file() {
+        return Err(SplitProblem::NoJudgments(qrels));
+    }
+    check_dataset_content(dir, split).map_err(SplitProblem::Content)?;
+    hash_files(&dataset_files(dir, split), dir, store).map_err(SplitProblem::Hash)
 }
 
 /// A model directory's identity: one content hash over the files that define the model
@@ -180,7 +193,7 @@ pub fn hash_model_dir(dir: &Path, store: Option<&mut Store>) -> Result<String, S
 /// One content hash over `files` (named relative to `root`), each file's sha256 taken from
 /// the store's memory when its size, modification and change times and inode are unchanged.
 fn hash_files(
-    files: &[std::path::PathBuf],
+    files: &[PathBuf],
     root: &Path,
     mut store: Option<&mut Store>,
 ) -> Result<String, String> {
