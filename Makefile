@@ -78,10 +78,13 @@ sweep: models fonts release
 	@echo "report: $$($(REPRO) --quiet report layer_sweep)"
 
 ## The distillation study: a CE teacher trained on SciFact, its layer probe, DE-2 students,
-## CE re-ranking (about 90 minutes cold on 2 cores; cached afterwards).
+## CE re-ranking (about 90 minutes cold on 2 cores; cached afterwards). Layers are chosen on
+## a selection split of SciFact's train queries (scripts/make_dev_split.py), never on test.
 distill: models fonts release
+	$(PYTHON) scripts/make_dev_split.py --source $(REPRO_MIRROR)/scifact --out target/scifact-dev
 	$(REPRO) run experiments/distill.toml
 	@echo "report: $$($(REPRO) --quiet report distill)"
+	@echo "findings: $$($(REPRO) --quiet report distill --format json) (README quotes docs/results/distill.json)"
 
 ## The CE teacher's recipe, chosen on a dev split: 10% of SciFact's train queries held out
 ## (scripts/make_dev_split.py; test judgments are never read), teachers trained on the rest

@@ -12,7 +12,8 @@ pub struct ReportArgs {
     pub experiment: String,
     #[command(flatten)]
     pub results: ResultsArgs,
-    /// `html`: one self-contained page with charts; `md`: the same tables in Markdown.
+    /// `html`: one self-contained page with charts; `md`: the same tables in Markdown;
+    /// `json`: every comparison with its settings, interval, p-values and verdict.
     #[arg(long, value_enum, default_value = "html")]
     pub format: ReportFormat,
     /// Measures charted layer by layer besides nDCG@10 (trec_eval names, e.g. recall_100);

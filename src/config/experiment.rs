@@ -488,6 +488,7 @@ struct ExperimentFile {
     rerank: Option<Spanned<RerankSettings>>,
     bench: Option<Spanned<BenchConfig>>,
     slurm: Option<Spanned<super::SlurmSettings>>,
+    report: Option<Spanned<super::ReportSettings>>,
 }
 
 /// One axis value.
@@ -614,6 +615,8 @@ pub struct Experiment {
     pub bench: Option<BenchConfig>,
     /// `[slurm]`: sbatch settings for `--executor slurm` (never part of a cache key).
     pub slurm: super::SlurmSettings,
+    /// `[report]`: how the report draws conclusions (never part of a cache key).
+    pub report: super::ReportSettings,
     bench_span: Option<Range<usize>>,
     model_spans: BTreeMap<String, Range<usize>>,
     dataset_spans: BTreeMap<String, Range<usize>>,
@@ -662,6 +665,8 @@ impl Experiment {
             .transpose()?;
         let slurm = settings_table(&file.slurm, "slurm", super::SlurmSettings::check, &error)?;
         check_bench_datasets(bench.as_ref(), &file, &error)?;
+        let report = settings_table(&file.report, "report", super::ReportSettings::check, &error)?;
+        check_selection_dataset(&report, &file, &error)?;
         // No `[sweep]` is one grid of no axes: every model × dataset × layer.
         let grids = match file.sweep.0.is_empty() {
             true => vec![Vec::new()],
@@ -691,9 +696,16 @@ impl Experiment {
             bench,
             bench_span: file.bench.as_ref().map(Spanned::span),
             slurm,
+            report,
             grids,
             text,
         })
+    }
+
+    /// TEMPORARY shim until the overlap branch lands.
+    pub fn collection_of(&self, dataset_key: &str) -> Option<String> {
+        let spec = self.datasets.get(dataset_key)?;
+        Some(spec.name.clone().unwrap_or_else(|| dataset_key.to_string()))
     }
 
     /// An error pointing at `[models.<name>]`.
@@ -1301,6 +1313,21 @@ fn check_bench_datasets(
         }
     }
     Ok(())
+}
+
+/// `report.selection` names a declared dataset.
+fn check_selection_dataset(
+    report: &super::ReportSettings,
+    file: &ExperimentFile,
+    error: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    match (&report.selection, &file.report) {
+        (Some(name), Some(table)) if !file.datasets.contains_key(name.as_str()) => Err(error(
+            table.span(),
+            format!("report.selection: `{name}` is not a declared dataset"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The dimensions of one sweep grid: its axes, then its zip groups.
@@ -1948,6 +1975,15 @@ max_len = 32
                 "4 is beyond the model's depth 3",
             ),
             ("[bench]\nrepeat = 2\n", "unknown field `repeat`"),
+            (
+                "[report]\nselection = \"dev\"\n",
+                "report.selection: `dev` is not a declared dataset",
+            ),
+            ("[report]\nmargin = -1.0\n", "report: margin"),
+            (
+                "[report]\ncorrection = \"sidak\"\n",
+                "unknown variant `sidak`",
+            ),
         ];
         for (extra, needle) in cases {
             let message = error_of(extra);

@@ -11,6 +11,7 @@ reported through [`ConfigError::at`].
 mod experiment;
 mod layers;
 mod probe;
+mod report;
 mod slurm;
 mod training;
 
@@ -22,6 +23,7 @@ pub use experiment::{
 };
 pub use layers::LayerSelection;
 pub use probe::{ProbeFile, ProbeSettings};
+pub use report::ReportSettings;
 pub use slurm::SlurmSettings;
 pub use training::{BenchConfig, Fusion, RerankSettings, TrainCeSettings, TrainDeSettings};
 

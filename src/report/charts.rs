@@ -1,6 +1,11 @@
 //! Line charts drawn with plotters: as SVG text (inlined in HTML pages, written as figure
 //! files) or as PNG files.
 //!
+//! Every chart keeps its legend outside the plot area (below it, where it hides no point),
+//! draws each series' 95% interval as a translucent band where it has one, and colours
+//! series from a colour-blind-safe palette of distinct hues; callers keep a chart to at most
+//! [`PALETTE_SIZE`] colours (small multiples rather than one crowded chart).
+//!
 //! Output is deterministic: the same chart gives the same bytes, which is what lets
 //! `repro figures` promise byte-identical regeneration. Text is laid out with one TrueType
 //! font registered once per process ([`FONT_ENV`], or DejaVu Sans from the usual system
@@ -29,20 +34,28 @@ const FONT_CANDIDATES: [&str; 5] = [
 
 const FONT_FAMILY: &str = "sans-serif";
 
-/// Okabe–Ito: distinguishable for the common colour-vision deficiencies.
-const PALETTE: [RGBColor; 8] = [
-    RGBColor(0, 114, 178),
-    RGBColor(213, 94, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(204, 121, 167),
-    RGBColor(230, 159, 0),
-    RGBColor(86, 180, 233),
-    RGBColor(0, 0, 0),
-    RGBColor(240, 228, 66),
+/// Paul Tol's "bright" qualitative scheme: seven hues told apart under the common
+/// colour-vision deficiencies and in grey print, no two of one hue family (Okabe–Ito's
+/// orange and vermillion read as one on screen).
+const PALETTE: [RGBColor; 7] = [
+    RGBColor(0x44, 0x77, 0xAA),
+    RGBColor(0xEE, 0x66, 0x77),
+    RGBColor(0x22, 0x88, 0x33),
+    RGBColor(0xAA, 0x33, 0x77),
+    RGBColor(0xCC, 0xBB, 0x44),
+    RGBColor(0x66, 0xCC, 0xEE),
+    RGBColor(0x55, 0x55, 0x55),
 ];
 
-/// Size of every chart, in pixels (SVG user units).
+/// How many series of one chart can have colours of their own.
+pub const PALETTE_SIZE: usize = PALETTE.len();
+
+/// Size of a chart's plot (and axes), in pixels (SVG user units); the legend adds rows below.
 pub const SIZE: (u32, u32) = (760, 440);
+
+/// Height of one legend row, and how many entries share a row.
+const LEGEND_ROW: u32 = 20;
+const LEGEND_COLUMNS: usize = 2;
 
 /// How a series is drawn: cross encoders dashed with triangles, dual encoders solid with
 /// circles, reference lines (ideal speedups) dotted without markers.
@@ -60,6 +73,8 @@ pub struct Series {
     pub stroke: Stroke,
     /// Index into the palette.
     pub color: usize,
+    /// 95% interval at some of the points, `(x, low, high)`: drawn as a band.
+    pub band: Vec<(f64, f64, f64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,12 +88,25 @@ pub struct Chart {
 }
 
 impl Chart {
+    /// Width and height with the legend rows below the plot.
+    pub fn size(&self) -> (u32, u32) {
+        let labelled = self.series.iter().filter(|s| !s.label.is_empty()).count();
+        let rows = labelled.div_ceil(LEGEND_COLUMNS) as u32;
+        let legend = if rows == 0 { 0 } else { rows * LEGEND_ROW + 12 };
+        (SIZE.0, SIZE.1 + legend)
+    }
+
+    /// Whether the chart shows anything a line could: some series with two points or more.
+    pub fn has_lines(&self) -> bool {
+        self.series.iter().any(|series| series.points.len() >= 2)
+    }
+
     /// The chart as an SVG document.
     pub fn to_svg(&self) -> Result<String, ReportError> {
         register_font()?;
         let mut svg = String::new();
         {
-            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+            let root = SVGBackend::with_string(&mut svg, self.size()).into_drawing_area();
             self.draw(&root)?;
         }
         Ok(svg)
@@ -90,7 +118,7 @@ impl Chart {
         // The image encoder picks the format by extension, so the temporary name ends in .png.
         let partial = path.with_extension("partial.png");
         {
-            let root = BitMapBackend::new(&partial, SIZE).into_drawing_area();
+            let root = BitMapBackend::new(&partial, self.size()).into_drawing_area();
             self.draw(&root)?;
         }
         std::fs::rename(&partial, path).map_err(|source| ReportError::Io {
@@ -101,9 +129,14 @@ impl Chart {
 
     fn bounds(&self) -> (f64, f64, f64, f64) {
         let points = || self.series.iter().flat_map(|s| s.points.iter());
+        let bands = || self.series.iter().flat_map(|s| s.band.iter());
         let finite = |v: &f64| v.is_finite();
         let xs: Vec<f64> = points().map(|p| p.0).filter(finite).collect();
-        let ys: Vec<f64> = points().map(|p| p.1).filter(finite).collect();
+        let ys: Vec<f64> = points()
+            .map(|p| p.1)
+            .chain(bands().flat_map(|b| [b.1, b.2]))
+            .filter(finite)
+            .collect();
         let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
         let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let (mut x0, mut x1) = (min(&xs), max(&xs));
@@ -133,8 +166,9 @@ impl Chart {
             ReportError::Invalid(format!("drawing chart `{}`: {error}", self.title))
         };
         root.fill(&WHITE).map_err(failed)?;
+        let (plot_area, legend_area) = root.split_vertically(SIZE.1);
         let (x0, x1, y0, y1) = self.bounds();
-        let mut chart = ChartBuilder::on(root)
+        let mut chart = ChartBuilder::on(&plot_area)
             .caption(&self.title, (FONT_FAMILY, 18))
             .margin(14)
             .x_label_area_size(42)
@@ -173,9 +207,22 @@ impl Chart {
             .map_err(failed)?;
         for series in &self.series {
             let color = PALETTE[series.color % PALETTE.len()];
+            if series.band.len() >= 2 {
+                let upper = series.band.iter().map(|&(x, _, high)| (x, high));
+                let lower = series.band.iter().rev().map(|&(x, low, _)| (x, low));
+                chart
+                    .draw_series(std::iter::once(Polygon::new(
+                        upper.chain(lower).collect::<Vec<_>>(),
+                        color.mix(0.14).filled(),
+                    )))
+                    .map_err(failed)?;
+            }
+        }
+        for series in &self.series {
+            let color = PALETTE[series.color % PALETTE.len()];
             let style = ShapeStyle::from(color).stroke_width(2);
             let points = series.points.clone();
-            let annotation = match series.stroke {
+            match series.stroke {
                 Stroke::Solid => chart.draw_series(LineSeries::new(points.clone(), style)),
                 Stroke::Dashed => {
                     chart.draw_series(DashedLineSeries::new(points.clone(), 7, 5, style))
@@ -185,13 +232,6 @@ impl Chart {
                 }
             }
             .map_err(failed)?;
-            let stroke = series.stroke;
-            annotation
-                .label(series.label.as_str())
-                .legend(move |(x, y)| {
-                    let dash = if stroke == Stroke::Solid { 22 } else { 8 };
-                    PathElement::new(vec![(x, y), (x + dash, y)], style)
-                });
             match series.stroke {
                 Stroke::Solid => {
                     chart
@@ -210,17 +250,50 @@ impl Chart {
                 Stroke::Dotted => {}
             }
         }
-        if self.series.iter().any(|series| !series.label.is_empty()) {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperMiddle)
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(190, 190, 190))
-                .label_font((FONT_FAMILY, 12))
-                .draw()
-                .map_err(failed)?;
-        }
+        self.draw_legend(&legend_area).map_err(failed)?;
         root.present().map_err(failed)?;
+        Ok(())
+    }
+
+    /// The legend below the plot: a sample of each series' stroke and marker, then its label,
+    /// [`LEGEND_COLUMNS`] entries a row.
+    fn draw_legend<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let column_width = (SIZE.0 as i32 - 80) / LEGEND_COLUMNS as i32;
+        let labelled = self.series.iter().filter(|s| !s.label.is_empty());
+        for (index, series) in labelled.enumerate() {
+            let color = PALETTE[series.color % PALETTE.len()];
+            let style = ShapeStyle::from(color).stroke_width(2);
+            let x = 70 + (index % LEGEND_COLUMNS) as i32 * column_width;
+            let y = 8 + (index / LEGEND_COLUMNS) as i32 * LEGEND_ROW as i32 + LEGEND_ROW as i32 / 2;
+            let segments: Vec<(i32, i32)> = match series.stroke {
+                Stroke::Solid => vec![(x, x + 26)],
+                Stroke::Dashed => vec![(x, x + 8), (x + 13, x + 21)],
+                Stroke::Dotted => vec![
+                    (x, x + 2),
+                    (x + 6, x + 8),
+                    (x + 12, x + 14),
+                    (x + 18, x + 20),
+                ],
+            };
+            for (from, to) in segments {
+                area.draw(&PathElement::new(vec![(from, y), (to, y)], style))?;
+            }
+            match series.stroke {
+                Stroke::Solid => area.draw(&Circle::new((x + 13, y), 3, style.filled()))?,
+                Stroke::Dashed => {
+                    area.draw(&TriangleMarker::new((x + 13, y), 4, style.filled()))?
+                }
+                Stroke::Dotted => {}
+            }
+            area.draw(&Text::new(
+                series.label.clone(),
+                (x + 34, y - 7),
+                (FONT_FAMILY, 12).into_font().color(&RGBColor(40, 40, 40)),
+            ))?;
+        }
         Ok(())
     }
 }
@@ -274,12 +347,14 @@ mod tests {
                     points: vec![(0.0, 0.3), (1.0, 0.35), (2.0, 0.5)],
                     stroke: Stroke::Solid,
                     color: 0,
+                    band: vec![(0.0, 0.25, 0.35), (1.0, 0.3, 0.4), (2.0, 0.45, 0.55)],
                 },
                 Series {
                     label: "CE".to_string(),
                     points: vec![(0.0, 0.4), (1.0, 0.2), (2.0, 0.1)],
                     stroke: Stroke::Dashed,
                     color: 1,
+                    band: Vec::new(),
                 },
             ],
         }

@@ -1,7 +1,9 @@
 //! `repro figures`: the paper's figures regenerated from the store, under fixed names.
 //!
-//! - `layer_ndcg_<dataset>.svg` / `.png`: nDCG@10 by layer, CE (dashed) against DE (solid)
-//!   (and `layer_ndcg_mean_of_<N>` for the mean over the N datasets every curve has);
+//! - `layer_ndcg_<dataset>_<pooling>.svg` / `.png`: nDCG@10 by layer with 95% bands, CE
+//!   (dashed) against DE (solid), one chart per dataset and pooling (and
+//!   `layer_ndcg_zero-shot_mean_of_<N>_<pooling>` for the mean over the N zero-shot datasets
+//!   every experiment has);
 //! - `speedup.svg` / `.png`: speedup of the truncated encoder against its full depth,
 //!   measured and ideal (from the experiments' bench tasks);
 //! - `distill_table.md` / `.tex`: the students against their teacher DE.
@@ -13,8 +15,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::means::{mean_curves, mean_distill_rows};
-use super::page::{distillation_table, layer_chart, speedup_chart, Table};
+use super::document::Judged;
+use super::findings::Finding;
+use super::means::{mean_curves, MeanDistillRow};
+use super::page::{distillation_table, layer_charts, speedup_chart, Table};
 use super::study::{DistillRow, LayerCurve, SpeedCurve, Study, HEADLINE_MEASURES};
 use super::ReportError;
 use crate::store::{ExperimentRow, Store};
@@ -29,15 +33,26 @@ pub fn write_figures(
     let mut curves: Vec<LayerCurve> = Vec::new();
     let mut speed: Vec<SpeedCurve> = Vec::new();
     let mut distillation: Vec<DistillRow> = Vec::new();
+    let mut mean_rows: Vec<MeanDistillRow> = Vec::new();
+    let mut findings: Vec<Finding> = Vec::new();
     let mut datasets: Vec<String> = Vec::new();
+    let mut zero_shot: Option<Vec<String>> = None;
     for experiment in experiments {
         let study = Study::load(store, experiment)?;
+        let judged = Judged::of(store, &study)?;
         for dataset in study.datasets() {
             if !datasets.contains(&dataset) {
                 datasets.push(dataset);
             }
         }
-        for curve in study.layer_curves(measure) {
+        zero_shot = Some(match zero_shot {
+            None => judged.zero_shot.clone(),
+            Some(common) => common
+                .into_iter()
+                .filter(|d| judged.zero_shot.contains(d))
+                .collect(),
+        });
+        for curve in study.layer_curves_with_intervals(store, measure)? {
             let taken = curves
                 .iter()
                 .any(|c| c.dataset == curve.dataset && c.label() == curve.label());
@@ -53,11 +68,13 @@ pub fn write_figures(
                 speed.push(curve);
             }
         }
-        distillation.extend(study.distillation(store)?);
+        distillation.extend(judged.distillation);
+        mean_rows.extend(judged.mean_rows);
+        findings.extend(judged.findings);
     }
     datasets.sort();
-    // The mean over datasets, charted after the datasets themselves.
-    let means = mean_curves(&curves);
+    // The mean over the zero-shot datasets, charted after the datasets themselves.
+    let means = mean_curves(&curves, &zero_shot.unwrap_or_default());
     for mean in &means {
         if !datasets.contains(&mean.dataset) {
             datasets.push(mean.dataset.clone());
@@ -71,15 +88,14 @@ pub fn write_figures(
     })?;
     let mut written = Vec::new();
     for dataset in &datasets {
-        let chart = layer_chart(dataset, &curves, measure);
-        if chart.series.is_empty() {
-            continue;
+        for chart in layer_charts(dataset, &curves, measure) {
+            let pooling = chart.title.rsplit(" · ").next().unwrap_or_default();
+            let stem = format!("layer_ndcg_{}_{}", file_safe(dataset), file_safe(pooling));
+            written.push(write_text(out, &format!("{stem}.svg"), &chart.to_svg()?)?);
+            let png = out.join(format!("{stem}.png"));
+            chart.write_png(&png)?;
+            written.push(png);
         }
-        let stem = format!("layer_ndcg_{}", file_safe(dataset));
-        written.push(write_text(out, &format!("{stem}.svg"), &chart.to_svg()?)?);
-        let png = out.join(format!("{stem}.png"));
-        chart.write_png(&png)?;
-        written.push(png);
     }
     if !speed.is_empty() {
         let chart = speedup_chart(&speed);
@@ -89,7 +105,7 @@ pub fn write_figures(
         written.push(png);
     }
     if !distillation.is_empty() {
-        let table = distillation_table(&distillation, &mean_distill_rows(&distillation));
+        let table = distillation_table(&distillation, &mean_rows, &findings);
         written.push(write_text(out, "distill_table.md", &markdown(&table))?);
         written.push(write_text(out, "distill_table.tex", &latex(&table))?);
     }

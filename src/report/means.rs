@@ -2,21 +2,24 @@
 The view over datasets that the paper and BEIR report: each configuration's mean over the
 datasets it was measured on, and on how many of them one configuration beats another.
 
-This module owns the averaging rule — a mean is taken only over values every dataset of the
-group has, so that no mean quietly covers fewer datasets than its neighbours — for layer
-curves, distillation rows and paired comparisons. It computes nothing per query (the paired
-tests are [`super::study`]'s, per dataset) and never reads the store.
+This module owns the averaging rule — a mean is taken only over the zero-shot datasets the
+caller names (no collection any model of the study was trained on, not the selection split),
+and only where every one of them has a value, so that no mean quietly covers fewer datasets
+than its neighbours or mixes in-domain with zero-shot results — for layer curves,
+distillation rows and judged comparisons. It computes nothing per query (the paired tests are
+[`super::study`]'s, their verdicts [`super::findings`]'s) and never reads the store.
 */
 
 use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::study::{Comparison, CurvePoint, DistillRow, LayerCurve};
+use super::findings::{Finding, Verdict};
+use super::study::{CurvePoint, DistillRow, LayerCurve};
 
 /// How the dataset column of a mean is labelled.
 pub fn mean_label(datasets: usize) -> String {
-    format!("mean of {datasets}")
+    format!("zero-shot mean of {datasets}")
 }
 
 /// Groups `items` by `key`, keeping the order of each group's first item.
@@ -44,10 +47,19 @@ fn distinct_datasets<'a>(names: impl Iterator<Item = &'a String>) -> usize {
     names.collect::<BTreeSet<_>>().len()
 }
 
-/// For each configuration (model, pooling, input, other separating settings) measured on two
-/// datasets or more, its mean curve over those datasets, at the layers every one of them has.
-pub fn mean_curves(curves: &[LayerCurve]) -> Vec<LayerCurve> {
-    let by_configuration = groups(curves, |c| {
+/// For each configuration (model, pooling, input, other separating settings) measured on
+/// every one of `datasets` (two or more), its mean curve over them, at the layers every one
+/// of them has.
+pub fn mean_curves(curves: &[LayerCurve], datasets: &[String]) -> Vec<LayerCurve> {
+    if datasets.len() < 2 {
+        return Vec::new();
+    }
+    let curves: Vec<LayerCurve> = curves
+        .iter()
+        .filter(|c| datasets.contains(&c.dataset))
+        .cloned()
+        .collect();
+    let by_configuration = groups(&curves, |c| {
         (
             c.model.clone(),
             c.kind,
@@ -59,8 +71,8 @@ pub fn mean_curves(curves: &[LayerCurve]) -> Vec<LayerCurve> {
     by_configuration
         .into_iter()
         .filter_map(|members| {
-            let datasets = distinct_datasets(members.iter().map(|c| &c.dataset));
-            if datasets < 2 || datasets != members.len() {
+            let covered = distinct_datasets(members.iter().map(|c| &c.dataset));
+            if covered != datasets.len() || covered != members.len() {
                 return None;
             }
             let layers: BTreeSet<i64> = members[0].points.iter().map(|p| p.layer).collect();
@@ -75,7 +87,7 @@ pub fn mean_curves(curves: &[LayerCurve]) -> Vec<LayerCurve> {
                 .collect();
             let first = members[0];
             Some(LayerCurve {
-                dataset: mean_label(datasets),
+                dataset: mean_label(covered),
                 points,
                 ..first.clone()
             })
@@ -83,48 +95,55 @@ pub fn mean_curves(curves: &[LayerCurve]) -> Vec<LayerCurve> {
         .collect()
 }
 
-/// On how many datasets a paired comparison came out each way.
+/// How a comparison came out over the datasets it was made on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Tally {
     pub datasets: usize,
-    /// Datasets where A is better with p < α by both tests.
-    pub a_better: usize,
-    /// Datasets where B is better with p < α by both tests.
-    pub b_better: usize,
+    pub better: usize,
+    pub worse: usize,
+    pub equivalent: usize,
+    pub inconclusive: usize,
+    pub confounded: usize,
     /// The mean over datasets of A's mean minus B's.
     pub mean_difference: f64,
 }
 
 impl Tally {
-    fn of(comparisons: &[&Comparison]) -> Self {
-        let significant = |sign: f64| {
-            comparisons
-                .iter()
-                .filter(|c| c.significant && c.result.mean_difference * sign > 0.0)
-                .count()
-        };
-        let total: f64 = comparisons.iter().map(|c| c.result.mean_difference).sum();
+    fn of(findings: &[&Finding]) -> Self {
+        let count = |verdict: Verdict| findings.iter().filter(|f| f.verdict == verdict).count();
+        let total: f64 = findings.iter().filter_map(|f| f.delta).sum();
         Tally {
-            datasets: comparisons.len(),
-            a_better: significant(1.0),
-            b_better: significant(-1.0),
-            mean_difference: total / comparisons.len().max(1) as f64,
+            datasets: findings.len(),
+            better: count(Verdict::Better),
+            worse: count(Verdict::Worse),
+            equivalent: count(Verdict::Equivalent),
+            inconclusive: count(Verdict::Inconclusive),
+            confounded: count(Verdict::Confounded),
+            mean_difference: total / findings.len().max(1) as f64,
         }
     }
 
-    /// `better on 2, worse on 1 of 6 †`.
+    /// `of 5: better 1, worse 2, inconclusive 2` (verdicts that occur, in a fixed order).
     pub fn describe(&self) -> String {
-        format!(
-            "better on {}, worse on {} of {} †",
-            self.a_better, self.b_better, self.datasets
-        )
+        let parts: Vec<String> = [
+            ("better", self.better),
+            ("worse", self.worse),
+            ("equivalent", self.equivalent),
+            ("inconclusive", self.inconclusive),
+            ("confounded", self.confounded),
+        ]
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(verdict, count)| format!("{verdict} {count}"))
+        .collect();
+        format!("of {}: {}", self.datasets, parts.join(", "))
     }
 }
 
-/// One paired comparison summed up over the datasets it was made on.
+/// One comparison summed up over the datasets it was made on.
 #[derive(Debug, Clone)]
 pub struct ComparisonTally {
-    pub what: String,
+    pub family: String,
     pub a: String,
     pub b: String,
     pub measure: String,
@@ -132,7 +151,7 @@ pub struct ComparisonTally {
 }
 
 /// `label` without a trailing layer (` L3`): the configuration, which is the same on every
-/// dataset even when its best layer is not.
+/// dataset even when its chosen layer is not.
 fn configuration(label: &str) -> &str {
     match label.rsplit_once(" L") {
         Some((head, layer)) if !layer.is_empty() && layer.bytes().all(|b| b.is_ascii_digit()) => {
@@ -142,24 +161,35 @@ fn configuration(label: &str) -> &str {
     }
 }
 
-/// Comparisons of the same configurations made on two datasets or more, with their tally.
-pub fn tally_comparisons(comparisons: &[Comparison]) -> Vec<ComparisonTally> {
-    groups(comparisons, |c| {
+/// The findings of the same configurations made on every one of `datasets` (two or more),
+/// with their tally.
+pub fn tally_findings(findings: &[Finding], datasets: &[String]) -> Vec<ComparisonTally> {
+    if datasets.len() < 2 {
+        return Vec::new();
+    }
+    let findings: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| datasets.contains(&f.dataset))
+        .collect();
+    groups(&findings, |f| {
         (
-            c.what.clone(),
-            configuration(&c.a).to_string(),
-            configuration(&c.b).to_string(),
-            c.measure.clone(),
+            f.family.clone(),
+            configuration(&f.a.label).to_string(),
+            configuration(&f.b.label).to_string(),
+            f.a.measure.clone(),
         )
     })
     .into_iter()
-    .filter(|members| distinct_datasets(members.iter().map(|c| &c.dataset)) >= 2)
-    .map(|members| ComparisonTally {
-        what: members[0].what.clone(),
-        a: configuration(&members[0].a).to_string(),
-        b: configuration(&members[0].b).to_string(),
-        measure: members[0].measure.clone(),
-        tally: Tally::of(&members),
+    .filter(|members| distinct_datasets(members.iter().map(|f| &f.dataset)) == datasets.len())
+    .map(|members| {
+        let members: Vec<&Finding> = members.into_iter().copied().collect();
+        ComparisonTally {
+            family: members[0].family.clone(),
+            a: configuration(&members[0].a.label).to_string(),
+            b: configuration(&members[0].b.label).to_string(),
+            measure: members[0].a.measure.clone(),
+            tally: Tally::of(&members),
+        }
     })
     .collect()
 }
@@ -173,50 +203,57 @@ pub struct MeanDistillRow {
     pub tally: Option<Tally>,
 }
 
-/// For each distillation row measured on two datasets or more, its mean row: measures and
-/// speed-up averaged (where every dataset has them), and the tally of its comparisons with the
-/// reference.
-pub fn mean_distill_rows(rows: &[DistillRow]) -> Vec<MeanDistillRow> {
-    groups(rows, |row| {
-        (
-            row.model.clone(),
-            row.role,
-            row.layers,
-            row.init.clone(),
-            row.loss.clone(),
-            row.reranked_by.clone(),
-        )
-    })
-    .into_iter()
-    .filter_map(|members| {
-        let datasets = distinct_datasets(members.iter().map(|row| &row.dataset));
-        if datasets < 2 || datasets != members.len() {
-            return None;
-        }
-        let measures = members[0].values.len();
-        let values = (0..measures)
-            .map(|index| mean_of_all(members.iter().map(|row| row.values[index])))
-            .collect();
-        let comparisons: Option<Vec<&Comparison>> =
-            members.iter().map(|row| row.comparison.as_ref()).collect();
-        let row = DistillRow {
-            dataset: mean_label(datasets),
-            values,
-            docs_per_second: None,
-            speedup: mean_of_all(members.iter().map(|row| row.speedup)),
-            comparison: None,
-            ..members[0].clone()
-        };
-        let tally = comparisons.map(|c| Tally::of(&c));
-        Some(MeanDistillRow { row, tally })
-    })
-    .collect()
+/// For each distillation row measured on every one of `datasets` (two or more), its mean
+/// row over them: measures and speed-up averaged, and the tally of its judged comparisons
+/// with the reference.
+pub fn mean_distill_rows(
+    rows: &[DistillRow],
+    datasets: &[String],
+    findings: &[Finding],
+) -> Vec<MeanDistillRow> {
+    if datasets.len() < 2 {
+        return Vec::new();
+    }
+    let rows: Vec<DistillRow> = rows
+        .iter()
+        .filter(|row| datasets.contains(&row.dataset))
+        .cloned()
+        .collect();
+    groups(&rows, |row| (row.label(), row.role))
+        .into_iter()
+        .filter_map(|members| {
+            let covered = distinct_datasets(members.iter().map(|row| &row.dataset));
+            if covered != datasets.len() || covered != members.len() {
+                return None;
+            }
+            let measures = members[0].values.len();
+            let values = (0..measures)
+                .map(|index| mean_of_all(members.iter().map(|row| row.values[index])))
+                .collect();
+            let judged: Option<Vec<&Finding>> = members
+                .iter()
+                .map(|row| super::findings::finding_of(findings, row.comparison.as_ref()?))
+                .collect();
+            let row = DistillRow {
+                dataset: mean_label(covered),
+                values,
+                docs_per_second: None,
+                speedup: mean_of_all(members.iter().map(|row| row.speedup)),
+                comparison: None,
+                ..members[0].clone()
+            };
+            let tally = judged.map(|judged| Tally::of(&judged));
+            Some(MeanDistillRow { row, tally })
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::significance::PairedComparison;
+    use crate::config::ReportSettings;
+    use crate::eval::significance::compare_paired;
+    use crate::report::findings::{judge, Candidate, Factor, Side};
 
     fn curve(dataset: &str, values: &[(i64, f64)]) -> LayerCurve {
         LayerCurve {
@@ -233,60 +270,75 @@ mod tests {
         }
     }
 
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
     #[test]
-    fn mean_curves_keep_the_layers_every_dataset_has() {
+    fn mean_curves_cover_exactly_the_zero_shot_datasets() {
         let curves = [
             curve("a", &[(0, 0.2), (1, 0.4)]),
             curve("b", &[(0, 0.4)]),
+            curve("in_domain", &[(0, 0.9), (1, 0.9)]),
             LayerCurve {
                 pooling: "cls".into(),
                 ..curve("a", &[(0, 0.9)])
             },
         ];
-        let means = mean_curves(&curves);
+        let means = mean_curves(&curves, &names(&["a", "b"]));
         assert_eq!(means.len(), 1, "cls is on one dataset only");
-        assert_eq!(means[0].dataset, "mean of 2");
+        assert_eq!(means[0].dataset, "zero-shot mean of 2");
         assert_eq!(means[0].points.len(), 1);
-        assert!((means[0].points[0].value - 0.3).abs() < 1e-12);
+        assert!(
+            (means[0].points[0].value - 0.3).abs() < 1e-12,
+            "in_domain left out"
+        );
+        assert!(mean_curves(&curves, &names(&["a", "b", "c"])).is_empty());
+        assert!(mean_curves(&curves, &names(&["a"])).is_empty());
     }
 
-    fn comparison(dataset: &str, difference: f64, significant: bool) -> Comparison {
-        Comparison {
-            dataset: dataset.into(),
-            what: "best layer vs last layer".into(),
-            a: format!("DE m · mean · single L{}", dataset.len()),
-            b: "DE m · mean · single L6".into(),
+    fn finding_candidate(dataset: &str, shift: f64) -> Candidate {
+        let b: Vec<f64> = (0..30).map(|i| 0.4 + 0.01 * (i % 3) as f64).collect();
+        let a: Vec<f64> = b
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + shift + 0.01 * ((i % 4) as f64 - 1.5))
+            .collect();
+        let side = |label: String| Side {
+            label,
+            cell: 0,
             measure: "ndcg_cut_10".into(),
-            result: PairedComparison {
-                queries: 10,
-                queries_dropped: 0,
-                mean_a: 0.5 + difference,
-                mean_b: 0.5,
-                mean_difference: difference,
-                t_statistic: 3.0,
-                t_test_p: 0.01,
-                randomisation_p: 0.01,
-                permutations: 1000,
-            },
-            significant,
+            mean: None,
+            settings: Default::default(),
+        };
+        Candidate {
+            family: "chosen layer vs last layer",
+            dataset: dataset.into(),
+            factor: Factor::Layer,
+            a: side(format!("DE m · mean · single L{}", dataset.len())),
+            b: side("DE m · mean · single L6".into()),
+            test: compare_paired(&a, &b, 1000, 1).ok(),
         }
     }
 
     #[test]
-    fn tallies_count_significant_wins_each_way_over_best_layers_that_differ() {
-        let comparisons = [
-            comparison("a", 0.1, true),
-            comparison("bb", -0.05, true),
-            comparison("ccc", 0.02, false),
+    fn tallies_count_verdicts_over_the_zero_shot_datasets_only() {
+        let candidates = vec![
+            finding_candidate("a", 0.1),
+            finding_candidate("bb", -0.05),
+            finding_candidate("ccc", 0.0),
+            finding_candidate("in_domain", 0.3),
         ];
-        let tallies = tally_comparisons(&comparisons);
+        let (findings, _) = judge(candidates, &ReportSettings::default());
+        let tallies = tally_findings(&findings, &names(&["a", "bb", "ccc"]));
         assert_eq!(tallies.len(), 1);
         let tally = &tallies[0].tally;
-        assert_eq!((tally.datasets, tally.a_better, tally.b_better), (3, 1, 1));
-        assert!((tally.mean_difference - 0.07 / 3.0).abs() < 1e-12);
+        assert_eq!((tally.datasets, tally.better, tally.worse), (3, 1, 1));
+        assert_eq!(tally.equivalent + tally.inconclusive, 1);
+        assert!((tally.mean_difference - 0.05 / 3.0).abs() < 1e-3);
         assert_eq!(tallies[0].a, "DE m · mean · single");
-        assert_eq!(tally.describe(), "better on 1, worse on 1 of 3 †");
-        assert!(tally_comparisons(&comparisons[..1]).is_empty());
+        assert!(tally.describe().starts_with("of 3: better 1, worse 1"));
+        assert!(tally_findings(&findings, &names(&["a"])).is_empty());
     }
 
     #[test]

@@ -4,13 +4,16 @@ Markdown report of an experiment and the paper's figures.
 
 This module owns turning recorded cells, parameters and measures into data frames (one row
 per cell, one column per parameter and per measure; or one row per cell × query × measure),
-the comparisons over them (only the parameters that differ; paired significance tests),
+the comparisons over them (only the parameters that differ; paired significance tests judged
+like for like, family by family: `findings`), the machine-readable study (`document`),
 charts (plotters), report pages (minijinja templates) and figure files. It reads the store and
 never writes it; it must not run tasks.
 */
 
 pub mod charts;
+pub mod document;
 pub mod figures;
+pub mod findings;
 pub mod means;
 pub mod page;
 pub mod study;

@@ -1,19 +1,18 @@
 //! `repro report`: one experiment's study rendered from templates (minijinja) as a single
-//! self-contained HTML page (charts inline as SVG, no scripts or downloads) or as Markdown
-//! with the same tables.
+//! self-contained HTML page (charts inline as SVG, no scripts or downloads), as Markdown with
+//! the same tables, or as the JSON document of its findings ([`super::document`]).
 
 use std::path::{Path, PathBuf};
 
 use minijinja::Environment;
 use serde::Serialize;
 
-use super::charts::{Chart, Series, Stroke};
-use super::means::{
-    mean_curves, mean_distill_rows, tally_comparisons, ComparisonTally, MeanDistillRow, Tally,
-};
+use super::charts::{Chart, Series, Stroke, PALETTE_SIZE};
+use super::document::Judged;
+use super::findings::{finding_of, Family, Finding, Verdict};
+use super::means::{ComparisonTally, MeanDistillRow, Tally};
 use super::study::{
-    Comparison, DistillRow, LayerCurve, LossCurve, SpeedCurve, Study, ALPHA, HEADLINE_MEASURES,
-    PERMUTATIONS,
+    DistillRow, LayerCurve, LossCurve, SpeedCurve, Study, HEADLINE_MEASURES, PERMUTATIONS,
 };
 use super::ReportError;
 use crate::store::{ExperimentRow, Store};
@@ -26,6 +25,8 @@ const MARKDOWN_TEMPLATE: &str = include_str!("templates/report.md");
 pub enum ReportFormat {
     Html,
     Md,
+    /// Every comparison the report makes, machine-readable (`report.json`).
+    Json,
 }
 
 /// A table as shown: header and display strings.
@@ -57,11 +58,19 @@ struct PageContext {
     stage_times: Table,
     layer_sections: Vec<MetricSection>,
     best_layers: Table,
+    /// Where layers are chosen (a dataset), if anywhere.
+    selection: Option<String>,
     comparisons: Table,
-    /// The comparisons made on several datasets, counted over them.
+    families: Table,
+    /// The comparisons made on every zero-shot dataset, counted over them.
     comparison_tallies: Table,
     alpha: f64,
+    margin: f64,
+    correction: String,
     permutations: usize,
+    /// `model: dataset, dataset` for each trained model; and the zero-shot datasets.
+    in_domain: Vec<String>,
+    zero_shot: Vec<String>,
     parameters: Table,
     constant: Vec<(String, String)>,
     distillation: Option<Table>,
@@ -92,14 +101,18 @@ pub fn write_report(
     format: ReportFormat,
 ) -> Result<PathBuf, ReportError> {
     let study = Study::load(store, experiment)?;
+    let judged = Judged::of(store, &study)?;
+    if format == ReportFormat::Json {
+        return super::document::write_document(&study, &judged, out_dir);
+    }
     let html = format == ReportFormat::Html;
-    let context = page_context(store, &study, metrics, html)?;
+    let context = page_context(store, &study, &judged, metrics, html)?;
     let mut environment = Environment::new();
     environment.add_filter("md", markdown_text);
     environment.add_filter("code", markdown_code);
     let (name, source, file) = match format {
-        ReportFormat::Html => ("report.html", HTML_TEMPLATE, "index.html"),
         ReportFormat::Md => ("report.md", MARKDOWN_TEMPLATE, "report.md"),
+        _ => ("report.html", HTML_TEMPLATE, "index.html"),
     };
     environment
         .add_template(name, source)
@@ -156,6 +169,7 @@ fn template_error(error: minijinja::Error) -> ReportError {
 fn page_context(
     store: &Store,
     study: &Study,
+    judged: &Judged,
     metrics: &[String],
     draw: bool,
 ) -> Result<PageContext, ReportError> {
@@ -165,22 +179,8 @@ fn page_context(
         .partition(|metric| study.table.measures.contains(metric));
     let layer_sections = drawable
         .iter()
-        .map(|metric| layer_section(study, metric, draw))
+        .map(|metric| layer_section(store, study, judged, metric, draw))
         .collect::<Result<Vec<_>, _>>()?;
-    let headline = HEADLINE_MEASURES[0];
-    let curves = study.layer_curves(headline);
-    let mut comparisons = study.layer_comparisons(store, &curves, headline)?;
-    comparisons.extend(study.student_comparisons(store)?);
-    let distillation = study.distillation(store)?;
-    let mut distill_comparisons: Vec<Comparison> = distillation
-        .iter()
-        .filter_map(labelled_comparison)
-        .collect();
-    distill_comparisons.extend(comparisons.iter().cloned());
-    let tallies = tally_comparisons(&distill_comparisons);
-    let mean_rows = mean_distill_rows(&distillation);
-    let mut best_curves = curves.clone();
-    best_curves.extend(mean_curves(&curves));
     let speed = study.speed_curves();
     let speed_charts = match speed.is_empty() {
         true => Vec::new(),
@@ -188,6 +188,7 @@ fn page_context(
     };
     let loss_charts = drawn(loss_charts_of(&study.loss_curves()), draw)?;
     let (headers, rows) = study.parameter_table()?;
+    let settings = study.settings();
     Ok(PageContext {
         experiment: study.experiment.clone(),
         seeds: study
@@ -199,15 +200,25 @@ fn page_context(
         runs: runs_table(study),
         stage_times: stage_times_table(study),
         layer_sections,
-        best_layers: best_layers_table(&best_curves),
-        comparisons: comparisons_table(&comparisons),
-        comparison_tallies: tallies_table(&tallies),
-        alpha: ALPHA,
+        best_layers: best_layers_table(study, &judged.curves, &judged.mean_curves),
+        selection: settings.selection.clone(),
+        comparisons: comparisons_table(&judged.findings),
+        families: families_table(&judged.families),
+        comparison_tallies: tallies_table(&judged.tallies),
+        alpha: settings.alpha,
+        margin: settings.margin,
+        correction: settings.correction.name().to_string(),
         permutations: PERMUTATIONS,
+        in_domain: study
+            .in_domain()
+            .into_iter()
+            .map(|(model, datasets)| format!("{model}: {}", datasets.join(", ")))
+            .collect(),
+        zero_shot: judged.zero_shot.clone(),
         parameters: Table { headers, rows },
         constant: study.constant.clone(),
-        distillation: (!distillation.is_empty())
-            .then(|| distillation_table(&distillation, &mean_rows)),
+        distillation: (!judged.distillation.is_empty())
+            .then(|| distillation_table(&judged.distillation, &judged.mean_rows, &judged.findings)),
         speed: (!speed.is_empty()).then(|| speed_table(&speed)),
         speed_charts,
         loss_charts,
@@ -226,10 +237,17 @@ fn charted_metrics(metrics: &[String]) -> Vec<String> {
     charted
 }
 
-/// One measure's layer charts: one per dataset, then one per mean over datasets.
-fn layer_section(study: &Study, metric: &str, draw: bool) -> Result<MetricSection, ReportError> {
-    let mut curves = study.layer_curves(metric);
-    let means = mean_curves(&curves);
+/// One measure's layer charts: small multiples, one per dataset and pooling, then the same
+/// for the zero-shot mean; each point with its 95% interval over queries.
+fn layer_section(
+    store: &Store,
+    study: &Study,
+    judged: &Judged,
+    metric: &str,
+    draw: bool,
+) -> Result<MetricSection, ReportError> {
+    let mut curves = study.layer_curves_with_intervals(store, metric)?;
+    let means = super::means::mean_curves(&curves, &judged.zero_shot);
     let mut datasets = study.datasets();
     for mean in &means {
         if !datasets.contains(&mean.dataset) {
@@ -237,10 +255,21 @@ fn layer_section(study: &Study, metric: &str, draw: bool) -> Result<MetricSectio
         }
     }
     curves.extend(means);
+    let selection = study.selection();
     let charts = datasets
         .iter()
-        .map(|dataset| layer_chart(dataset, &curves, metric))
-        .filter(|chart| !chart.series.is_empty())
+        .flat_map(|dataset| {
+            let role = match Some(dataset) == selection.as_ref() {
+                true => " (selection split: layers are chosen here)",
+                false => "",
+            };
+            layer_charts(dataset, &curves, metric)
+                .into_iter()
+                .map(move |mut chart| {
+                    chart.title.push_str(role);
+                    chart
+                })
+        })
         .map(|chart| {
             Ok(ChartBlock {
                 svg: if draw { chart.to_svg()? } else { String::new() },
@@ -312,33 +341,75 @@ pub fn measure_label(measure: &str) -> String {
     format!("{prefix}{label}")
 }
 
-/// The layer-wise chart of one dataset: one line per curve; cross encoders dashed.
-pub fn layer_chart(dataset: &str, curves: &[LayerCurve], metric: &str) -> Chart {
-    let series = curves
-        .iter()
-        .filter(|curve| curve.dataset == dataset)
-        .enumerate()
-        .map(|(index, curve)| Series {
-            label: curve.label(),
-            points: curve
-                .points
-                .iter()
-                .map(|point| (point.layer as f64, point.value))
-                .collect(),
-            stroke: if curve.kind == "CE" {
-                Stroke::Dashed
-            } else {
-                Stroke::Solid
-            },
-            color: index,
-        })
-        .collect();
-    Chart {
-        title: format!("{} by layer: {dataset}", measure_label(metric)),
-        x_label: "layer (0 = embeddings)".to_string(),
-        y_label: measure_label(metric),
-        series,
-        integer_x: true,
+/// The layer-wise charts of one dataset: one per pooling (and further settings that tell
+/// curves apart), each holding at most [`PALETTE_SIZE`] curves in hues of their own; cross
+/// encoders dashed. Charts in which no curve has two points are left out: there is no line
+/// to read.
+pub fn layer_charts(dataset: &str, curves: &[LayerCurve], metric: &str) -> Vec<Chart> {
+    let on_dataset: Vec<&LayerCurve> = curves.iter().filter(|c| c.dataset == dataset).collect();
+    let mut poolings: Vec<&str> = Vec::new();
+    for curve in &on_dataset {
+        if !poolings.contains(&curve.pooling.as_str()) {
+            poolings.push(&curve.pooling);
+        }
+    }
+    let mut charts = Vec::new();
+    for pooling in poolings {
+        let group: Vec<&LayerCurve> = on_dataset
+            .iter()
+            .copied()
+            .filter(|c| c.pooling == pooling)
+            .collect();
+        let parts = group.len().div_ceil(PALETTE_SIZE);
+        for (part, chunk) in group.chunks(PALETTE_SIZE).enumerate() {
+            let suffix = match parts {
+                1 => String::new(),
+                _ => format!(" ({}/{parts})", part + 1),
+            };
+            let chart = Chart {
+                title: format!(
+                    "{} by layer: {dataset} · {pooling}{suffix}",
+                    measure_label(metric)
+                ),
+                x_label: "layer (0 = embeddings)".to_string(),
+                y_label: measure_label(metric),
+                series: chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(index, curve)| layer_series(curve, index))
+                    .collect(),
+                integer_x: true,
+            };
+            if chart.has_lines() {
+                charts.push(chart);
+            }
+        }
+    }
+    charts
+}
+
+fn layer_series(curve: &LayerCurve, color: usize) -> Series {
+    Series {
+        label: curve.label(),
+        points: curve
+            .points
+            .iter()
+            .map(|point| (point.layer as f64, point.value))
+            .collect(),
+        stroke: if curve.kind == "CE" {
+            Stroke::Dashed
+        } else {
+            Stroke::Solid
+        },
+        color,
+        band: curve
+            .points
+            .iter()
+            .filter_map(|point| {
+                let (low, high) = point.interval?;
+                Some((point.layer as f64, low, high))
+            })
+            .collect(),
     }
 }
 
@@ -357,6 +428,7 @@ pub fn speedup_chart(curves: &[SpeedCurve]) -> Chart {
                 .collect(),
             stroke: Stroke::Solid,
             color: index,
+            band: Vec::new(),
         });
         series.push(Series {
             label: format!("{} × {}: ideal with fixed cost", curve.model, curve.dataset),
@@ -368,6 +440,7 @@ pub fn speedup_chart(curves: &[SpeedCurve]) -> Chart {
                 .collect(),
             stroke: Stroke::Dashed,
             color: index,
+            band: Vec::new(),
         });
     }
     if let Some(curve) = curves.first() {
@@ -380,6 +453,7 @@ pub fn speedup_chart(curves: &[SpeedCurve]) -> Chart {
                 .collect(),
             stroke: Stroke::Dotted,
             color: 6,
+            band: Vec::new(),
         });
     }
     Chart {
@@ -409,6 +483,7 @@ fn throughput_chart(curves: &[SpeedCurve]) -> Chart {
                     .collect(),
                 stroke: Stroke::Solid,
                 color: index,
+                band: Vec::new(),
             })
             .collect(),
         integer_x: true,
@@ -436,6 +511,7 @@ fn loss_charts_of(curves: &[LossCurve]) -> Vec<Chart> {
                     points: curve.points.clone(),
                     stroke: Stroke::Solid,
                     color: index,
+                    band: Vec::new(),
                 })
                 .collect(),
             integer_x: true,
@@ -499,58 +575,77 @@ fn short(commit: &str) -> &str {
     commit.get(..10).unwrap_or(commit)
 }
 
-fn best_layers_table(curves: &[LayerCurve]) -> Table {
+/// Each curve's layer chosen on the selection dataset and its value here, beside the best
+/// layer of this very split (post hoc: shown, never tested) and the last layer.
+fn best_layers_table(study: &Study, curves: &[LayerCurve], means: &[LayerCurve]) -> Table {
+    let chosen_on = study
+        .selection()
+        .map_or("chosen layer (no selection split)".to_string(), |s| {
+            format!("layer chosen on {s}")
+        });
+    let rows = curves
+        .iter()
+        .chain(means)
+        .filter_map(|curve| {
+            let (best, last) = (curve.best()?, curve.last()?);
+            let chosen = study
+                .chosen_layer(curve, curves)
+                .and_then(|layer| curve.at(layer));
+            Some(vec![
+                curve.dataset.clone(),
+                curve.label(),
+                chosen.map_or("-".into(), |p| p.layer.to_string()),
+                chosen.map_or("-".into(), |p| format!("{:.4}", p.value)),
+                format!("L{} {:.4}", best.layer, best.value),
+                last.layer.to_string(),
+                format!("{:.4}", last.value),
+            ])
+        })
+        .collect();
     Table {
         headers: [
             "dataset",
             "configuration",
-            "best layer",
-            "nDCG@10",
+            chosen_on.as_str(),
+            "nDCG@10 at chosen",
+            "best here (post hoc, untested)",
             "last layer",
             "nDCG@10 at last",
         ]
         .map(String::from)
         .to_vec(),
-        rows: curves
-            .iter()
-            .filter_map(|curve| {
-                let (best, last) = (curve.best()?, curve.last()?);
-                Some(vec![
-                    curve.dataset.clone(),
-                    curve.label(),
-                    best.layer.to_string(),
-                    format!("{:.4}", best.value),
-                    last.layer.to_string(),
-                    format!("{:.4}", last.value),
-                ])
-            })
-            .collect(),
+        rows,
     }
 }
 
-/// `0.1234†` when the difference is significant at [`ALPHA`] by both tests.
-fn marked(value: f64, comparison: Option<&Comparison>) -> String {
-    let mark = if comparison.is_some_and(|c| c.significant) {
-        "†"
-    } else {
-        ""
+/// `0.1234†` when the finding is better or worse after correction, `0.1234 ≈` when
+/// equivalent within the margin.
+fn marked(value: f64, finding: Option<&Finding>) -> String {
+    let mark = match finding.map(|f| f.verdict) {
+        Some(verdict) if verdict.significant() => "†",
+        Some(Verdict::Equivalent) => " ≈",
+        _ => "",
     };
     format!("{value:.4}{mark}")
 }
 
-fn p_value(p: f64) -> String {
-    if p < 1e-4 {
+pub(super) fn p_value(p: f64) -> String {
+    if p.is_nan() {
+        "-".to_string()
+    } else if p < 1e-4 {
         "<0.0001".to_string()
     } else {
         format!("{p:.4}")
     }
 }
 
-fn comparisons_table(comparisons: &[Comparison]) -> Table {
+fn comparisons_table(findings: &[Finding]) -> Table {
+    let optional =
+        |value: Option<f64>, show: fn(f64) -> String| value.map_or("-".to_string(), show);
     Table {
         headers: [
+            "family",
             "dataset",
-            "comparison",
             "A",
             "B",
             "measure",
@@ -558,62 +653,99 @@ fn comparisons_table(comparisons: &[Comparison]) -> Table {
             "mean A",
             "mean B",
             "Δ",
+            "95% CI",
+            "wins/ties/losses",
             "p (t-test)",
             "p (randomisation)",
-            "significant",
+            "p (equivalence)",
+            "adjusted p (t · rand. · equiv.)",
+            "verdict",
         ]
         .map(String::from)
         .to_vec(),
-        rows: comparisons
+        rows: findings
             .iter()
-            .map(|c| {
+            .map(|f| {
+                let verdict = match f.verdict {
+                    Verdict::Confounded => format!(
+                        "confounded by {}",
+                        f.confounded_by
+                            .iter()
+                            .map(|d| d.describe())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Verdict::Better | Verdict::Worse => format!("{} †", f.verdict.name()),
+                    other => other.name().to_string(),
+                };
                 vec![
-                    c.dataset.clone(),
-                    c.what.clone(),
-                    c.a.clone(),
-                    c.b.clone(),
-                    measure_label(&c.measure),
-                    c.result.queries.to_string(),
-                    format!("{:.4}", c.result.mean_a),
-                    format!("{:.4}", c.result.mean_b),
-                    format!("{:+.4}", c.result.mean_difference),
-                    p_value(c.result.t_test_p),
-                    p_value(c.result.randomisation_p),
-                    if c.significant { "yes †" } else { "no" }.to_string(),
+                    f.family.clone(),
+                    f.dataset.clone(),
+                    f.a.label.clone(),
+                    f.b.label.clone(),
+                    measure_label(&f.a.measure),
+                    f.queries.to_string(),
+                    optional(f.a.mean, |v| format!("{v:.4}")),
+                    optional(f.b.mean, |v| format!("{v:.4}")),
+                    optional(f.delta, |v| format!("{v:+.4}")),
+                    f.interval
+                        .map_or("-".into(), |i| format!("[{:+.4}, {:+.4}]", i.low, i.high)),
+                    f.outcomes.map_or("-".into(), |o| {
+                        format!("{}/{}/{}", o.wins, o.ties, o.losses)
+                    }),
+                    optional(f.p.map(|p| p.t_test), p_value),
+                    optional(f.p.map(|p| p.randomisation), p_value),
+                    optional(f.p.map(|p| p.equivalence), p_value),
+                    f.p_adjusted.map_or("-".into(), |p| {
+                        format!(
+                            "{} · {} · {}",
+                            p_value(p.t_test),
+                            p_value(p.randomisation),
+                            p_value(p.equivalence)
+                        )
+                    }),
+                    verdict,
                 ]
             })
             .collect(),
     }
 }
 
-/// A distillation row's comparison with the reference, its A named by the row's settings
-/// (the comparison itself names the model only), so that tallies over datasets keep the
-/// students apart.
-fn labelled_comparison(row: &DistillRow) -> Option<Comparison> {
-    let mut comparison = row.comparison.clone()?;
-    let reranked = if row.reranked_by.is_empty() {
-        String::new()
-    } else {
-        format!(", re-ranked by {}", row.reranked_by)
-    };
-    comparison.a = format!(
-        "{} DE-{} {} {}{reranked}",
-        row.model, row.layers, row.init, row.loss
-    );
-    Some(comparison)
+fn families_table(families: &[Family]) -> Table {
+    Table {
+        headers: [
+            "family",
+            "factor",
+            "tests",
+            "confounded (not tested)",
+            "correction",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: families
+            .iter()
+            .map(|f| {
+                vec![
+                    f.name.clone(),
+                    f.factor.name().to_string(),
+                    f.tests.to_string(),
+                    f.confounded.to_string(),
+                    f.correction.clone(),
+                ]
+            })
+            .collect(),
+    }
 }
 
-/// Paired comparisons counted over the datasets they were made on.
+/// Judged comparisons counted over the zero-shot datasets they were made on.
 fn tallies_table(tallies: &[ComparisonTally]) -> Table {
     Table {
         headers: [
-            "comparison",
+            "family",
             "A",
             "B",
             "measure",
-            "datasets",
-            "A better †",
-            "B better †",
+            "verdicts over datasets",
             "mean Δ",
         ]
         .map(String::from)
@@ -622,13 +754,11 @@ fn tallies_table(tallies: &[ComparisonTally]) -> Table {
             .iter()
             .map(|t| {
                 vec![
-                    t.what.clone(),
+                    t.family.clone(),
                     t.a.clone(),
                     t.b.clone(),
                     measure_label(&t.measure),
-                    t.tally.datasets.to_string(),
-                    t.tally.a_better.to_string(),
-                    t.tally.b_better.to_string(),
+                    t.tally.describe(),
                     format!("{:+.4}", t.tally.mean_difference),
                 ]
             })
@@ -637,8 +767,12 @@ fn tallies_table(tallies: &[ComparisonTally]) -> Table {
 }
 
 /// The distillation table: one row per student (and the reference DE), per dataset, then
-/// each one's mean over datasets.
-pub fn distillation_table(rows: &[DistillRow], means: &[MeanDistillRow]) -> Table {
+/// each one's mean over the zero-shot datasets.
+pub fn distillation_table(
+    rows: &[DistillRow],
+    means: &[MeanDistillRow],
+    findings: &[Finding],
+) -> Table {
     let mut headers: Vec<String> = [
         "dataset",
         "model",
@@ -655,17 +789,26 @@ pub fn distillation_table(rows: &[DistillRow], means: &[MeanDistillRow]) -> Tabl
         [
             "docs/s",
             "speedup",
-            "Δ nDCG@10 vs reference",
-            "p (randomisation)",
+            "Δ nDCG@10 vs reference [95% CI]",
+            "adjusted p (t · rand.)",
+            "verdict",
         ]
         .map(String::from),
     );
-    let mut table_rows: Vec<Vec<String>> =
-        rows.iter().map(|row| distill_cells(row, None)).collect();
+    let mut table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let finding = row
+                .comparison
+                .as_ref()
+                .and_then(|candidate| finding_of(findings, candidate));
+            distill_cells(row, finding, None)
+        })
+        .collect();
     table_rows.extend(
         means
             .iter()
-            .map(|mean| distill_cells(&mean.row, mean.tally.as_ref())),
+            .map(|mean| distill_cells(&mean.row, None, mean.tally.as_ref())),
     );
     Table {
         headers,
@@ -673,8 +816,12 @@ pub fn distillation_table(rows: &[DistillRow], means: &[MeanDistillRow]) -> Tabl
     }
 }
 
-/// One distillation row as shown; a mean row shows its tally where a row shows its p-value.
-fn distill_cells(row: &DistillRow, tally: Option<&Tally>) -> Vec<String> {
+/// One distillation row as shown; a mean row shows its tally where a row shows its verdict.
+fn distill_cells(
+    row: &DistillRow,
+    finding: Option<&Finding>,
+    tally: Option<&Tally>,
+) -> Vec<String> {
     let mut cells = vec![
         row.dataset.clone(),
         row.model.clone(),
@@ -690,7 +837,7 @@ fn distill_cells(row: &DistillRow, tally: Option<&Tally>) -> Vec<String> {
     ];
     for (index, value) in row.values.iter().enumerate() {
         cells.push(match value {
-            Some(v) if index == 0 => marked(*v, row.comparison.as_ref()),
+            Some(v) if index == 0 => marked(*v, finding),
             Some(v) => format!("{v:.4}"),
             None => "-".to_string(),
         });
@@ -700,14 +847,28 @@ fn distill_cells(row: &DistillRow, tally: Option<&Tally>) -> Vec<String> {
             .map_or("-".into(), |v| format!("{v:.1}")),
     );
     cells.push(row.speedup.map_or("-".into(), |v| format!("{v:.2}×")));
-    let difference = row
-        .comparison
-        .as_ref()
-        .map(|c| c.result.mean_difference)
-        .or(tally.map(|t| t.mean_difference));
-    cells.push(difference.map_or("-".into(), |d| format!("{d:+.4}")));
-    cells.push(match (&row.comparison, tally) {
-        (Some(c), _) => p_value(c.result.randomisation_p),
+    let difference = match (finding, tally) {
+        (Some(f), _) => f.delta.map(|d| match f.interval {
+            Some(i) => format!("{d:+.4} [{:+.4}, {:+.4}]", i.low, i.high),
+            None => format!("{d:+.4}"),
+        }),
+        (None, Some(t)) => Some(format!("{:+.4}", t.mean_difference)),
+        _ => None,
+    };
+    cells.push(difference.unwrap_or_else(|| "-".into()));
+    cells.push(finding.and_then(|f| f.p_adjusted).map_or("-".into(), |p| {
+        format!("{} · {}", p_value(p.t_test), p_value(p.randomisation))
+    }));
+    cells.push(match (finding, tally) {
+        (Some(f), _) if f.verdict == Verdict::Confounded => format!(
+            "confounded by {}",
+            f.confounded_by
+                .iter()
+                .map(|d| d.describe())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        (Some(f), _) => f.verdict.name().to_string(),
         (None, Some(tally)) => tally.describe(),
         (None, None) => "-".into(),
     });
@@ -777,46 +938,6 @@ mod tests {
         for name in ["..", ".", "a/b", ""] {
             assert!(report_dir(reports, name).is_err(), "{name:?}");
         }
-    }
-
-    #[test]
-    fn students_that_differ_only_in_init_are_told_apart_in_tallies() {
-        let comparison = Comparison {
-            dataset: "d".into(),
-            what: "vs the teacher DE".into(),
-            a: "student".into(),
-            b: "minilm".into(),
-            measure: "ndcg_cut_10".into(),
-            result: crate::eval::significance::PairedComparison {
-                queries: 1,
-                queries_dropped: 0,
-                mean_a: 0.1,
-                mean_b: 0.2,
-                mean_difference: -0.1,
-                t_statistic: 0.0,
-                t_test_p: 1.0,
-                randomisation_p: 1.0,
-                permutations: 1,
-            },
-            significant: false,
-        };
-        let row = |init: &str| DistillRow {
-            dataset: "d".into(),
-            model: "student".into(),
-            role: "student",
-            layers: 2,
-            init: init.into(),
-            loss: "mse".into(),
-            reranked_by: String::new(),
-            values: vec![],
-            docs_per_second: None,
-            speedup: None,
-            comparison: Some(comparison.clone()),
-        };
-        let a = labelled_comparison(&row("ce:1")).unwrap().a;
-        let b = labelled_comparison(&row("random")).unwrap().a;
-        assert_eq!(a, "student DE-2 ce:1 mse");
-        assert_ne!(a, b);
     }
 
     #[test]

@@ -11,16 +11,15 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::findings::{Candidate, Factor, Side};
 use super::{cells_frame, CellsTable, ReportError, RESULT_STAGES};
-use crate::config::{Experiment, ModelKind, ModelOrigin};
-use crate::eval::significance::{compare_by_query, PairedComparison};
+use crate::config::{Experiment, ModelKind, ModelOrigin, ReportSettings};
+use crate::eval::significance::{compare_by_query, paired_t_interval};
 use crate::stages::{depth_metric, ideal_speedup, FUSED_PREFIX, RERANKED_PREFIX};
 use crate::store::{CellRow, ExperimentRow, RunRow, Store};
 use crate::task::Stage;
 use crate::task::TrainingStep;
 
-/// Significance level of the paired tests.
-pub const ALPHA: f64 = 0.05;
 /// Sign-flip permutations of the randomisation test, and its seed (fixed, so that a report
 /// regenerated from the same store is identical).
 pub const PERMUTATIONS: usize = 10_000;
@@ -73,6 +72,11 @@ pub struct CurvePoint {
     /// The eval task whose per-query scores back the value.
     #[serde(skip)]
     eval_task: Option<String>,
+    /// The cell (position) the value was read from.
+    #[serde(skip)]
+    cell: Option<i64>,
+    /// 95% t interval of the mean over the queries (where the point is backed).
+    pub interval: Option<(f64, f64)>,
 }
 
 impl CurvePoint {
@@ -82,6 +86,8 @@ impl CurvePoint {
             layer,
             value,
             eval_task: None,
+            cell: None,
+            interval: None,
         }
     }
 }
@@ -103,19 +109,27 @@ impl LayerCurve {
     pub fn last(&self) -> Option<&CurvePoint> {
         self.points.iter().max_by_key(|point| point.layer)
     }
+
+    pub fn at(&self, layer: i64) -> Option<&CurvePoint> {
+        self.points.iter().find(|point| point.layer == layer)
+    }
+
+    /// Whether `other` is the same configuration (model, pooling, input, other settings),
+    /// on any dataset.
+    pub fn same_configuration(&self, other: &LayerCurve) -> bool {
+        (&self.model, &self.pooling, &self.input, &self.extra)
+            == (&other.model, &other.pooling, &other.input, &other.extra)
+    }
 }
 
-/// A paired comparison of two configurations over the queries both were scored on.
-#[derive(Debug, Clone)]
-pub struct Comparison {
-    pub dataset: String,
-    pub what: String,
-    pub a: String,
-    pub b: String,
-    pub measure: String,
-    pub result: PairedComparison,
-    pub significant: bool,
-}
+/// The families of comparisons a report makes, as their tables and the JSON document name
+/// them.
+pub const CHOSEN_VS_LAST: &str = "chosen layer vs last layer";
+pub const CE_VS_DE_SAME_LAYER: &str = "CE vs DE at the CE's chosen layer";
+pub const CE_CHOSEN_VS_DE_LAST: &str = "CE at its chosen layer vs DE at its last layer";
+pub const SELF_PAIR_VS_SINGLE: &str = "self_pair vs single at the last layer";
+pub const INFUSED_VS_OTHER_INIT: &str = "CE-infused student vs the same student from another init";
+pub const VS_TEACHER_DE: &str = "vs the teacher DE";
 
 /// One row of the distillation table.
 #[derive(Debug, Clone)]
@@ -132,8 +146,24 @@ pub struct DistillRow {
     pub values: Vec<Option<f64>>,
     pub docs_per_second: Option<f64>,
     pub speedup: Option<f64>,
-    /// Against the reference on nDCG@10.
-    pub comparison: Option<Comparison>,
+    /// Against the reference on nDCG@10 (none for the reference itself).
+    pub comparison: Option<Candidate>,
+}
+
+impl DistillRow {
+    /// How tables and comparisons name the row's system: `student DE-2 ce:1 mse`, and its
+    /// re-ranker where it has one.
+    pub fn label(&self) -> String {
+        let trained = match (self.init.as_str(), self.loss.as_str()) {
+            ("-", "-") => String::new(),
+            (init, loss) => format!(" {init} {loss}"),
+        };
+        let reranked = match self.reranked_by.is_empty() {
+            true => String::new(),
+            false => format!(", re-ranked by {}", self.reranked_by),
+        };
+        format!("{} DE-{}{trained}{reranked}", self.model, self.layers)
+    }
 }
 
 /// Encoder throughput of one model at each measured depth.
@@ -310,19 +340,47 @@ impl Study {
                 }
             };
             let points = &mut curves[index].points;
-            // Cells that differ only in what follows the first stage (re-ranking) share it.
-            if !points.iter().any(|point| point.layer == layer) {
-                points.push(CurvePoint {
-                    layer,
-                    value,
-                    eval_task: task_of(cell, Stage::Eval),
-                });
+            let point = CurvePoint {
+                layer,
+                value,
+                eval_task: task_of(cell, Stage::Eval),
+                cell: Some(cell.position),
+                interval: None,
+            };
+            // Cells that differ only in what follows the first stage (re-ranking) share it;
+            // the point speaks for the cell without a re-ranker, whose settings are the
+            // first stage's alone.
+            match points.iter_mut().find(|p| p.layer == layer) {
+                None => points.push(point),
+                Some(existing) if reranker(cell).is_none() => *existing = point,
+                Some(_) => {}
             }
         }
         for curve in &mut curves {
             curve.points.sort_by_key(|point| point.layer);
         }
         curves
+    }
+
+    /// [`Self::layer_curves`] with each backed point's 95% interval of the mean over queries
+    /// (Student's t on the per-query values), for the charts' bands.
+    pub fn layer_curves_with_intervals(
+        &self,
+        store: &Store,
+        measure: &str,
+    ) -> Result<Vec<LayerCurve>, ReportError> {
+        let mut curves = self.layer_curves(measure);
+        for point in curves.iter_mut().flat_map(|curve| curve.points.iter_mut()) {
+            let Some(task) = &point.eval_task else {
+                continue;
+            };
+            let scores: Vec<f64> = store.query_metrics(task, measure)?.into_values().collect();
+            let zeros = vec![0.0; scores.len()];
+            point.interval = paired_t_interval(&scores, &zeros, 0.95)
+                .ok()
+                .map(|interval| (interval.low, interval.high));
+        }
+        Ok(curves)
     }
 
     /// The parameters that tell apart two curves of `model`: those (besides the curve's own
@@ -365,109 +423,232 @@ impl Study {
             .collect()
     }
 
-    /// Paired comparisons on `measure`: each curve's best layer against its last, `self_pair`
-    /// against `single` input, a CE's best layer against the DE's same layer, and per dataset
-    /// the best CE layer against the DE's last layer.
-    pub fn layer_comparisons(
+    /// How the report concludes: the experiment's `[report]` settings.
+    pub fn settings(&self) -> ReportSettings {
+        self.spec
+            .as_ref()
+            .map(|spec| spec.report.clone())
+            .unwrap_or_default()
+    }
+
+    /// The dataset on which layers are chosen, when the experiment declares one.
+    pub fn selection(&self) -> Option<String> {
+        self.settings().selection
+    }
+
+    /// The datasets on which findings are tested: all but the selection dataset.
+    pub fn test_datasets(&self) -> Vec<String> {
+        let selection = self.selection();
+        self.datasets()
+            .into_iter()
+            .filter(|dataset| Some(dataset) != selection.as_ref())
+            .collect()
+    }
+
+    /// The collections (see [`Experiment::collection_of`]) `model` was trained on, itself or
+    /// through the models it was made from (its base, its teachers).
+    pub fn trained_on(&self, model: &str) -> BTreeSet<String> {
+        let mut collections = BTreeSet::new();
+        let Some(spec) = &self.spec else {
+            return collections;
+        };
+        let mut pending = vec![model.to_string()];
+        let mut seen = BTreeSet::new();
+        while let Some(name) = pending.pop() {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let Some(model) = spec.models.get(&name) else {
+                continue;
+            };
+            if let Some(collection) = model
+                .train_dataset
+                .as_deref()
+                .and_then(|dataset| spec.collection_of(dataset))
+            {
+                collections.insert(collection);
+            }
+            pending.extend(
+                [&model.base, &model.teacher_ce, &model.teacher_de]
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+        collections
+    }
+
+    /// For each model trained by the experiment, the datasets that are in-domain for it (whose
+    /// collection it, or a model it was made from, was trained on).
+    pub fn in_domain(&self) -> BTreeMap<String, Vec<String>> {
+        let Some(spec) = &self.spec else {
+            return BTreeMap::new();
+        };
+        spec.models
+            .keys()
+            .filter_map(|model| {
+                let trained_on = self.trained_on(model);
+                let datasets: Vec<String> = self
+                    .datasets()
+                    .into_iter()
+                    .filter(|d| {
+                        spec.collection_of(d)
+                            .is_some_and(|c| trained_on.contains(&c))
+                    })
+                    .collect();
+                (!datasets.is_empty()).then(|| (model.clone(), datasets))
+            })
+            .collect()
+    }
+
+    /// The test datasets no model of the experiment was trained on: what a zero-shot mean is
+    /// taken over, the same for every row so that means compare.
+    pub fn zero_shot_datasets(&self) -> Vec<String> {
+        let in_domain: BTreeSet<String> = self.in_domain().into_values().flatten().collect();
+        self.test_datasets()
+            .into_iter()
+            .filter(|dataset| !in_domain.contains(dataset))
+            .collect()
+    }
+
+    /// The layer of `curve`'s configuration that the selection dataset chose (its best
+    /// layer there), when the experiment declares a selection dataset that has the curve.
+    pub fn chosen_layer(&self, curve: &LayerCurve, curves: &[LayerCurve]) -> Option<i64> {
+        let selection = self.selection()?;
+        curves
+            .iter()
+            .find(|c| c.dataset == selection && c.same_configuration(curve))?
+            .best()
+            .map(|point| point.layer)
+    }
+
+    /// Paired comparisons on `measure` of the layer curves, on the test datasets: with a
+    /// selection dataset, each curve's chosen layer against its last, a CE against the DE at
+    /// the CE's chosen layer, and a CE's chosen layer against the DE's last; always,
+    /// `self_pair` against `single` input at the last layer. Best layers on a test split are
+    /// post hoc and never tested.
+    pub fn layer_candidates(
         &self,
         store: &Store,
         curves: &[LayerCurve],
         measure: &str,
-    ) -> Result<Vec<Comparison>, ReportError> {
-        let pairings = best_vs_last(curves)
+    ) -> Result<Vec<Candidate>, ReportError> {
+        let selection = self.selection();
+        let tested: Vec<&LayerCurve> = curves
+            .iter()
+            .filter(|c| Some(&c.dataset) != selection.as_ref())
+            .collect();
+        let mut pairings = Vec::new();
+        for curve in &tested {
+            if let Some(chosen) = self.chosen_layer(curve, curves) {
+                pairings.extend(self.chosen_layer_pairings(curve, chosen, &tested));
+            }
+        }
+        pairings.extend(self_pair_vs_single(&tested));
+        pairings
             .into_iter()
-            .chain(self_pair_vs_single(curves))
-            .chain(self.ce_vs_de_at_same_layer(curves))
-            .chain(self.best_ce_vs_last_de(curves));
-        let mut comparisons = Vec::new();
-        for Pairing {
-            dataset,
-            what,
-            a,
-            b,
-        } in pairings
-        {
-            if let Some(result) = self.compare(store, a.point, b.point, measure)? {
-                comparisons.push(Comparison {
-                    dataset: dataset.to_string(),
-                    what: what.to_string(),
-                    a: a.name(),
-                    b: b.name(),
-                    measure: measure.to_string(),
-                    significant: result.significant(ALPHA),
-                    result,
-                });
-            }
-        }
-        Ok(comparisons)
+            .map(|pairing| self.candidate(store, pairing, (measure, measure)))
+            .collect()
     }
 
-    /// The paper's probe: a CE's best layer against the DE's same layer, read the same way.
-    fn ce_vs_de_at_same_layer<'c>(&self, curves: &'c [LayerCurve]) -> Vec<Pairing<'c>> {
+    /// The comparisons a curve's chosen layer takes part in.
+    fn chosen_layer_pairings<'c>(
+        &self,
+        curve: &'c LayerCurve,
+        chosen: i64,
+        curves: &[&'c LayerCurve],
+    ) -> Vec<Pairing<'c>> {
         let mut pairings = Vec::new();
-        for ce in curves.iter().filter(|c| c.kind == "CE") {
-            let Some(best) = ce.best() else {
-                continue;
-            };
-            let de_point = curves
-                .iter()
-                .filter(|c| {
-                    c.kind == "DE"
-                        && !self.is_student(&c.model)
-                        && (&c.dataset, &c.pooling, &c.input)
-                            == (&ce.dataset, &ce.pooling, &ce.input)
-                })
-                .find_map(|de| Some((de, de.points.iter().find(|p| p.layer == best.layer)?)));
-            if let Some((de, de_point)) = de_point {
-                pairings.push(Pairing {
-                    dataset: &ce.dataset,
-                    what: "best CE layer vs the DE at the same layer",
-                    a: Side::of(ce, best),
-                    b: Side::of(de, de_point),
-                });
+        let (Some(point), Some(last)) = (curve.at(chosen), curve.last()) else {
+            return pairings;
+        };
+        if point.layer != last.layer {
+            pairings.push(Pairing::new(
+                CHOSEN_VS_LAST,
+                Factor::Layer,
+                curve,
+                point,
+                curve,
+                last,
+            ));
+        }
+        if curve.kind != "CE" {
+            return pairings;
+        }
+        let same_reading = |de: &&&LayerCurve| {
+            de.kind == "DE"
+                && !self.is_student(&de.model)
+                && (&de.dataset, &de.pooling, &de.input)
+                    == (&curve.dataset, &curve.pooling, &curve.input)
+        };
+        for de in curves.iter().filter(same_reading) {
+            if let Some(de_point) = de.at(chosen) {
+                pairings.push(Pairing::new(
+                    CE_VS_DE_SAME_LAYER,
+                    Factor::Model,
+                    curve,
+                    point,
+                    de,
+                    de_point,
+                ));
+            }
+            if let Some(de_last) = de.last() {
+                pairings.push(Pairing::new(
+                    CE_CHOSEN_VS_DE_LAST,
+                    Factor::ModelAndLayer,
+                    curve,
+                    point,
+                    de,
+                    de_last,
+                ));
             }
         }
         pairings
     }
 
-    /// Per dataset, the best layer of any CE curve against the best last layer of a DE curve.
-    fn best_ce_vs_last_de<'c>(&self, curves: &'c [LayerCurve]) -> Vec<Pairing<'c>> {
-        let mut pairings = Vec::new();
-        for dataset in &self.datasets() {
-            let of_kind = |kind: &'static str| {
-                curves
-                    .iter()
-                    .filter(move |c| c.dataset == *dataset && c.kind == kind)
-            };
-            let best_ce = of_kind("CE")
-                .filter_map(|curve| Some((curve, curve.best()?)))
-                .max_by(|a, b| a.1.value.total_cmp(&b.1.value));
-            let last_de = of_kind("DE")
-                .filter_map(|curve| Some((curve, curve.last()?)))
-                .max_by(|a, b| a.1.value.total_cmp(&b.1.value));
-            if let (Some((ce, ce_point)), Some((de, de_point))) = (best_ce, last_de) {
-                pairings.push(Pairing {
-                    dataset: &ce.dataset,
-                    what: "best CE layer vs DE last layer",
-                    a: Side::of(ce, ce_point),
-                    b: Side::of(de, de_point),
-                });
-            }
-        }
-        pairings
-    }
-
-    fn compare(
+    /// A pairing of two curve points as a candidate comparison, tested on their per-query
+    /// scores of `measures` (A's, B's).
+    fn candidate(
         &self,
         store: &Store,
-        a: &CurvePoint,
-        b: &CurvePoint,
-        measure: &str,
-    ) -> Result<Option<PairedComparison>, ReportError> {
-        let (Some(task_a), Some(task_b)) = (&a.eval_task, &b.eval_task) else {
-            return Ok(None);
+        pairing: Pairing<'_>,
+        measures: (&str, &str),
+    ) -> Result<Candidate, ReportError> {
+        let Pairing {
+            family,
+            factor,
+            a,
+            b,
+        } = pairing;
+        let test = match (&a.point.eval_task, &b.point.eval_task) {
+            (Some(task_a), Some(task_b)) => {
+                self.compare_tasks(store, (task_a, measures.0), (task_b, measures.1))?
+            }
+            _ => None,
         };
-        self.compare_tasks(store, (task_a, measure), (task_b, measure))
+        Ok(Candidate {
+            family,
+            dataset: a.dataset.to_string(),
+            factor,
+            a: self.side(a.name(), a.point.cell, measures.0),
+            b: self.side(b.name(), b.point.cell, measures.1),
+            test,
+        })
+    }
+
+    /// One side of a comparison: its label, cell and the cell's settings.
+    fn side(&self, label: String, cell: Option<i64>, measure: &str) -> Side {
+        let settings = cell
+            .and_then(|position| self.cells.iter().find(|c| c.position == position))
+            .map(|cell| cell.params.clone())
+            .unwrap_or_default();
+        Side {
+            label,
+            cell: cell.unwrap_or(-1),
+            measure: measure.to_string(),
+            mean: None,
+            settings,
+        }
     }
 
     fn compare_tasks(
@@ -475,7 +656,7 @@ impl Study {
         store: &Store,
         (task_a, measure_a): (&str, &str),
         (task_b, measure_b): (&str, &str),
-    ) -> Result<Option<PairedComparison>, ReportError> {
+    ) -> Result<Option<crate::eval::significance::PairedComparison>, ReportError> {
         let scores_a = store.query_metrics(task_a, measure_a)?;
         let scores_b = store.query_metrics(task_b, measure_b)?;
         Ok(compare_by_query(&scores_a, &scores_b, PERMUTATIONS, PERMUTATION_SEED).ok())
@@ -484,7 +665,7 @@ impl Study {
     /// Paired comparisons on nDCG@10 of each student infused from the CE (`ce:K`) against
     /// the students whose cells differ only in their init, from the DE's layers (`de:K`) or
     /// at random, first stage only.
-    pub fn student_comparisons(&self, store: &Store) -> Result<Vec<Comparison>, ReportError> {
+    pub fn student_candidates(&self, store: &Store) -> Result<Vec<Candidate>, ReportError> {
         let measure = HEADLINE_MEASURES[0];
         let students: Vec<&CellRow> = self
             .cells
@@ -492,51 +673,53 @@ impl Study {
             .filter(|cell| text(cell, "model").is_some_and(|m| self.is_student(&m)))
             .filter(|cell| reranker(cell).is_none())
             .collect();
-        // Every parameter but the init: a student trained longer is not a rival.
-        let same_training = |a: &CellRow, b: &CellRow| all_but_init(a).eq(all_but_init(b));
-        let mut comparisons = Vec::new();
+        let mut candidates = Vec::new();
         for infused in &students {
-            let Some(init) = text(infused, "train_de.init") else {
-                continue;
-            };
-            let Some(depth) = init.strip_prefix("ce:") else {
+            let Some(depth) = text(infused, "train_de.init")
+                .and_then(|init| init.strip_prefix("ce:").map(str::to_string))
+            else {
                 continue;
             };
             let rivals = [format!("de:{depth}"), "random".to_string()];
+            // Every parameter but the init: a student trained longer is not a rival.
             for rival in students.iter().filter(|cell| {
-                same_training(infused, cell)
+                all_but_init(infused).eq(all_but_init(cell))
                     && text(cell, "train_de.init").is_some_and(|i| rivals.contains(&i))
             }) {
-                let (Some(own), Some(theirs)) =
-                    (task_of(infused, Stage::Eval), task_of(rival, Stage::Eval))
-                else {
-                    continue;
-                };
-                let label = |cell: &CellRow| {
-                    format!(
-                        "{} {} {}",
-                        text(cell, "model").unwrap_or_default(),
-                        text(cell, "train_de.init").unwrap_or_default(),
-                        text(cell, "train_de.loss").unwrap_or_default()
-                    )
-                };
-                if let Some(result) =
-                    self.compare_tasks(store, (&own, measure), (&theirs, measure))?
-                {
-                    comparisons.push(Comparison {
-                        dataset: text(infused, "dataset").unwrap_or_default(),
-                        what: "CE-infused student vs the same student from another init"
-                            .to_string(),
-                        a: label(infused),
-                        b: label(rival),
-                        measure: measure.to_string(),
-                        significant: result.significant(ALPHA),
-                        result,
-                    });
-                }
+                candidates.push(self.cell_candidate(
+                    store,
+                    (INFUSED_VS_OTHER_INIT, Factor::Init),
+                    (infused, Stage::Eval, measure),
+                    (rival, Stage::Eval, measure),
+                )?);
             }
         }
-        Ok(comparisons)
+        Ok(candidates)
+    }
+
+    /// A candidate comparing two cells directly (not curve points): each side the measure of
+    /// one of its stages' tasks.
+    fn cell_candidate(
+        &self,
+        store: &Store,
+        (family, factor): (&'static str, Factor),
+        (a, stage_a, measure_a): (&CellRow, Stage, &str),
+        (b, stage_b, measure_b): (&CellRow, Stage, &str),
+    ) -> Result<Candidate, ReportError> {
+        let test = match (task_of(a, stage_a), task_of(b, stage_b)) {
+            (Some(task_a), Some(task_b)) => {
+                self.compare_tasks(store, (&task_a, measure_a), (&task_b, measure_b))?
+            }
+            _ => None,
+        };
+        Ok(Candidate {
+            family,
+            dataset: text(a, "dataset").unwrap_or_default(),
+            factor,
+            a: self.side(student_label(a), Some(a.position), measure_a),
+            b: self.side(student_label(b), Some(b.position), measure_b),
+            test,
+        })
     }
 
     /// The students of the experiment and the teacher DE they are measured against, per
@@ -546,7 +729,7 @@ impl Study {
             return Ok(Vec::new());
         };
         let mut rows = Vec::new();
-        for dataset in self.datasets() {
+        for dataset in self.test_datasets() {
             let of_dataset: Vec<&CellRow> = self
                 .cells
                 .iter()
@@ -638,58 +821,56 @@ impl Study {
             .collect();
         let docs_per_second = self.encode_rates.get(&cell.position).copied();
         let is_reference = reference.is_some_and(|r| r.position == cell.position);
-        let measure = HEADLINE_MEASURES[0];
-        let comparison = match reference {
-            Some(reference) if !is_reference => {
-                let own_stage = if prefix.is_empty() {
-                    Stage::Eval
-                } else {
-                    Stage::Rerank
-                };
-                let own = task_of(cell, own_stage);
-                let theirs = task_of(reference, Stage::Eval);
-                let own_measure = format!("{prefix}{measure}");
-                match (own, theirs) {
-                    (Some(own), Some(theirs)) => self
-                        .compare_tasks(store, (&own, &own_measure), (&theirs, measure))?
-                        .map(|result| Comparison {
-                            dataset: text(cell, "dataset").unwrap_or_default(),
-                            what: "vs the teacher DE".to_string(),
-                            a: model.clone(),
-                            b: text(reference, "model").unwrap_or_default(),
-                            measure: own_measure,
-                            significant: result.significant(ALPHA),
-                            result,
-                        }),
-                    _ => None,
-                }
-            }
-            _ => None,
+        let role = if is_reference || !self.is_student(&model) {
+            "reference"
+        } else {
+            "student"
         };
-        Ok(DistillRow {
+        let layers = cell
+            .params
+            .get("train_de.layers")
+            .or_else(|| cell.params.get("layer"))
+            .and_then(|v| v.as_i64())
+            .unwrap_or_default();
+        let mut row = DistillRow {
             dataset: text(cell, "dataset").unwrap_or_default(),
-            role: if is_reference || !self.is_student(&model) {
-                "reference"
-            } else {
-                "student"
-            },
-            layers: cell
-                .params
-                .get("train_de.layers")
-                .or_else(|| cell.params.get("layer"))
-                .and_then(|v| v.as_i64())
-                .unwrap_or_default(),
+            role,
+            layers,
             init: text(cell, "train_de.init").unwrap_or_else(|| "-".to_string()),
             loss: text(cell, "train_de.loss").unwrap_or_else(|| "-".to_string()),
             reranked_by,
             values,
             docs_per_second,
             speedup: docs_per_second.zip(reference_rate).map(|(own, r)| own / r),
-            comparison,
+            comparison: None,
             model,
-        })
+        };
+        if let Some(reference) = reference.filter(|_| !is_reference) {
+            let measure = HEADLINE_MEASURES[0];
+            let own_stage = match prefix.is_empty() {
+                true => Stage::Eval,
+                false => Stage::Rerank,
+            };
+            let mut candidate = self.cell_candidate(
+                store,
+                (VS_TEACHER_DE, Factor::System),
+                (cell, own_stage, &format!("{prefix}{measure}")),
+                (reference, Stage::Eval, measure),
+            )?;
+            candidate.a.label = row.label();
+            candidate.b.label = format!(
+                "{} DE-{}",
+                text(reference, "model").unwrap_or_default(),
+                reference
+                    .params
+                    .get("layer")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or_default()
+            );
+            row.comparison = Some(candidate);
+        }
+        Ok(row)
     }
-
     /// Encoder throughput by depth, from the experiment's bench tasks.
     pub fn speed_curves(&self) -> Vec<SpeedCurve> {
         let mut seen = BTreeSet::new();
@@ -889,23 +1070,54 @@ fn task_of(cell: &CellRow, stage: Stage) -> Option<String> {
         .map(|(_, key, _)| key.clone())
 }
 
-/// Two points of layer curves to compare, and what the comparison is called.
-struct Pairing<'c> {
-    dataset: &'c str,
-    what: &'static str,
-    a: Side<'c>,
-    b: Side<'c>,
+/// How a student cell is named in comparisons: `student ce:1 mse`.
+fn student_label(cell: &CellRow) -> String {
+    format!(
+        "{} {} {}",
+        text(cell, "model").unwrap_or_default(),
+        text(cell, "train_de.init").unwrap_or_default(),
+        text(cell, "train_de.loss").unwrap_or_default()
+    )
 }
 
-/// A point of a layer curve, with the curve's label.
-struct Side<'c> {
+/// Two points of layer curves to compare, the family the comparison belongs to and the
+/// factor it isolates.
+struct Pairing<'c> {
+    family: &'static str,
+    factor: Factor,
+    a: CurveSide<'c>,
+    b: CurveSide<'c>,
+}
+
+impl<'c> Pairing<'c> {
+    fn new(
+        family: &'static str,
+        factor: Factor,
+        curve_a: &'c LayerCurve,
+        a: &'c CurvePoint,
+        curve_b: &'c LayerCurve,
+        b: &'c CurvePoint,
+    ) -> Self {
+        Pairing {
+            family,
+            factor,
+            a: CurveSide::of(curve_a, a),
+            b: CurveSide::of(curve_b, b),
+        }
+    }
+}
+
+/// A point of a layer curve, with the curve's dataset and label.
+struct CurveSide<'c> {
+    dataset: &'c str,
     label: String,
     point: &'c CurvePoint,
 }
 
-impl<'c> Side<'c> {
-    fn of(curve: &LayerCurve, point: &'c CurvePoint) -> Self {
-        Side {
+impl<'c> CurveSide<'c> {
+    fn of(curve: &'c LayerCurve, point: &'c CurvePoint) -> Self {
+        CurveSide {
+            dataset: &curve.dataset,
             label: curve.label(),
             point,
         }
@@ -917,25 +1129,9 @@ impl<'c> Side<'c> {
     }
 }
 
-/// Each curve's best layer against its last (where they differ).
-fn best_vs_last(curves: &[LayerCurve]) -> Vec<Pairing<'_>> {
-    curves
-        .iter()
-        .filter_map(|curve| {
-            let (best, last) = (curve.best()?, curve.last()?);
-            (best.layer != last.layer).then(|| Pairing {
-                dataset: &curve.dataset,
-                what: "best layer vs last layer",
-                a: Side::of(curve, best),
-                b: Side::of(curve, last),
-            })
-        })
-        .collect()
-}
-
 /// The input format the paper varies: a sentence paired with itself against the sentence
-/// alone, each at its best layer.
-fn self_pair_vs_single(curves: &[LayerCurve]) -> Vec<Pairing<'_>> {
+/// alone, both read at the last layer (a layer chosen per input would vary two things).
+fn self_pair_vs_single<'c>(curves: &[&'c LayerCurve]) -> Vec<Pairing<'c>> {
     curves
         .iter()
         .filter(|c| c.input == "self_pair")
@@ -945,12 +1141,15 @@ fn self_pair_vs_single(curves: &[LayerCurve]) -> Vec<Pairing<'_>> {
                     && (&c.dataset, &c.model, &c.pooling, &c.extra)
                         == (&pair.dataset, &pair.model, &pair.pooling, &pair.extra)
             })?;
-            Some(Pairing {
-                dataset: &pair.dataset,
-                what: "self_pair vs single (best layers)",
-                a: Side::of(pair, pair.best()?),
-                b: Side::of(single, single.best()?),
-            })
+            let (pair_last, single_last) = (pair.last()?, single.at(pair.last()?.layer)?);
+            Some(Pairing::new(
+                SELF_PAIR_VS_SINGLE,
+                Factor::Input,
+                pair,
+                pair_last,
+                single,
+                single_last,
+            ))
         })
         .collect()
 }
