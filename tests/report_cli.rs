@@ -10,13 +10,22 @@ use std::process::Command as Process;
 use common::Fixture;
 
 /// The shared miniature study with a fixed fusion weight, bench tasks, the DE probed with
-/// two poolings and re-ranked, and two DE-2 students.
+/// two poolings and re-ranked, and two DE-2 students; layers are chosen on `tiny_dev` (the
+/// same collection under another name, so that the test datasets have a selection split).
 fn study_text() -> String {
     common::mini_distill(
         "report_smoke",
         "",
         "lambda = 0.5",
         r#"
+[datasets.tiny_dev]
+path = "DATASET"
+collection = "tiny"
+
+[report]
+selection = "tiny_dev"
+margin = 0.05
+
 [bench]
 documents = 6
 runs = 2
@@ -26,14 +35,17 @@ inputs = ["single"]
 [[sweep]]
 model = ["tiny"]
 pooling = ["mean", "cls"]
+input = ["single", "self_pair"]
 
 [[sweep]]
 model = ["tiny"]
+dataset = ["tiny"]
 layers = [3]
 rerank.model = ["teacher"]
 
 [[sweep]]
 model = ["student"]
+dataset = ["tiny"]
 layers = [2]
 train_de.init = ["ce:1", "random"]
 "#,
@@ -78,7 +90,7 @@ fn report_figures_and_browser_check() {
         "What was run",
         "nDCG@10 by layer",
         "Recall@100 by layer",
-        "Best layer per configuration",
+        "Chosen layer per configuration",
         "Paired comparisons",
         "Distillation",
         "Encoder speed by depth",
@@ -90,18 +102,26 @@ fn report_figures_and_browser_check() {
     ] {
         assert!(html.contains(section), "the page lacks `{section}`");
     }
-    // nDCG@10 and Recall@100 on one dataset, speedup and throughput, CE and DE losses.
+    // nDCG@10 and Recall@100 on two datasets and two poolings (small multiples: the CE is
+    // probed with mean pooling only), speedup and throughput, CE and DE losses.
     let charts = html.matches("<figure class=\"chart\"").count();
-    assert_eq!(charts, 2 + 2 + 2, "charts on the page");
+    assert_eq!(charts, 2 * 2 * 2 + 2 + 2, "charts on the page");
     assert_eq!(html.matches("<svg").count(), charts);
     // Cross encoder and dual encoder curves are both drawn, told apart by their labels.
     assert!(html.contains("CE teacher · mean · self_pair"));
     assert!(html.contains("DE tiny · cls · single"));
-    // Paired comparisons: input formats of the teacher, its best layer against the DE's last.
-    assert!(html.contains("self_pair vs single (best layers)"));
-    assert!(html.contains("best CE layer vs DE last layer"));
-    assert!(html.contains("best CE layer vs the DE at the same layer"));
-    assert!(html.contains("CE-infused student vs the same student from another init"));
+    // Paired comparisons, one family per kind, on the test dataset only.
+    for family in [
+        "self_pair vs single at the last layer",
+        "CE at its chosen layer vs DE at its last layer",
+        "CE vs DE at the CE&#x27;s chosen layer",
+        "CE-infused student vs the same student from another init",
+        "vs the teacher DE",
+    ] {
+        assert!(html.contains(family), "no family `{family}`");
+    }
+    assert!(html.contains("selection split: layers are chosen here"));
+    assert!(html.contains("best here (post hoc, untested)"));
     // The re-ranked DE has two distillation rows: the CE's order, and fused at λ 0.5.
     assert!(html.contains("teacher fused, λ 0.50"), "no fused row");
     // Nothing to fetch, nothing to run.
@@ -112,7 +132,10 @@ fn report_figures_and_browser_check() {
     // The same tables in Markdown.
     let markdown = repro_lines(&fixture, &["report", "report_smoke", "--format", "md"]);
     let markdown = std::fs::read_to_string(&markdown[0]).unwrap();
-    assert!(markdown.contains("| dataset | configuration | best layer |"));
+    assert!(
+        markdown.contains("| dataset | configuration | layer chosen on tiny\\_dev |"),
+        "{markdown}"
+    );
     assert!(markdown.contains("## Distillation"));
     let distill_rows = markdown
         .lines()
@@ -131,8 +154,14 @@ fn report_figures_and_browser_check() {
     assert_eq!(
         names,
         [
-            "layer_ndcg_tiny.svg",
-            "layer_ndcg_tiny.png",
+            "layer_ndcg_tiny_mean.svg",
+            "layer_ndcg_tiny_mean.png",
+            "layer_ndcg_tiny_cls.svg",
+            "layer_ndcg_tiny_cls.png",
+            "layer_ndcg_tiny_dev_mean.svg",
+            "layer_ndcg_tiny_dev_mean.png",
+            "layer_ndcg_tiny_dev_cls.svg",
+            "layer_ndcg_tiny_dev_cls.png",
             "speedup.svg",
             "speedup.png",
             "distill_table.md",
@@ -153,7 +182,99 @@ fn report_figures_and_browser_check() {
     let table = std::fs::read_to_string(out.join("distill_table.tex")).unwrap();
     assert!(table.starts_with("\\begin{tabular}"));
 
+    check_document(&fixture);
     browser_check(&pages[0], charts);
+}
+
+/// `repro report --format json`: every family adjusted by Holm, the selection split never
+/// tested, like-for-like pairs tested and judged.
+fn check_document(fixture: &Fixture) {
+    let path = repro_lines(fixture, &["report", "report_smoke", "--format", "json"]);
+    assert!(
+        path[0].ends_with("reports/report_smoke/report.json"),
+        "{path:?}"
+    );
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path[0]).unwrap()).unwrap();
+    assert_eq!(document["settings"]["selection"], "tiny_dev");
+    assert_eq!(
+        document["in_domain"]["teacher"],
+        serde_json::json!(["tiny", "tiny_dev"])
+    );
+    let comparisons = document["comparisons"].as_array().unwrap();
+    assert!(
+        comparisons.iter().all(|c| c["dataset"] == "tiny"),
+        "tested on the test split only"
+    );
+    for family in document["families"].as_array().unwrap() {
+        let raw: Vec<f64> = comparisons
+            .iter()
+            .filter(|c| c["family"] == family["name"] && !c["p"].is_null())
+            .map(|c| c["p"]["t_test"].as_f64().unwrap())
+            .collect();
+        let adjusted: Vec<f64> = comparisons
+            .iter()
+            .filter(|c| c["family"] == family["name"] && !c["p"].is_null())
+            .map(|c| c["p_adjusted"]["t_test"].as_f64().unwrap())
+            .collect();
+        let holm = repro::eval::significance::Correction::Holm.adjust(&raw);
+        assert_eq!(adjusted, holm, "{}", family["name"]);
+    }
+    let ce_vs_de: Vec<&serde_json::Value> = comparisons
+        .iter()
+        .filter(|c| c["family"] == "CE vs DE at the CE's chosen layer")
+        .collect();
+    assert!(!ce_vs_de.is_empty());
+    for comparison in &ce_vs_de {
+        assert_eq!(comparison["a"]["settings"]["encode.max_len"], 32);
+        assert!(
+            comparison["confounded_by"].as_array().unwrap().is_empty(),
+            "{comparison}"
+        );
+        let verdict = comparison["verdict"].as_str().unwrap();
+        assert!(["better", "worse", "equivalent", "inconclusive"].contains(&verdict));
+        let outcomes = &comparison["outcomes"];
+        let queries = outcomes["wins"].as_u64().unwrap()
+            + outcomes["ties"].as_u64().unwrap()
+            + outcomes["losses"].as_u64().unwrap();
+        assert_eq!(queries, comparison["queries"].as_u64().unwrap());
+    }
+}
+
+/// A cross encoder probed at another `max_len` than the dual encoder: the CE-vs-DE pairs are
+/// confounded, named by it, and carry no test.
+#[test]
+fn a_ce_read_at_another_max_len_is_confounded_not_compared() {
+    let fixture = Fixture::new();
+    let text = study_text().replace(
+        "negatives_from = \"tiny\"\nmax_len = 32",
+        "negatives_from = \"tiny\"\nmax_len = 24",
+    );
+    assert!(text.contains("max_len = 24"));
+    fixture.write_experiment(&text);
+    assert_eq!(fixture.run()["status"], "succeeded");
+    let path = repro_lines(&fixture, &["report", "report_smoke", "--format", "json"]);
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path[0]).unwrap()).unwrap();
+    let ce_vs_de: Vec<&serde_json::Value> = document["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["family"] == "CE vs DE at the CE's chosen layer")
+        .collect();
+    assert!(!ce_vs_de.is_empty());
+    for comparison in ce_vs_de {
+        assert_eq!(comparison["verdict"], "confounded", "{comparison}");
+        assert_eq!(comparison["confounded_by"][0]["setting"], "encode.max_len");
+        assert!(comparison["p"].is_null() && comparison["p_adjusted"].is_null());
+    }
+    let html =
+        std::fs::read_to_string(repro_lines(&fixture, &["report", "report_smoke"])[0].clone())
+            .unwrap();
+    assert!(
+        html.contains("confounded by max_len (24 vs 32)"),
+        "the page names the confounder"
+    );
 }
 
 /// Two datasets (the smoke collection under two names, so every mean equals its parts): the
@@ -224,7 +345,7 @@ pooling = ["mean", "cls"]
     let markdown = std::fs::read_to_string(&page[0]).unwrap();
     let best_rows = markdown
         .lines()
-        .filter(|line| line.starts_with("| mean of 2 | DE tiny"))
+        .filter(|line| line.starts_with("| zero-shot mean of 2 | DE tiny"))
         .count();
     assert_eq!(best_rows, 2, "a mean row per pooling: {markdown}");
 
@@ -236,7 +357,7 @@ pooling = ["mean", "cls"]
     assert!(
         figures
             .iter()
-            .any(|p| p.ends_with("layer_ndcg_mean_of_2.svg")),
+            .any(|p| p.ends_with("layer_ndcg_zero-shot_mean_of_2_mean.svg")),
         "{figures:?}"
     );
 }

@@ -34,16 +34,16 @@ const FONT_CANDIDATES: [&str; 5] = [
 
 const FONT_FAMILY: &str = "sans-serif";
 
-/// Paul Tol's "bright" qualitative scheme: seven hues told apart under the common
-/// colour-vision deficiencies and in grey print, no two of one hue family (Okabe–Ito's
-/// orange and vermillion read as one on screen).
-const PALETTE: [RGBColor; 7] = [
-    RGBColor(0x44, 0x77, 0xAA),
-    RGBColor(0xEE, 0x66, 0x77),
-    RGBColor(0x22, 0x88, 0x33),
-    RGBColor(0xAA, 0x33, 0x77),
+/// Six hues told apart under the common colour-vision deficiencies (Okabe–Ito's blue,
+/// vermillion, bluish green and reddish purple, Paul Tol's olive yellow, and a dark grey),
+/// chosen so that no two are of one hue family: Okabe–Ito's orange beside its vermillion,
+/// or its sky blue beside its blue, read as one colour on screen.
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(0x00, 0x72, 0xB2),
+    RGBColor(0xD5, 0x5E, 0x00),
+    RGBColor(0x00, 0x9E, 0x73),
+    RGBColor(0xCC, 0x79, 0xA7),
     RGBColor(0xCC, 0xBB, 0x44),
-    RGBColor(0x66, 0xCC, 0xEE),
     RGBColor(0x55, 0x55, 0x55),
 ];
 
@@ -375,6 +375,63 @@ mod tests {
                 first.contains(&format!(">\n{text}\n</text>")),
                 "missing {text}"
             );
+        }
+    }
+
+    /// The `y` of the text element that reads `label`.
+    fn text_y(svg: &str, label: &str) -> f64 {
+        let end = svg
+            .find(&format!(">\n{label}\n</text>"))
+            .unwrap_or_else(|| panic!("no text `{label}`"));
+        let start = svg[..end].rfind("<text").unwrap();
+        let attribute = &svg[start..end];
+        let y = attribute.split(" y=\"").nth(1).unwrap();
+        y[..y.find('"').unwrap()].parse().unwrap()
+    }
+
+    #[test]
+    fn the_legend_sits_below_the_plot_and_bands_are_drawn() {
+        let svg = chart().to_svg().unwrap();
+        for label in ["DE", "CE"] {
+            assert!(
+                text_y(&svg, label) > f64::from(SIZE.1),
+                "{label} inside the plot"
+            );
+        }
+        assert!(chart().size().1 > SIZE.1);
+        // The band is one filled polygon (the others are the CE's triangles: three points
+        // and its legend sample).
+        assert_eq!(svg.matches("<polygon").count(), 1 + 3 + 1);
+        let mut no_band = chart();
+        no_band.series[0].band.clear();
+        assert_eq!(no_band.to_svg().unwrap().matches("<polygon").count(), 3 + 1);
+    }
+
+    #[test]
+    fn palette_hues_are_distinct() {
+        // Hue in degrees of each saturated colour (the grey has none).
+        let hue = |RGBColor(r, g, b): RGBColor| {
+            let (r, g, b) = (f64::from(r), f64::from(g), f64::from(b));
+            let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+            if max - min < 20.0 {
+                return None;
+            }
+            let h = if max == r {
+                (g - b) / (max - min)
+            } else if max == g {
+                2.0 + (b - r) / (max - min)
+            } else {
+                4.0 + (r - g) / (max - min)
+            };
+            Some((h * 60.0).rem_euclid(360.0))
+        };
+        let hues: Vec<f64> = PALETTE.iter().filter_map(|&c| hue(c)).collect();
+        assert_eq!(hues.len(), PALETTE.len() - 1);
+        for (i, a) in hues.iter().enumerate() {
+            for b in &hues[i + 1..] {
+                let apart = (a - b).abs().min(360.0 - (a - b).abs());
+                assert!(apart > 25.0, "hues {a:.0}° and {b:.0}° are one hue");
+            }
         }
     }
 

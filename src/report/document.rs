@@ -301,3 +301,85 @@ impl FindingRow {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(value: f64, verdict: Option<Verdict>) -> Option<SummaryValue> {
+        Some(SummaryValue { value, verdict })
+    }
+
+    fn summary() -> Summary {
+        let finding = |pooling: &str, verdict: Verdict, confounded_by: Vec<String>| FindingRow {
+            family: "CE vs DE at the CE's chosen layer".into(),
+            dataset: "scifact".into(),
+            a: "CE teacher · mean · single L0".into(),
+            b: "DE minilm · mean · single L0".into(),
+            pooling: pooling.into(),
+            delta: Some(0.0049),
+            low: (verdict != Verdict::Confounded).then_some(-0.01),
+            high: (verdict != Verdict::Confounded).then_some(0.02),
+            p_adjusted: (verdict != Verdict::Confounded).then_some(0.4),
+            verdict,
+            confounded_by,
+        };
+        Summary {
+            measure: "ndcg_cut_10".into(),
+            columns: vec![
+                "cranfield".into(),
+                "scifact".into(),
+                "zero-shot mean of 1".into(),
+            ],
+            systems: vec![
+                SystemRow {
+                    system: "minilm DE-6".into(),
+                    values: vec![value(0.38, None), value(0.6451, None), value(0.38, None)],
+                },
+                SystemRow {
+                    system: "student DE-2 ce:1 mse".into(),
+                    values: vec![
+                        value(0.2204, Some(Verdict::Worse)),
+                        value(0.64, Some(Verdict::Equivalent)),
+                        None,
+                    ],
+                },
+            ],
+            layer_findings: vec![
+                finding("mean", Verdict::Inconclusive, vec![]),
+                finding(
+                    "mean",
+                    Verdict::Confounded,
+                    vec!["max_len (128 vs 256)".into()],
+                ),
+                finding("cls", Verdict::Better, vec![]),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_summary_renders_marks_intervals_and_confounders() {
+        let markdown = summary().markdown("mean");
+        assert!(
+            markdown.starts_with(
+                "| nDCG@10 | cranfield | scifact | zero-shot mean of 1 |\n|---|---|---|---|\n"
+            ),
+            "{markdown}"
+        );
+        assert!(markdown.contains("| student DE-2 ce:1 mse | 0.2204† | 0.6400 ≈ |  |\n"));
+        assert!(markdown.contains("| +0.0049 [-0.0100, +0.0200] | 0.4000 | inconclusive |"));
+        assert!(markdown.contains("| +0.0049 | - | confounded by max_len (128 vs 256) |"));
+        assert!(
+            !markdown.contains("better"),
+            "another pooling's finding is left out"
+        );
+    }
+
+    #[test]
+    fn the_summary_survives_its_json_round_trip() {
+        let text = serde_json::to_string(&summary()).unwrap();
+        let back: Summary = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, summary());
+        assert_eq!(back.markdown("mean"), summary().markdown("mean"));
+    }
+}

@@ -452,7 +452,7 @@ pub fn speedup_chart(curves: &[SpeedCurve]) -> Chart {
                 .filter_map(|p| Some((p.depth as f64, p.ideal?)))
                 .collect(),
             stroke: Stroke::Dotted,
-            color: 6,
+            color: 5,
             band: Vec::new(),
         });
     }
