@@ -702,12 +702,6 @@ impl Experiment {
         })
     }
 
-    /// TEMPORARY shim until the overlap branch lands.
-    pub fn collection_of(&self, dataset_key: &str) -> Option<String> {
-        let spec = self.datasets.get(dataset_key)?;
-        Some(spec.name.clone().unwrap_or_else(|| dataset_key.to_string()))
-    }
-
     /// An error pointing at `[models.<name>]`.
     pub fn model_error(&self, model: &str, message: impl std::fmt::Display) -> ConfigError {
         let start = self.model_spans.get(model).map(|s| s.start).unwrap_or(0);
