@@ -59,6 +59,38 @@ pub fn smoke_dataset() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir")
 }
 
+/// Writes a small BEIR dataset into `dir`: documents `(id, text)`, queries `(id, text)`
+/// and, per split, judgments `(query, document, grade)`.
+pub fn write_beir(
+    dir: &Path,
+    documents: &[(&str, &str)],
+    queries: &[(&str, &str)],
+    splits: &[(&str, &[(&str, &str, i32)])],
+) {
+    let lines = |items: &[(&str, &str)], title: bool| -> String {
+        items
+            .iter()
+            .map(|(id, text)| {
+                let mut line = serde_json::json!({"_id": id, "text": text});
+                if title {
+                    line["title"] = "".into();
+                }
+                format!("{line}\n")
+            })
+            .collect()
+    };
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    std::fs::write(dir.join("corpus.jsonl"), lines(documents, true)).unwrap();
+    std::fs::write(dir.join("queries.jsonl"), lines(queries, false)).unwrap();
+    for (split, judgments) in splits {
+        let mut text = "query-id\tcorpus-id\tscore\n".to_string();
+        for (query, document, grade) in *judgments {
+            text.push_str(&format!("{query}\t{document}\t{grade}\n"));
+        }
+        std::fs::write(dir.join(format!("qrels/{split}.tsv")), text).unwrap();
+    }
+}
+
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub experiment: PathBuf,
