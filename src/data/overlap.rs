@@ -156,7 +156,7 @@ fn read_judgments(dir: &Path, split: &str, role: SplitRole) -> Result<Qrels, Ove
 /// The overlap rule over judgments already read: `queries` gives every query's text (a
 /// judged query missing from it has no text, so it cannot repeat one).
 pub fn measure(queries: &[Query], evaluated: &Qrels, training: &Qrels) -> Overlap {
-    let positives: BTreeSet<&str> = training.values().flat_map(|docs| relevant(docs)).collect();
+    let positives: BTreeSet<&str> = training.values().flat_map(relevant).collect();
     let mut train_texts: HashMap<String, Vec<&Query>> = HashMap::new();
     for query in queries.iter().filter(|q| training.contains_key(&q.id)) {
         train_texts

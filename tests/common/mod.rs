@@ -59,13 +59,16 @@ pub fn smoke_dataset() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir")
 }
 
+/// One judgment of a test dataset: query, document, grade.
+pub type Judgment<'a> = (&'a str, &'a str, i32);
+
 /// Writes a small BEIR dataset into `dir`: documents `(id, text)`, queries `(id, text)`
-/// and, per split, judgments `(query, document, grade)`.
+/// and, per split, its judgments.
 pub fn write_beir(
     dir: &Path,
     documents: &[(&str, &str)],
     queries: &[(&str, &str)],
-    splits: &[(&str, &[(&str, &str, i32)])],
+    splits: &[(&str, &[Judgment])],
 ) {
     let lines = |items: &[(&str, &str)], title: bool| -> String {
         items
