@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::{BenchConfig, RerankSettings, TrainCeSettings, TrainDeSettings};
+use crate::config::{BenchConfig, QuerySet, RerankSettings, TrainCeSettings, TrainDeSettings};
 use crate::model::{InputFormat, Pooling, Precision, Shard};
 
 /// The kinds of task.
@@ -241,6 +241,9 @@ pub struct RerankSpec {
     pub split: String,
     pub settings: RerankSettings,
     pub measures: Vec<String>,
+    /// The queries scored: the upstream eval's.
+    #[serde(default, skip_serializing_if = "QuerySet::is_all")]
+    pub queries: QuerySet,
 }
 
 /// Encode a dataset with a model.
@@ -286,6 +289,10 @@ pub struct EvalSpec {
     pub normalize: bool,
     pub top_k: usize,
     pub measures: Vec<String>,
+    /// The split's queries retrieved and scored: all, or those unseen in training (the
+    /// encode holds every judged query; the subset is taken here).
+    #[serde(default, skip_serializing_if = "QuerySet::is_all")]
+    pub queries: QuerySet,
 }
 
 /// Everything a worker needs to run one task (paths included).
@@ -370,15 +377,21 @@ impl EvalSpec {
             normalize,
             top_k,
             measures,
+            queries,
         } = self;
-        json!({
+        let mut params = json!({
             "split": split,
             "layer": layer,
             "pooling": pooling,
             "normalize": normalize,
             "top_k": top_k,
             "measures": measures,
-        })
+        });
+        // `all` is left out, so keys made before query sets existed stay as they were.
+        if !queries.is_all() {
+            params["queries"] = json!(queries);
+        }
+        params
     }
 }
 
@@ -435,12 +448,17 @@ impl RerankSpec {
             split,
             settings,
             measures,
+            queries,
         } = self;
-        json!({
+        let mut params = json!({
             "split": split,
             "settings": settings,
             "measures": measures,
-        })
+        });
+        if !queries.is_all() {
+            params["queries"] = json!(queries);
+        }
+        params
     }
 }
 
@@ -519,5 +537,30 @@ mod tests {
         );
         let sharded = encode("here", Some(Shard { index: 1, count: 3 })).key_params();
         assert_eq!(sharded["shard"], json!([1, 3]));
+    }
+
+    #[test]
+    fn only_an_unseen_query_set_is_a_key_parameter() {
+        let eval = |queries| EvalSpec {
+            dataset_dir: "d".into(),
+            split: "test".into(),
+            layer: 2,
+            pooling: Pooling::Mean,
+            normalize: true,
+            top_k: 10,
+            measures: vec!["ndcg_cut.10".into()],
+            queries,
+        };
+        let before = json!({"split": "test", "layer": 2, "pooling": "mean", "normalize": true,
+            "top_k": 10, "measures": ["ndcg_cut.10"]});
+        assert_eq!(eval(QuerySet::All).key_params(), before);
+        let mut unseen = before;
+        unseen["queries"] = json!("unseen");
+        assert_eq!(eval(QuerySet::Unseen).key_params(), unseen);
+        // A spec written before the field existed reads as `all`.
+        let old = serde_json::to_value(eval(QuerySet::All)).unwrap();
+        assert!(old.get("queries").is_none());
+        let read: EvalSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(read.queries, QuerySet::All);
     }
 }

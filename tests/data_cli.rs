@@ -274,6 +274,130 @@ fn a_closed_pipe_ends_a_listing_quietly() {
     );
 }
 
+/// A dataset whose test queries overlap with its train split in each way: `q1` is relevant to
+/// a train positive, `q2` repeats a train claim in other case and spacing, `q4` repeats one
+/// exactly, `q3` is relevant only to a document training judged not relevant (0).
+fn overlapping_dataset(dir: &Path) {
+    common::write_beir(
+        dir,
+        &[("d1", "aspirin"), ("d2", "statins"), ("d3", "vitamin c")],
+        &[
+            ("t1", "Aspirin lowers stroke risk"),
+            ("t2", "Vitamin C prevents colds"),
+            ("q1", "aspirin and the heart"),
+            ("q2", "  aspirin LOWERS\tstroke risk"),
+            ("q3", "statins and the liver"),
+            ("q4", "Vitamin C prevents colds"),
+        ],
+        &[
+            (
+                "test",
+                &[
+                    ("q1", "d1", 1),
+                    ("q2", "d2", 1),
+                    ("q3", "d3", 2),
+                    ("q4", "d2", 1),
+                ],
+            ),
+            ("train", &[("t1", "d1", 1), ("t2", "d3", 0)]),
+        ],
+    );
+}
+
+#[test]
+fn overlap_lists_train_positives_repeated_texts_and_the_unseen_rest() {
+    let temp = tempfile::tempdir().unwrap();
+    let dataset = temp.path().join("toy");
+    overlapping_dataset(&dataset);
+    let data_dir = temp.path().join("data");
+    repro(&data_dir)
+        .args(["data", "overlap"])
+        .arg(&dataset)
+        .assert()
+        .success()
+        .stdout(contains("evaluated queries              4"))
+        .stdout(contains("with a relevant train positive 1"))
+        .stdout(contains("with repeated text             2 (1 exact)"))
+        .stdout(contains("unseen                         1"))
+        .stdout(contains("  q1: d1\n"))
+        .stdout(contains("  q2: t1\n"))
+        .stdout(contains("  q4: t2 (exact)\n"))
+        .stdout(contains("unseen queries\n  q3\n"));
+    let summary = json_stdout(
+        repro(&data_dir)
+            .args(["data", "overlap", "--json"])
+            .arg(&dataset),
+    );
+    assert_eq!(summary["evaluated"], 4);
+    assert_eq!(summary["with_train_positive"], 1);
+    assert_eq!(summary["with_repeated_text"], 2);
+    assert_eq!(summary["exact_repeats"], 1);
+    assert_eq!(summary["unseen_queries"], serde_json::json!(["q3"]));
+    assert_eq!(
+        summary["train_positives"],
+        serde_json::json!([{"query": "q1", "documents": ["d1"]}])
+    );
+    assert_eq!(
+        summary["repeated_text"][1]["train_queries"],
+        serde_json::json!(["t2"])
+    );
+    assert!(!data_dir.exists(), "a BEIR directory is read in place");
+
+    // Splits are arguments; a training split without judgments names its missing file.
+    let dev = dataset.join("qrels/dev.tsv");
+    repro(&data_dir)
+        .args(["data", "overlap", "--train-split", "dev"])
+        .arg(&dataset)
+        .assert()
+        .failure()
+        .stderr(contains(format!(
+            "the training split `dev` has no judgments: {} is missing (splits: test, train)",
+            dev.display()
+        )));
+    std::fs::copy(dataset.join("qrels/train.tsv"), &dev).unwrap();
+    let reversed = json_stdout(
+        repro(&data_dir)
+            .args([
+                "data",
+                "overlap",
+                "--json",
+                "--split",
+                "dev",
+                "--train-split",
+                "test",
+            ])
+            .arg(&dataset),
+    );
+    assert_eq!(reversed["evaluated"], 2);
+    assert_eq!(reversed["with_train_positive"], 1, "t1's d1 is q1's too");
+}
+
+/// `repro data overlap | head -1` ends quietly too.
+#[test]
+fn a_closed_pipe_ends_an_overlap_listing_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let temp = tempfile::tempdir().unwrap();
+    overlapping_dataset(temp.path());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_repro"))
+        .args(["data", "overlap"])
+        .arg(temp.path())
+        .env_remove("REPRO_MIRROR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        output.status.success() || output.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        output.status
+    );
+}
+
 #[test]
 fn unknown_dataset_is_one_clear_error() {
     let temp = tempfile::tempdir().unwrap();

@@ -108,3 +108,26 @@ fn cranfield_from_raw_smart_files_probes_to_the_measured_ndcg() {
         "layer 0 nDCG@10 = {embedding_layer}"
     );
 }
+
+/// SciFact's BEIR splits overlap: 196 of the 300 test claims have a relevant abstract that is
+/// also a train positive, and two repeat a train claim word for word (test 870 is train 871,
+/// test 1292 is train 1291), both among the 196; 104 claims are unseen.
+#[test]
+fn scifact_test_overlaps_with_its_train_split_as_measured() {
+    let overlap = repro::data::overlap(&mirror().join("scifact"), "test", "train").unwrap();
+    assert_eq!(overlap.evaluated.len(), 300);
+    assert_eq!(overlap.train_positives.len(), 196);
+    let repeats: Vec<(&str, Vec<&str>, bool)> = overlap
+        .repeated_text
+        .iter()
+        .map(|r| {
+            let train: Vec<&str> = r.train_queries.iter().map(String::as_str).collect();
+            (r.query.as_str(), train, r.exact)
+        })
+        .collect();
+    assert_eq!(
+        repeats,
+        [("870", vec!["871"], true), ("1292", vec!["1291"], true)]
+    );
+    assert_eq!(overlap.unseen.len(), 104);
+}

@@ -201,14 +201,14 @@ fn a_run_killed_mid_sweep_resumes_to_a_complete_consistent_store() {
         ),
         TASKS as i64
     );
-    // Every cell has its four measures, once.
+    // Every cell has its four measures and its count of queries evaluated, once.
     assert_eq!(
         count(
             &store,
             "SELECT count(*) FROM metrics m JOIN cell_tasks ct ON ct.task_key = m.task_key
              WHERE ct.stage = 'eval'"
         ),
-        CELLS as i64 * 4
+        CELLS as i64 * 5
     );
     assert_eq!(
         count(
@@ -634,6 +634,105 @@ fn a_split_without_judgments_is_named_by_the_field_that_asks_for_it() {
     check()
         .stderr(predicates::str::contains("models.student: "))
         .stderr(predicates::str::contains("judges no query"));
+}
+
+/// The smoke dataset evaluated whole and on its unseen subset; `COPY` is the dataset's path.
+const UNSEEN: &str = r#"
+[experiment]
+schema = 1
+name = "unseen"
+
+[models.tiny]
+source = "TINY"
+max_len = 32
+
+[datasets.tiny]
+path = COPY
+
+[datasets.tiny_unseen]
+path = COPY
+queries = "unseen"
+
+[sweep]
+layers = [3]
+
+[encode]
+batch = 4
+"#;
+
+/// An unseen subset is evaluated beside its whole split from the same encode, on fewer
+/// queries; it is refused before any compute when the dataset has no train split, and a
+/// changed train split re-runs only its eval.
+#[test]
+fn an_unseen_subset_is_evaluated_beside_its_split_from_the_same_encode() {
+    let fixture = Fixture::new();
+    let copy = fixture.use_a_copy_of_the_dataset();
+    // Training judges only `q5`, relevant to `d3`: test queries q2 and q4 (relevant to d3)
+    // overlap, q1 and q3 are unseen.
+    let train = copy.join("qrels/train.tsv");
+    std::fs::write(&train, "query-id\tcorpus-id\tscore\nq5\td3\t1\n").unwrap();
+    fixture.write_experiment(&UNSEEN.replace("COPY", &format!("{copy:?}")));
+    let outcome = fixture.run();
+    assert_eq!(outcome["status"], "succeeded");
+    assert_eq!(outcome["encode_tasks"], 1, "the subset shares the encode");
+    assert_eq!(summary(&outcome, "total"), 3);
+    let cells = outcome["cells"].as_array().unwrap();
+    let cell = |dataset: &str| -> &Value {
+        cells
+            .iter()
+            .find(|cell| cell["params"]["dataset"] == dataset)
+            .unwrap_or_else(|| panic!("no cell of {dataset}"))
+    };
+    let task = |cell: &Value, stage: &str| -> String {
+        cell["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|task| task[0] == stage)
+            .map(|task| task[1].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let (whole, unseen) = (cell("tiny"), cell("tiny_unseen"));
+    assert_eq!(whole["metrics"]["queries_evaluated"], 4.0);
+    assert_eq!(unseen["metrics"]["queries_evaluated"], 2.0);
+    assert_eq!(task(whole, "encode"), task(unseen, "encode"));
+    assert_ne!(task(whole, "eval"), task(unseen, "eval"));
+    let store = fixture.store();
+    let scored: Vec<String> = store
+        .prepare("SELECT DISTINCT query_id FROM query_metrics WHERE task_key = ?1 ORDER BY 1")
+        .unwrap()
+        .query_map([task(unseen, "eval")], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(scored, ["q1", "q3"]);
+
+    // A changed training split: the subset's eval runs again, nothing else.
+    std::fs::write(&train, "query-id\tcorpus-id\tscore\nq5\td5\t1\n").unwrap();
+    let outcome = fixture.run();
+    assert_eq!(summary(&outcome, "executed"), 1);
+    let cells = outcome["cells"].as_array().unwrap();
+    let unseen = cells
+        .iter()
+        .find(|cell| cell["params"]["dataset"] == "tiny_unseen")
+        .unwrap();
+    // q3 is relevant to d5 now; q2 and q4 no longer overlap.
+    assert_eq!(unseen["metrics"]["queries_evaluated"], 3.0);
+
+    // Without a train split the subset is refused at check time, at its table, by its field.
+    std::fs::remove_file(&train).unwrap();
+    fixture
+        .repro()
+        .arg("check")
+        .arg(&fixture.experiment)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("experiment.toml:13:"))
+        .stderr(predicates::str::contains(
+            "datasets.tiny_unseen: queries = \"unseen\" needs the training split `train`, \
+             which has no judgments",
+        ))
+        .stderr(predicates::str::contains("qrels/train.tsv is missing"));
 }
 
 /// A judgment edited in place, size and modification time put back, is still seen: the

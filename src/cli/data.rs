@@ -1,10 +1,12 @@
 /*!
-`repro data`: fetching, importing, listing and inspecting datasets.
+`repro data`: fetching, importing, listing and inspecting datasets, and measuring a split's
+overlap with a training split.
 
 This module owns the subcommands' arguments and their output (aligned text, or JSON with
 `--json`), and draws download progress. It must not parse formats or decide where datasets
-live: it calls [`crate::data::fetch`], [`crate::data::smart`] and [`crate::data::beir`] and
-prints what they return. Results go to stdout; progress to stderr, silenced by `--quiet`.
+live: it calls [`crate::data::fetch`], [`crate::data::smart`], [`crate::data::beir`] and
+[`crate::data::overlap`] and prints what they return. Results go to stdout; progress to
+stderr, silenced by `--quiet`.
 */
 
 use std::cell::Cell;
@@ -15,7 +17,7 @@ use serde_json::json;
 
 use super::{GlobalArgs, Progress};
 use crate::data::fetch::{self, Format, BEIR_BASE_URL};
-use crate::data::{beir, sgml, smart};
+use crate::data::{beir, overlap, sgml, smart};
 
 /// `repro data ...` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -37,6 +39,9 @@ pub enum DataCommand {
     },
     /// Count a dataset's documents, queries and judgments for one split.
     Info(InfoArgs),
+    /// Which evaluated queries overlap with a training split: a relevant document that is a
+    /// train positive, or a text that repeats a training query's; and the unseen rest.
+    Overlap(OverlapArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -126,6 +131,21 @@ pub struct InfoArgs {
     pub json: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct OverlapArgs {
+    /// Dataset name (data directory, then mirror) or a directory (BEIR, raw SMART or TREC).
+    pub name: String,
+    /// The evaluated split (`qrels/<split>.tsv`).
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// The split a model is trained on.
+    #[arg(long, default_value = "train")]
+    pub train_split: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn run(global: &GlobalArgs, command: &DataCommand) -> anyhow::Result<()> {
     match command {
         DataCommand::Fetch(args) => run_fetch(global, args),
@@ -133,6 +153,7 @@ pub fn run(global: &GlobalArgs, command: &DataCommand) -> anyhow::Result<()> {
         DataCommand::ImportTrec(args) => run_import_trec(args),
         DataCommand::List { json } => run_list(global, *json),
         DataCommand::Info(args) => run_info(global, args),
+        DataCommand::Overlap(args) => run_overlap(global, args),
     }
 }
 
@@ -367,6 +388,89 @@ fn run_info(global: &GlobalArgs, args: &InfoArgs) -> anyhow::Result<()> {
     );
     println!("mean doc length  {:.1} words", info.mean_document_words);
     Ok(())
+}
+
+fn run_overlap(global: &GlobalArgs, args: &OverlapArgs) -> anyhow::Result<()> {
+    let dir = fetch::resolve(&args.name, &global.data_dir, global.mirror.as_deref())?;
+    let found = overlap::overlap(&dir, &args.split, &args.train_split)
+        .with_context(|| format!("measuring the overlap of {}", dir.display()))?;
+    if args.json {
+        let value = json!({
+            "dataset": args.name,
+            "dir": dir,
+            "split": args.split,
+            "train_split": args.train_split,
+            "evaluated": found.evaluated.len(),
+            "with_train_positive": found.train_positives.len(),
+            "with_repeated_text": found.repeated_text.len(),
+            "exact_repeats": found.exact_repeats(),
+            "unseen": found.unseen.len(),
+            "train_positives": found.train_positives,
+            "repeated_text": found.repeated_text,
+            "unseen_queries": found.unseen,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("dataset                        {}", args.name);
+    println!("directory                      {}", dir.display());
+    println!(
+        "splits                         {} evaluated, {} trained on",
+        args.split, args.train_split
+    );
+    println!("evaluated queries              {}", found.evaluated.len());
+    println!(
+        "with a relevant train positive {}",
+        found.train_positives.len()
+    );
+    println!(
+        "with repeated text             {} ({} exact)",
+        found.repeated_text.len(),
+        found.exact_repeats()
+    );
+    println!("unseen                         {}", found.unseen.len());
+    print_list(
+        "query: relevant documents that are train positives",
+        found
+            .train_positives
+            .iter()
+            .map(|positive| format!("{}: {}", positive.query, positive.documents.join(" "))),
+    );
+    print_list(
+        "query: training queries with the same text",
+        found.repeated_text.iter().map(|repeat| {
+            let exact = if repeat.exact { " (exact)" } else { "" };
+            format!(
+                "{}: {}{exact}",
+                repeat.query,
+                repeat.train_queries.join(" ")
+            )
+        }),
+    );
+    print_list(
+        "unseen queries",
+        found
+            .unseen
+            .chunks(UNSEEN_PER_LINE)
+            .map(|ids| ids.join(" ")),
+    );
+    Ok(())
+}
+
+/// Unseen query ids are listed this many to a line, to stay readable and greppable.
+const UNSEEN_PER_LINE: usize = 12;
+
+/// A blank line, a heading and its lines, indented; nothing for an empty list.
+fn print_list(heading: &str, lines: impl Iterator<Item = String>) {
+    let lines: Vec<String> = lines.filter(|line| !line.is_empty()).collect();
+    if lines.is_empty() {
+        return;
+    }
+    println!();
+    println!("{heading}");
+    for line in lines {
+        println!("  {line}");
+    }
 }
 
 /// The last component of `path`, for summaries.

@@ -150,6 +150,65 @@ pub struct DatasetSpec {
     pub path: Option<String>,
     #[serde(default = "default_split")]
     pub split: String,
+    /// Which of the split's queries are evaluated.
+    #[serde(default, skip_serializing_if = "QuerySet::is_all")]
+    pub queries: QuerySet,
+    /// The collection whose documents the dataset searches (see
+    /// [`Experiment::collection_of`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+}
+
+/// `queries` of a dataset: every judged query of its split, or only those a model trained on
+/// the dataset's `train` split has not in effect seen (the rule of [`crate::data::overlap`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum QuerySet {
+    #[default]
+    All,
+    Unseen,
+}
+
+impl QuerySet {
+    /// The split `unseen` is measured against: the one trained models learn from by default.
+    pub const TRAINING_SPLIT: &'static str = "train";
+
+    pub fn is_all(&self) -> bool {
+        *self == QuerySet::All
+    }
+
+    /// The training split whose overlap removes queries, when any does.
+    pub fn training_split(self) -> Option<&'static str> {
+        match self {
+            QuerySet::All => None,
+            QuerySet::Unseen => Some(Self::TRAINING_SPLIT),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            QuerySet::All => "all",
+            QuerySet::Unseen => "unseen",
+        }
+    }
+}
+
+impl std::fmt::Display for QuerySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// serde's own message for an unknown variant does not name the field; this one does.
+impl TryFrom<String> for QuerySet {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        [QuerySet::All, QuerySet::Unseen]
+            .into_iter()
+            .find(|set| set.name() == value)
+            .ok_or_else(|| format!("queries = {value:?}: expected \"all\" or \"unseen\""))
+    }
 }
 
 fn default_split() -> String {
@@ -728,6 +787,19 @@ impl Experiment {
         )
     }
 
+    /// The collection whose documents the dataset `dataset_key` searches, for the in-domain
+    /// rule (a model trained on one dataset of a collection is in-domain on all of them):
+    /// its `collection`, else its `name`, else its key. `None` for an undeclared dataset.
+    pub fn collection_of(&self, dataset_key: &str) -> Option<String> {
+        let spec = self.datasets.get(dataset_key)?;
+        Some(
+            spec.collection
+                .clone()
+                .or_else(|| spec.name.clone())
+                .unwrap_or_else(|| dataset_key.to_string()),
+        )
+    }
+
     fn error(&self, span: &Range<usize>, message: String) -> ConfigError {
         ConfigError::at(&self.path, &self.text, span.start, message)
     }
@@ -1278,12 +1350,30 @@ fn check_models_and_datasets(
             .map_err(|message| error(spec.span(), format!("models.{model}: {message}")))?;
     }
     for (dataset, spec) in &file.datasets {
-        if spec.get_ref().name.is_some() && spec.get_ref().path.is_some() {
-            return Err(error(
-                spec.span(),
-                format!("datasets.{dataset}: give `name` or `path`, not both"),
-            ));
-        }
+        check_dataset(spec.get_ref())
+            .map_err(|message| error(spec.span(), format!("datasets.{dataset}{message}")))?;
+    }
+    Ok(())
+}
+
+/// A dataset table consistent in itself; the message continues `datasets.<name>`.
+fn check_dataset(spec: &DatasetSpec) -> Result<(), String> {
+    if spec.name.is_some() && spec.path.is_some() {
+        return Err(": give `name` or `path`, not both".to_string());
+    }
+    if spec.queries == QuerySet::Unseen && spec.split == QuerySet::TRAINING_SPLIT {
+        return Err(format!(
+            ".queries = \"unseen\" leaves out the queries that overlap with split `{}`, so it \
+             cannot evaluate that split itself",
+            QuerySet::TRAINING_SPLIT
+        ));
+    }
+    if spec
+        .collection
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        return Err(".collection must not be empty".to_string());
     }
     Ok(())
 }
@@ -1998,6 +2088,64 @@ max_len = 32
         assert!(bench.covers("d", InputFormat::Single));
         assert!(!bench.covers("d", InputFormat::SelfPair));
         assert!(expand("").unwrap().iter().all(|cell| cell.bench.is_none()));
+    }
+
+    #[test]
+    fn a_dataset_evaluates_all_its_queries_unless_told_otherwise() {
+        let experiment = parse("").unwrap();
+        assert_eq!(experiment.datasets["d"].queries, QuerySet::All);
+        let text = BASE.replace("path = \"x\"", "path = \"x\"\nqueries = \"unseen\"");
+        let experiment = Experiment::parse(Path::new("exp.toml"), &text).unwrap();
+        assert_eq!(experiment.datasets["d"].queries, QuerySet::Unseen);
+        assert_eq!(QuerySet::Unseen.training_split(), Some("train"));
+        assert_eq!(QuerySet::All.training_split(), None);
+        // `all` is not written out, so a spec serialises as it did before the field existed.
+        let written = serde_json::to_value(&parse("").unwrap().datasets["d"]).unwrap();
+        assert_eq!(
+            written,
+            serde_json::json!({"name": null, "path": "x", "split": "test"})
+        );
+    }
+
+    #[test]
+    fn an_unknown_query_set_is_refused_naming_the_field_and_line() {
+        let text = BASE.replace("path = \"x\"", "path = \"x\"\nqueries = \"seen\"");
+        let message = Experiment::parse(Path::new("exp.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("exp.toml:12:"), "{message}");
+        assert!(message.contains("queries = \"seen\""), "{message}");
+        assert!(message.contains("\"all\" or \"unseen\""), "{message}");
+        let text = BASE.replace(
+            "path = \"x\"",
+            "path = \"x\"\nsplit = \"train\"\nqueries = \"unseen\"",
+        );
+        let message = Experiment::parse(Path::new("exp.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("exp.toml:10:"), "{message}");
+        assert!(message.contains("datasets.d.queries"), "{message}");
+    }
+
+    #[test]
+    fn a_dataset_collection_defaults_to_its_name_then_its_key() {
+        let text = format!(
+            "{BASE}[datasets.named]\nname = \"scifact\"\nqueries = \"unseen\"\n\
+             [datasets.dev]\npath = \"target/scifact-dev\"\nsplit = \"dev\"\ncollection = \"scifact\"\n"
+        );
+        let experiment = Experiment::parse(Path::new("exp.toml"), &text).unwrap();
+        assert_eq!(experiment.collection_of("d").as_deref(), Some("d"));
+        assert_eq!(
+            experiment.collection_of("named").as_deref(),
+            Some("scifact")
+        );
+        assert_eq!(experiment.collection_of("dev").as_deref(), Some("scifact"));
+        assert_eq!(experiment.collection_of("undeclared"), None);
+        let empty = BASE.replace("path = \"x\"", "path = \"x\"\ncollection = \" \"");
+        let message = Experiment::parse(Path::new("exp.toml"), &empty)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("datasets.d.collection"), "{message}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use experiment::{
     Cell, DatasetSpec, EncodeSettings, EvalSettings, Experiment, ModelKind, ModelOrigin,
-    ModelShape, ModelSpec, SCHEMA_VERSION,
+    ModelShape, ModelSpec, QuerySet, SCHEMA_VERSION,
 };
 pub use layers::LayerSelection;
 pub use probe::{ProbeFile, ProbeSettings};

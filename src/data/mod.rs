@@ -3,7 +3,8 @@ Datasets: everything that reads or writes collections, judgments and runs on dis
 
 This module owns the on-disk formats (BEIR layout, raw SMART collections, raw TREC
 collections in SGML-style files, TREC run and qrels files), locating datasets by name in a data directory, and fetching them from BEIR's servers
-or a local mirror with checksum verification. It must not encode, retrieve or score: it hands
+or a local mirror with checksum verification, and the train/test overlap rule (`overlap.rs`:
+which evaluated queries a training split has in effect already shown a model). It must not encode, retrieve or score: it hands
 plain in-memory collections to the rest of the crate.
 */
 
@@ -12,11 +13,13 @@ use std::collections::BTreeMap;
 pub mod beir;
 mod error;
 pub mod fetch;
+pub mod overlap;
 pub mod sgml;
 pub mod smart;
 pub mod trec;
 
 pub use error::DataError;
+pub use overlap::{overlap, Overlap, OverlapError};
 
 /// Relevance judgments: query id → (document id → relevance grade).
 ///

@@ -20,7 +20,9 @@ mod resolve;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use crate::config::{Cell, ModelKind, ModelOrigin, ModelShape, ModelSpec, RerankSettings};
+use crate::config::{
+    Cell, ModelKind, ModelOrigin, ModelShape, ModelSpec, QuerySet, RerankSettings,
+};
 use crate::model::{InputFormat, Precision, Shard};
 use crate::task::{
     canonical_key, BenchSpec, EncodeSpec, EvalSpec, ModelLocation, RerankSpec, Stage, TaskSpec,
@@ -70,8 +72,11 @@ pub struct ResolvedDataset {
     pub split: String,
     /// Hash of the corpus, queries and the split's judgments.
     pub sha256: String,
-    /// The same hash for other splits that trained models learn from, by split.
+    /// The same hash for other splits that trained models learn from, or that the evaluated
+    /// queries are measured against (`queries = "unseen"`), by split.
     pub splits: BTreeMap<String, String>,
+    /// The evaluated split's queries that are scored.
+    pub queries: QuerySet,
 }
 
 /// The DAG: tasks in dependency order and the cells they serve.
@@ -182,6 +187,17 @@ impl<'a> PlanInputs<'a> {
         Ok((dataset, hash))
     }
 
+    /// The content hashes an eval or rerank of `dataset` reads: the dataset's, and when only
+    /// its unseen queries are scored, the training split they are measured against (so that
+    /// a changed training split re-runs them).
+    fn scored_files(dataset: &ResolvedDataset) -> Result<serde_json::Value, ResolveError> {
+        let mut files = serde_json::json!({"dataset": dataset.sha256});
+        if let Some(training) = dataset.queries.training_split() {
+            files["unseen_against"] = Self::split_hash(dataset, training)?.into();
+        }
+        Ok(files)
+    }
+
     /// The judgments hash of a dataset's training split.
     fn split_hash(dataset: &ResolvedDataset, split: &str) -> Result<String, ResolveError> {
         if split == dataset.split {
@@ -193,13 +209,20 @@ impl<'a> PlanInputs<'a> {
     }
 }
 
-/// The cells one encode serves: the same (model, dataset, input, max_len, batch, precision).
+/// The cells one encode serves: the same (model, dataset content and split, input, max_len,
+/// batch, precision).
 type EncodeGroup = (String, String, InputFormat, usize, usize, Precision);
 
-fn encode_group(cell: &Cell, specs: &BTreeMap<String, ModelSpec>) -> EncodeGroup {
+fn encode_group(cell: &Cell, inputs: &PlanInputs) -> EncodeGroup {
+    // By what the encode reads, not the dataset's key: two keys of one dataset and split
+    // (all its queries, and its unseen ones) share one encode, as deep as either needs.
+    let dataset = match inputs.datasets.get(&cell.dataset) {
+        Some(dataset) => format!("{}\t{}", dataset.sha256, dataset.split),
+        None => cell.dataset.clone(),
+    };
     (
-        model_identity(cell, specs),
-        cell.dataset.clone(),
+        model_identity(cell, inputs.specs),
+        dataset,
         cell.input,
         cell.max_len(),
         cell.encode.batch,
@@ -227,13 +250,13 @@ impl Plan {
         // of them needs.
         let mut depths: BTreeMap<EncodeGroup, usize> = BTreeMap::new();
         for cell in &cells {
-            let depth = depths.entry(encode_group(cell, inputs.specs)).or_insert(0);
+            let depth = depths.entry(encode_group(cell, inputs)).or_insert(0);
             *depth = (*depth).max(cell.layer);
         }
         let mut plan = Plan::default();
         let mut by_key: HashMap<String, usize> = HashMap::new();
         for cell in cells {
-            let depth = depths[&encode_group(&cell, inputs.specs)];
+            let depth = depths[&encode_group(&cell, inputs)];
             let tasks = plan.add_cell(&mut by_key, inputs, &cell, depth)?;
             let params = serde_json::to_value(cell.params()).unwrap_or_default();
             plan.cells.push(PlannedCell {
@@ -288,14 +311,14 @@ impl Plan {
             let task = self.add_bench(by_key, cell, &source, dataset, bench);
             cell_tasks.push((Stage::Bench, task));
         }
-        let eval = self.add_eval(by_key, cell, dataset, encode);
+        let eval = self.add_eval(by_key, cell, dataset, encode)?;
         cell_tasks.push((Stage::Eval, eval));
         if let Some(rerank) = &cell.rerank {
             let cross_encoder = self.model_source(by_key, inputs, cell, &rerank.model)?;
             if let Some(ce_task) = cross_encoder.task {
                 cell_tasks.push((Stage::TrainCe, ce_task));
             }
-            let task = self.add_rerank(by_key, cell, dataset, eval, rerank, cross_encoder);
+            let task = self.add_rerank(by_key, cell, dataset, eval, rerank, cross_encoder)?;
             cell_tasks.push((Stage::Rerank, task));
         }
         cell_tasks.sort();
@@ -309,7 +332,7 @@ impl Plan {
         cell: &Cell,
         dataset: &ResolvedDataset,
         encode: Vec<usize>,
-    ) -> usize {
+    ) -> Result<usize, ResolveError> {
         let spec = EvalSpec {
             dataset_dir: dataset.dir.clone(),
             split: dataset.split.clone(),
@@ -318,17 +341,18 @@ impl Plan {
             normalize: cell.eval.normalize,
             top_k: cell.eval.top_k,
             measures: cell.eval.measures(),
+            queries: dataset.queries,
         };
-        self.add(
+        Ok(self.add(
             by_key,
             TaskSpec::Eval(spec),
-            serde_json::json!({"dataset": dataset.sha256}),
+            PlanInputs::scored_files(dataset)?,
             encode,
             format!(
                 "eval {} × {} ({}, layer {}, {})",
                 cell.model, cell.dataset, cell.input, cell.layer, cell.pooling
             ),
-        )
+        ))
     }
 
     /// Re-ranking of the `eval` task's run by `cross_encoder`.
@@ -340,7 +364,7 @@ impl Plan {
         eval: usize,
         rerank: &RerankSettings,
         cross_encoder: ModelSource,
-    ) -> usize {
+    ) -> Result<usize, ResolveError> {
         let mut upstream = vec![eval];
         upstream.extend(cross_encoder.task);
         let spec = RerankSpec {
@@ -349,20 +373,20 @@ impl Plan {
             split: dataset.split.clone(),
             settings: rerank.clone(),
             measures: cell.eval.measures(),
+            queries: dataset.queries,
         };
-        self.add(
+        let mut files = PlanInputs::scored_files(dataset)?;
+        files["cross_encoder"] = cross_encoder.identity.into();
+        Ok(self.add(
             by_key,
             TaskSpec::Rerank(spec),
-            serde_json::json!({
-                "dataset": dataset.sha256,
-                "cross_encoder": cross_encoder.identity,
-            }),
+            files,
             upstream,
             format!(
                 "rerank {} × {} (layer {}, {}) with {} top {}",
                 cell.model, cell.dataset, cell.layer, cell.pooling, rerank.model, rerank.top_k
             ),
-        )
+        ))
     }
 
     /// The encode tasks of a request (shared with every equal request): one, or one per
@@ -736,6 +760,7 @@ mod tests {
             split: "test".into(),
             sha256: "d-sha".into(),
             splits: [("train".to_string(), "d-train-sha".to_string())].into(),
+            queries: QuerySet::All,
         };
         (
             [("tiny".to_string(), model)].into(),
@@ -974,6 +999,114 @@ rerank.model = ["teacher"]
         assert!(bf16.label.ends_with(", bf16)"), "{}", bf16.label);
         let differences = input_differences(&base.tasks[0].inputs, &bf16.inputs);
         assert_eq!(differences, vec!["params.precision: (none) → \"bf16\""]);
+    }
+
+    /// A plan of the dataset `d` evaluated whole and, as `u`, on its unseen queries (the
+    /// same files), `u` sweeping fewer layers; `train_sha` is the training split's hash.
+    fn unseen_plan(train_sha: &str, rerank: bool) -> Plan {
+        let mut text = DISTILL.replace(
+            "[datasets.d]\npath = \"d\"",
+            "[datasets.d]\npath = \"d\"\n[datasets.u]\npath = \"d\"\nqueries = \"unseen\"",
+        );
+        let cut = text.find("[[sweep]]").unwrap();
+        text.truncate(cut);
+        text.push_str("[[sweep]]\nmodel = [\"tiny\"]\ndataset = [\"d\"]\nlayers = [2, 3]\n");
+        text.push_str("[[sweep]]\nmodel = [\"tiny\"]\ndataset = [\"u\"]\nlayers = [2]\n");
+        if rerank {
+            text.push_str("rerank.model = [\"teacher\"]\n");
+        }
+        let experiment = Experiment::parse(Path::new("e.toml"), &text).unwrap();
+        let (models, mut datasets, shapes) = resolved();
+        let mut unseen = datasets["d"].clone();
+        unseen.splits.insert("train".into(), train_sha.into());
+        unseen.queries = QuerySet::Unseen;
+        datasets
+            .get_mut("d")
+            .unwrap()
+            .splits
+            .insert("train".into(), train_sha.into());
+        datasets.insert("u".into(), unseen);
+        let inputs = PlanInputs {
+            specs: &experiment.models,
+            models: &models,
+            datasets: &datasets,
+        };
+        Plan::build(experiment.expand(&shapes).unwrap(), &inputs).unwrap()
+    }
+
+    fn eval_of<'p>(plan: &'p Plan, dataset: &str, layer: usize) -> &'p Task {
+        let cell = plan
+            .cells
+            .iter()
+            .find(|c| c.cell.dataset == dataset && c.cell.layer == layer)
+            .unwrap();
+        let (_, index) = cell.tasks.iter().find(|(s, _)| *s == Stage::Eval).unwrap();
+        &plan.tasks[*index]
+    }
+
+    #[test]
+    fn an_unseen_subset_shares_the_encode_and_keys_its_eval_on_the_training_split() {
+        let plan = unseen_plan("d-train-sha", false);
+        assert_eq!(
+            plan.count(Stage::Encode),
+            1,
+            "one encode, as deep as `d` needs"
+        );
+        assert_eq!(plan.count(Stage::Eval), 3);
+        let whole = eval_of(&plan, "d", 2);
+        let unseen = eval_of(&plan, "u", 2);
+        assert_eq!(whole.upstream, unseen.upstream);
+        assert_ne!(whole.key, unseen.key);
+        assert!(matches!(
+            &unseen.spec,
+            TaskSpec::Eval(EvalSpec {
+                queries: QuerySet::Unseen,
+                ..
+            })
+        ));
+        assert_eq!(
+            input_differences(&whole.inputs, &unseen.inputs),
+            vec![
+                "files.unseen_against: (none) → \"d-train-sha\"",
+                "params.queries: (none) → \"unseen\"",
+            ]
+        );
+        // The whole split's eval is what it was without the subset beside it.
+        let alone = build(&format!(
+            "{}[[sweep]]\nmodel = [\"tiny\"]\nlayers = [2, 3]\n",
+            &DISTILL[..DISTILL.find("[[sweep]]").unwrap()]
+        ));
+        let alone_eval = alone
+            .tasks
+            .iter()
+            .find(|t| t.stage == Stage::Eval && t.label.contains("layer 2"))
+            .unwrap();
+        assert_eq!(alone_eval.key, whole.key);
+        // A changed training split re-runs the subset's eval, not the whole split's.
+        let retrained = unseen_plan("d-train-sha-2", false);
+        assert_eq!(eval_of(&retrained, "d", 2).key, whole.key);
+        assert_ne!(eval_of(&retrained, "u", 2).key, unseen.key);
+    }
+
+    #[test]
+    fn a_rerank_of_an_unseen_subset_names_its_query_set() {
+        let plan = unseen_plan("d-train-sha", true);
+        let rerank = plan
+            .tasks
+            .iter()
+            .find(|task| task.stage == Stage::Rerank)
+            .unwrap();
+        assert_eq!(rerank.inputs["params"]["queries"], "unseen");
+        assert_eq!(rerank.inputs["files"]["unseen_against"], "d-train-sha");
+        assert!(rerank.inputs["files"]["cross_encoder"].is_string());
+        let whole = build(DISTILL);
+        let whole_rerank = whole
+            .tasks
+            .iter()
+            .find(|task| task.stage == Stage::Rerank)
+            .unwrap();
+        assert!(whole_rerank.inputs["params"].get("queries").is_none());
+        assert!(whole_rerank.inputs["files"].get("unseen_against").is_none());
     }
 
     #[test]

@@ -155,12 +155,51 @@ fn resolve_dataset(
             })?;
         splits.insert(split.clone(), hash);
     }
+    if let Some(training) = spec.queries.training_split() {
+        let hash = unseen_against(&dir, &spec.split, training, store.as_deref_mut())
+            .map_err(|message| experiment.dataset_error(name, message))?;
+        splits.insert(training.to_string(), hash);
+    }
     Ok(ResolvedDataset {
         dir,
         split: spec.split.clone(),
         sha256,
         splits,
+        queries: spec.queries,
     })
+}
+
+/// `queries = "unseen"`: the training split is checked and hashed like any split, and the
+/// subset it leaves is measured now, so that a subset that cannot be taken, or is empty,
+/// stops the run before any compute. Messages continue `datasets.<name>: `.
+fn unseen_against(
+    dir: &Path,
+    split: &str,
+    training: &str,
+    store: Option<&mut Store>,
+) -> Result<String, String> {
+    let field = "queries = \"unseen\"";
+    let hash = split_hash(dir, training, store).map_err(|problem| match problem {
+        SplitProblem::NoJudgments(qrels) => format!(
+            "{field} needs the training split `{training}`, which has no judgments ({} is \
+             missing)",
+            qrels.display()
+        ),
+        SplitProblem::Content(message) => {
+            format!("{field}: training split `{training}`: {message}")
+        }
+        SplitProblem::Hash(message) => message,
+    })?;
+    let overlap =
+        crate::data::overlap(dir, split, training).map_err(|err| format!("{field}: {err}"))?;
+    if overlap.unseen.is_empty() {
+        return Err(format!(
+            "{field}: every one of the {} queries of split `{split}` overlaps with split \
+             `{training}`, so there is nothing to evaluate",
+            overlap.evaluated.len()
+        ));
+    }
+    Ok(hash)
 }
 
 /// Why a split of a dataset cannot be used.

@@ -30,6 +30,7 @@ pub use bench::{
 };
 pub use dispatch::run_task;
 pub use embeddings::EmbeddingsManifest;
+pub use eval::QUERIES_EVALUATED;
 pub use probe::{run_probe, EncodeStats, ProbeCell, ProbeOutcome};
 pub use rerank::{run_rerank, FUSED_PREFIX, RERANKED_PREFIX};
 pub use training::{run_train_ce, run_train_de};
@@ -61,6 +62,8 @@ pub enum StageError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Data(#[from] DataError),
+    #[error(transparent)]
+    Overlap(#[from] crate::data::OverlapError),
     #[error(transparent)]
     Eval(#[from] crate::eval::EvalError),
     #[error(transparent)]

@@ -22,7 +22,7 @@ use std::time::Instant;
 use candle_core::Device;
 
 use super::dev::DevSplit;
-use super::eval::{read_split_qrels, RUN_FILE};
+use super::eval::{scored_qrels, RUN_FILE};
 use super::inputs::upstream_dir;
 use super::{Observer, StageError};
 use crate::config::Fusion;
@@ -76,7 +76,8 @@ pub fn run_rerank(
     )?;
     let seconds = started.elapsed().as_secs_f64();
     let scores: Vec<f64> = scores.into_iter().map(f64::from).collect();
-    let qrels = read_split_qrels(&spec.dataset_dir, &spec.split)?;
+    // Restricted like the upstream eval's, so that no query outside its run is scored.
+    let qrels = scored_qrels(&spec.dataset_dir, &spec.split, spec.queries)?;
 
     observer.phase("eval", 1);
     let mut outcome = TaskOutcome {
@@ -529,6 +530,7 @@ mod tests {
                 ..RerankSettings::default()
             },
             measures: vec!["ndcg_cut.10".into(), "recall.100".into()],
+            queries: crate::config::QuerySet::All,
         };
         let out = root.join("out");
         std::fs::create_dir_all(&out).unwrap();

@@ -59,6 +59,41 @@ pub fn smoke_dataset() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smoke/beir")
 }
 
+/// One judgment of a test dataset: query, document, grade.
+pub type Judgment<'a> = (&'a str, &'a str, i32);
+
+/// Writes a small BEIR dataset into `dir`: documents `(id, text)`, queries `(id, text)`
+/// and, per split, its judgments.
+pub fn write_beir(
+    dir: &Path,
+    documents: &[(&str, &str)],
+    queries: &[(&str, &str)],
+    splits: &[(&str, &[Judgment])],
+) {
+    let lines = |items: &[(&str, &str)], title: bool| -> String {
+        items
+            .iter()
+            .map(|(id, text)| {
+                let mut line = serde_json::json!({"_id": id, "text": text});
+                if title {
+                    line["title"] = "".into();
+                }
+                format!("{line}\n")
+            })
+            .collect()
+    };
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    std::fs::write(dir.join("corpus.jsonl"), lines(documents, true)).unwrap();
+    std::fs::write(dir.join("queries.jsonl"), lines(queries, false)).unwrap();
+    for (split, judgments) in splits {
+        let mut text = "query-id\tcorpus-id\tscore\n".to_string();
+        for (query, document, grade) in *judgments {
+            text.push_str(&format!("{query}\t{document}\t{grade}\n"));
+        }
+        std::fs::write(dir.join(format!("qrels/{split}.tsv")), text).unwrap();
+    }
+}
+
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub experiment: PathBuf,
