@@ -255,7 +255,7 @@ impl Summary {
     }
 
     fn measure_label(&self) -> String {
-        super::page::measure_label(&self.measure)
+        super::measure_label(&self.measure)
     }
 }
 
@@ -288,9 +288,7 @@ impl FindingRow {
             (Some(d), _, _) => format!("{d:+.4}"),
             _ => "-".to_string(),
         };
-        let p = self
-            .p_adjusted
-            .map_or("-".to_string(), super::page::p_value);
+        let p = self.p_adjusted.map_or("-".to_string(), super::p_value);
         let verdict = match self.verdict {
             Verdict::Confounded => format!("confounded by {}", self.confounded_by.join(", ")),
             other => other.name().to_string(),

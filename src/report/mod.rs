@@ -402,6 +402,42 @@ pub fn sort_by_measure(frame: &DataFrame, measure: &str) -> Result<DataFrame, Re
     )?)
 }
 
+/// How a trec_eval measure is called in the paper's tables.
+pub fn measure_label(measure: &str) -> String {
+    let (prefix, base) = if let Some(base) = measure.strip_prefix(crate::stages::RERANKED_PREFIX) {
+        ("re-ranked ", base)
+    } else if let Some(base) = measure.strip_prefix(crate::stages::FUSED_PREFIX) {
+        ("fused ", base)
+    } else {
+        ("", measure)
+    };
+    let label = if let Some(k) = base.strip_prefix("ndcg_cut_") {
+        format!("nDCG@{k}")
+    } else if let Some(k) = base.strip_prefix("mrr_cut_") {
+        format!("MRR@{k}")
+    } else if let Some(k) = base.strip_prefix("success_") {
+        format!("Hits@{k}")
+    } else if let Some(k) = base.strip_prefix("recall_") {
+        format!("Recall@{k}")
+    } else if let Some(k) = base.strip_prefix("P_") {
+        format!("P@{k}")
+    } else {
+        base.to_string()
+    };
+    format!("{prefix}{label}")
+}
+
+/// A p-value as tables print it: 4 decimals, `<0.0001` below, `-` when there is none.
+pub fn p_value(p: f64) -> String {
+    if p.is_nan() {
+        "-".to_string()
+    } else if p < 1e-4 {
+        "<0.0001".to_string()
+    } else {
+        format!("{p:.4}")
+    }
+}
+
 /// How a table cell is printed: floats with 4 decimals (small ones, such as learning
 /// rates, in scientific notation so they do not round to 0.0001), nulls as `-`.
 pub fn display_any(value: &AnyValue<'_>) -> String {

@@ -14,7 +14,7 @@ use super::means::{ComparisonTally, MeanDistillRow, Tally};
 use super::study::{
     DistillRow, LayerCurve, LossCurve, SpeedCurve, Study, HEADLINE_MEASURES, PERMUTATIONS,
 };
-use super::ReportError;
+use super::{measure_label, p_value, ReportError};
 use crate::store::{ExperimentRow, Store};
 
 const HTML_TEMPLATE: &str = include_str!("templates/report.html");
@@ -316,31 +316,6 @@ fn stage_times_table(study: &Study) -> Table {
     }
 }
 
-/// How a trec_eval measure is called in the paper's tables.
-pub fn measure_label(measure: &str) -> String {
-    let (prefix, base) = if let Some(base) = measure.strip_prefix(crate::stages::RERANKED_PREFIX) {
-        ("re-ranked ", base)
-    } else if let Some(base) = measure.strip_prefix(crate::stages::FUSED_PREFIX) {
-        ("fused ", base)
-    } else {
-        ("", measure)
-    };
-    let label = if let Some(k) = base.strip_prefix("ndcg_cut_") {
-        format!("nDCG@{k}")
-    } else if let Some(k) = base.strip_prefix("mrr_cut_") {
-        format!("MRR@{k}")
-    } else if let Some(k) = base.strip_prefix("success_") {
-        format!("Hits@{k}")
-    } else if let Some(k) = base.strip_prefix("recall_") {
-        format!("Recall@{k}")
-    } else if let Some(k) = base.strip_prefix("P_") {
-        format!("P@{k}")
-    } else {
-        base.to_string()
-    };
-    format!("{prefix}{label}")
-}
-
 /// The layer-wise charts of one dataset: one per pooling (and further settings that tell
 /// curves apart), each holding at most [`PALETTE_SIZE`] curves in hues of their own; cross
 /// encoders dashed. Charts in which no curve has two points are left out: there is no line
@@ -627,16 +602,6 @@ fn marked(value: f64, finding: Option<&Finding>) -> String {
         _ => "",
     };
     format!("{value:.4}{mark}")
-}
-
-pub(super) fn p_value(p: f64) -> String {
-    if p.is_nan() {
-        "-".to_string()
-    } else if p < 1e-4 {
-        "<0.0001".to_string()
-    } else {
-        format!("{p:.4}")
-    }
 }
 
 fn comparisons_table(findings: &[Finding]) -> Table {
