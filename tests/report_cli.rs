@@ -221,7 +221,11 @@ fn check_document(fixture: &Fixture) {
         let holm = repro::eval::significance::Correction::Holm.adjust(&raw);
         assert_eq!(adjusted.len(), holm.len());
         for (got, want) in adjusted.iter().zip(&holm) {
-            assert!((got - want).abs() < 1e-12, "{}: {got} vs {want}", family["name"]);
+            assert!(
+                (got - want).abs() < 1e-12,
+                "{}: {got} vs {want}",
+                family["name"]
+            );
         }
     }
     let ce_vs_de: Vec<&serde_json::Value> = comparisons
