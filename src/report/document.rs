@@ -289,10 +289,7 @@ impl FindingRow {
             _ => "-".to_string(),
         };
         let p = self.p_adjusted.map_or("-".to_string(), super::p_value);
-        let verdict = match self.verdict {
-            Verdict::Confounded => format!("confounded by {}", self.confounded_by.join(", ")),
-            other => other.name().to_string(),
-        };
+        let verdict = super::findings::verdict_text(self.verdict, &self.confounded_by);
         format!(
             "| {} | {} | {} | {} | {delta} | {p} | {verdict} |\n",
             self.family, self.dataset, self.a, self.b

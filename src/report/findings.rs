@@ -209,7 +209,21 @@ pub struct Finding {
     pub verdict: Verdict,
 }
 
+/// How a verdict reads in a table: its name, or `confounded by max_len (128 vs 256), …`.
+pub fn verdict_text(verdict: Verdict, confounded_by: &[String]) -> String {
+    match verdict {
+        Verdict::Confounded => format!("confounded by {}", confounded_by.join(", ")),
+        other => other.name().to_string(),
+    }
+}
+
 impl Finding {
+    /// The verdict as tables show it ([`verdict_text`]).
+    pub fn verdict_text(&self) -> String {
+        let confounders: Vec<String> = self.confounded_by.iter().map(|d| d.describe()).collect();
+        verdict_text(self.verdict, &confounders)
+    }
+
     /// Whether this finding compares `a` with `b` on `dataset` in `family`.
     pub fn is(&self, family: &str, dataset: &str, a: &str, b: &str) -> bool {
         (self.family.as_str(), self.dataset.as_str()) == (family, dataset)

@@ -631,17 +631,9 @@ fn comparisons_table(findings: &[Finding]) -> Table {
         rows: findings
             .iter()
             .map(|f| {
-                let verdict = match f.verdict {
-                    Verdict::Confounded => format!(
-                        "confounded by {}",
-                        f.confounded_by
-                            .iter()
-                            .map(|d| d.describe())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    Verdict::Better | Verdict::Worse => format!("{} †", f.verdict.name()),
-                    other => other.name().to_string(),
+                let verdict = match f.verdict.significant() {
+                    true => format!("{} †", f.verdict_text()),
+                    false => f.verdict_text(),
                 };
                 vec![
                     f.family.clone(),
@@ -825,15 +817,7 @@ fn distill_cells(
         format!("{} · {}", p_value(p.t_test), p_value(p.randomisation))
     }));
     cells.push(match (finding, tally) {
-        (Some(f), _) if f.verdict == Verdict::Confounded => format!(
-            "confounded by {}",
-            f.confounded_by
-                .iter()
-                .map(|d| d.describe())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        (Some(f), _) => f.verdict.name().to_string(),
+        (Some(f), _) => f.verdict_text(),
         (None, Some(tally)) => tally.describe(),
         (None, None) => "-".into(),
     });
